@@ -1,0 +1,82 @@
+// The encoder interface: what a modality (or a user) plugs into Data2Vec.
+//
+// Shape vocabulary used throughout the core:
+//   B batch, T encoder time steps (patches / frames / tokens), D model width, L layers.
+//
+// An encoder provides two capabilities, named as in the original data2vec design:
+//   apply_mask(input, generator)    -> the student's input and a boolean mask [B,T] (true = masked)
+//   extract_features(input, mask)   -> final output [B,T,D], one result per layer, padding mask
+// and, optionally, teacher_features(): how the EMA copy reads the batch (default: the unmasked
+// input through extract_features; audio reads the student's unmasked local features instead).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace data2vec {
+
+// Which tensor of a transformer layer counts as its "layer result" (SPEC 1.4).
+enum class LayerResultKind {
+  kFfn,    // feed-forward output before the residual add, dropout and the final layer norm
+  kBlock,  // the block's output after its residual (data2vec 1.0 vision)
+};
+
+LayerResultKind parse_layer_result_kind(const std::string& name);
+std::string to_string(LayerResultKind kind);
+
+// One batch as the model sees it.
+struct EncoderInput {
+  torch::Tensor source;        // images [B,C,H,W] | waveforms [B,S] | token ids [B,T] | vectors [B,T,F]
+  torch::Tensor padding_mask;  // [B,S] or [B,T] bool, true = padding; undefined when nothing is padded
+
+  EncoderInput to(const torch::Device& device) const;
+  int64_t batch_size() const { return source.size(0); }
+};
+
+// What apply_mask returns: the student's input and the positions the student must predict.
+struct MaskedInput {
+  EncoderInput student;  // e.g. text: ids with <mask> substituted; images: unchanged pixels
+  torch::Tensor mask;    // [B,T] bool, true = masked; never true on padding
+};
+
+// What extract_features returns.
+struct EncoderOutput {
+  torch::Tensor x;                           // [B,T,D] final output
+  std::vector<torch::Tensor> layer_results;  // L x [B,T,D], in layer order (kind per options)
+  torch::Tensor padding_mask;                // [B,T] bool, true = padding; undefined when none
+  torch::Tensor local_features;              // [B,T,D] unmasked local features (before masking)
+};
+
+class EncoderImpl : public torch::nn::Module {
+ public:
+  ~EncoderImpl() override = default;
+
+  // Width D of the encoder's output.
+  virtual int64_t embed_dim() const = 0;
+  // Number of transformer layers L (= layer_results.size()).
+  virtual int64_t num_layers() const = 0;
+
+  // Chooses the mask by the modality's strategy and builds the student's input.
+  virtual MaskedInput apply_mask(const EncoderInput& input, at::Generator& generator) = 0;
+
+  // Runs the encoder. `mask` [B,T] bool marks positions whose local features are replaced by the
+  // mask embedding; an undefined mask means nothing is masked.
+  virtual EncoderOutput extract_features(const EncoderInput& input, const torch::Tensor& mask) = 0;
+
+  // The teacher's forward, called on the EMA copy under no-grad with the UNMASKED batch and the
+  // student's output of the same step. Default: the whole encoder on the unmasked input.
+  virtual EncoderOutput teacher_features(const EncoderInput& input, const EncoderOutput& student) {
+    return extract_features(input, torch::Tensor());
+  }
+
+  // Parameter-name prefixes the teacher copies from the student instead of averaging
+  // (e.g. text embeddings). Buffers are always copied.
+  virtual std::vector<std::string> ema_copied_prefixes() const { return {}; }
+};
+
+// Builds a fresh encoder; Data2Vec calls it twice (student and teacher).
+using EncoderFactory = std::function<std::shared_ptr<EncoderImpl>()>;
+
+}  // namespace data2vec
