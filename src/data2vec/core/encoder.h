@@ -71,6 +71,10 @@ class EncoderImpl : public torch::nn::Module {
     return extract_features(input, torch::Tensor());
   }
 
+  // Leading positions of the output that are not part of the input sequence (vision: 1 for the
+  // CLS token). They are never masked; mean pooling skips them.
+  virtual int64_t num_prefix_tokens() const { return 0; }
+
   // Parameter-name prefixes the teacher copies from the student instead of averaging
   // (e.g. text embeddings). Buffers are always copied.
   virtual std::vector<std::string> ema_copied_prefixes() const { return {}; }
