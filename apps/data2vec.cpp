@@ -1,9 +1,184 @@
+// data2vec: the command-line program. Thin: every command parses its flags and calls the library.
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "data2vec/app/builders.h"
+#include "data2vec/app/embed.h"
+#include "data2vec/app/evaluate.h"
+#include "data2vec/io/config.h"
+#include "data2vec/train/checkpoint.h"
+#include "data2vec/train/plot.h"
+#include "data2vec/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace data2vec;
+
+namespace {
+
+// --config FILE and --set key=value, shared by the commands that read a configuration.
+struct ConfigFlags {
+  std::string path;
+  std::vector<std::string> overrides;
+
+  void add_to(CLI::App* command, bool required) {
+    auto* option = command->add_option("-c,--config", path, "YAML configuration (presets in configs/)");
+    if (required) option->required()->check(CLI::ExistingFile);
+    command->add_option("--set", overrides,
+                        "override one key, e.g. --set train.max_steps=200 (repeatable; keys: "
+                        "`data2vec config --config FILE` prints them all)");
+  }
+
+  io::Config load() const { return io::load_config(path, overrides); }
+};
+
+int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resume,
+                 int64_t stop_at) {
+  io::Config config;
+  const auto existing = resume ? train::resolve_checkpoint_dir(out_dir) : std::nullopt;
+  if (existing) {
+    // On resume the architecture comes from the checkpoint, not from the command line.
+    io::apply_yaml(config, train::read_checkpoint(*existing).config_yaml, *existing + "/config.yaml");
+    io::apply_overrides(config, flags.overrides);
+    io::validate(config);
+  } else {
+    if (flags.path.empty()) throw std::invalid_argument("pretrain: --config is required for a new run");
+    config = flags.load();
+  }
+  train::PretrainJob job;
+  job.config = config;
+  job.run_dir = out_dir;
+  job.resume = resume;
+  job.stop_at_step = stop_at;
+  job.model = app::make_model(config);
+  job.train_data = app::make_pretrain_dataset(config);
+  if (config.eval.knn_every > 0) job.monitor = app::make_knn_monitor(config);
+  const auto result = train::pretrain(job);
+  std::cout << "steps " << result.steps_done << ", last loss " << result.last_loss
+            << ", bad samples " << result.bad_samples << ", checkpoint "
+            << (result.last_checkpoint.empty() ? "none" : result.last_checkpoint) << "\n";
+  return result.stopped_because.empty() ? 0 : 3;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"data2vec: self-supervised pretraining for images, speech and text"};
+  CLI::App app{
+      "data2vec: self-supervised pretraining of image, speech and text encoders (data2vec 1.0 "
+      "and 2.0) on LibTorch.\nRun `data2vec <command> --help` for a command's options."};
   app.require_subcommand(1);
-  app.add_subcommand("version", "print the version");
+  app.option_defaults()->always_capture_default();  // every option's help shows its default
+  app.set_help_all_flag("--help-all", "show the help of every command");
+
+  ConfigFlags pretrain_flags;
+  std::string pretrain_out;
+  bool pretrain_resume = false;
+  int64_t pretrain_stop_at = 0;
+  auto* pretrain = app.add_subcommand(
+      "pretrain",
+      "Pretrain an encoder the data2vec way. Writes DIR/metrics.jsonl, DIR/tb/ (TensorBoard), "
+      "DIR/config.yaml and DIR/checkpoints/{step_N,last}. Ctrl-C writes a checkpoint and stops.");
+  pretrain_flags.add_to(pretrain, false);
+  pretrain->add_option("-o,--out", pretrain_out, "run directory")->required();
+  pretrain->add_flag("--resume", pretrain_resume,
+                     "continue exactly from DIR/checkpoints/last (config from the checkpoint; "
+                     "--set still applies, e.g. to raise train.max_steps)");
+  pretrain->add_option("--stop-at", pretrain_stop_at,
+                       "stop after this step with a checkpoint, keeping the schedules of "
+                       "train.max_steps; continue later with --resume");
+
+  std::string plot_dir;
+  auto* plot = app.add_subcommand(
+      "plot", "Render DIR/metrics.jsonl to DIR/metrics.png (loss, target/prediction std, lr) with gnuplot.");
+  plot->add_option("dir", plot_dir, "run directory")->required()->check(CLI::ExistingDirectory);
+
+  ConfigFlags show_flags;
+  auto* show = app.add_subcommand(
+      "config", "Print the resolved configuration (every key with its value) as YAML.");
+  show->add_option("-c,--config", show_flags.path, "YAML configuration (default: built-in defaults)");
+  show->add_option("--set", show_flags.overrides, "override one key (repeatable)");
+
+  // probe / finetune / evaluate share their flags.
+  app::EvaluateOptions eval_options;
+  auto add_eval_flags = [&](CLI::App* command) {
+    command->add_option("--checkpoint", eval_options.checkpoint,
+                        "run directory (uses checkpoints/last) or checkpoint directory")
+        ->required();
+    command->add_option("-c,--config", eval_options.config_path,
+                        "evaluate with this config instead of the checkpoint's");
+    command->add_option("--set", eval_options.overrides, "override one key (repeatable)");
+    command->add_option("--train-limit", eval_options.probe_train_limit,
+                        "train examples for the probes (0 = all)");
+    command->add_option("--test-limit", eval_options.test_limit, "test examples scored (0 = all)");
+    command->add_option("--report", eval_options.report_path, "write a markdown report here");
+  };
+  auto* probe = app.add_subcommand(
+      "probe",
+      "Linear-probe top-1 on the held-out split: the raw input, the encoder at random init, and "
+      "the checkpoint's student and teacher, all in one run.");
+  add_eval_flags(probe);
+  auto* finetune = app.add_subcommand(
+      "finetune",
+      "Fine-tune encoder + linear head on a fraction of the labels, from the checkpoint and from "
+      "random init; top-1 on the held-out split.");
+  add_eval_flags(finetune);
+  auto* evaluate = app.add_subcommand(
+      "evaluate", "probe and finetune together, one table (what `make demo` reports).");
+  add_eval_flags(evaluate);
+  for (auto* command : {finetune, evaluate}) {
+    command->add_option("--label-fraction", eval_options.label_fraction,
+                        "fraction of the training labels, e.g. 0.01");
+    command->add_option("--epochs", eval_options.finetune_epochs, "fine-tuning epochs");
+    command->add_option("--lr", eval_options.finetune_lr, "fine-tuning peak learning rate");
+  }
+
+  app::EmbedOptions embed_options;
+  auto* embed = app.add_subcommand(
+      "embed", "Features of a file or a folder of files from a checkpoint's encoder, to safetensors.");
+  embed->add_option("--checkpoint", embed_options.checkpoint, "run or checkpoint directory")->required();
+  embed->add_option("--input", embed_options.input, "a file, or a folder searched recursively")->required();
+  embed->add_option("--output", embed_options.output,
+                    "FILE.safetensors: tensor 'features' [N,D], metadata 'files'")
+      ->required();
+  embed->add_option("--pool", embed_options.pool, "mean | cls");
+
   CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (*pretrain) return run_pretrain(pretrain_flags, pretrain_out, pretrain_resume, pretrain_stop_at);
+    if (*probe || *finetune || *evaluate) {
+      eval_options.probe = !*finetune;
+      if (*probe) eval_options.label_fraction = 0;
+      if (*finetune && eval_options.label_fraction <= 0) eval_options.label_fraction = 0.01;
+      const auto rows = app::evaluate_run(eval_options);
+      std::cout << app::rows_to_markdown(rows);
+      return 0;
+    }
+    if (*embed) {
+      app::embed_files(embed_options);
+      return 0;
+    }
+    if (*plot) {
+      train::plot_metrics(plot_dir);
+      std::cout << (fs::path(plot_dir) / "metrics.png").string() << "\n";
+      return 0;
+    }
+    if (*show) {
+      io::Config config;
+      if (!show_flags.path.empty()) {
+        config = show_flags.load();
+      } else {
+        io::apply_overrides(config, show_flags.overrides);
+        io::validate(config);
+      }
+      std::cout << io::to_yaml(config);
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
   return 0;
 }

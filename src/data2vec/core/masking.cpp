@@ -7,6 +7,8 @@ namespace data2vec {
 
 torch::Tensor real_lengths(const torch::Tensor& padding_mask, int64_t batch, int64_t time) {
   if (!padding_mask.defined()) return torch::full({batch}, time, torch::kLong);
+  TORCH_CHECK(padding_mask.scalar_type() == torch::kBool, "padding_mask must be bool, got ",
+              padding_mask.scalar_type());
   return (~padding_mask).sum(/*dim=*/1).to(torch::kLong).cpu();
 }
 

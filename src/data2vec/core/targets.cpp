@@ -26,11 +26,16 @@ torch::Tensor instance_norm_over_time(const torch::Tensor& x, const torch::Tenso
     const auto var = x.var(/*dim=*/1, /*unbiased=*/false, /*keepdim=*/true);          // [B,1,D]
     return (x - mean) * torch::rsqrt(var + eps);
   }
-  const auto real = (~padding_mask).unsqueeze(-1).to(x.scalar_type());              // [B,T,1]
-  const auto count = real.sum(/*dim=*/1, /*keepdim=*/true).clamp_min(1.0);          // [B,1,1]
-  const auto mean = (x * real).sum(1, true) / count;                                 // [B,1,D]
-  const auto var = ((x - mean).pow(2) * real).sum(1, true) / count;                  // [B,1,D]
-  return (x - mean) * torch::rsqrt(var + eps) * real;
+  TORCH_CHECK(padding_mask.scalar_type() == torch::kBool, "padding_mask must be bool, got ",
+              padding_mask.scalar_type());
+  const auto padded = padding_mask.unsqueeze(-1);                                  // [B,T,1]
+  // Padded steps may hold inf / NaN: zero them first (NaN * 0 is NaN, masked_fill is not).
+  const auto x0 = x.masked_fill(padded, 0.0);                                     // [B,T,D]
+  const auto real = (~padded).to(x.scalar_type());                                // [B,T,1]
+  const auto count = real.sum(/*dim=*/1, /*keepdim=*/true).clamp_min(1.0);        // [B,1,1]
+  const auto mean = x0.sum(1, true) / count;                                       // [B,1,D]
+  const auto var = ((x0 - mean).pow(2) * real).sum(1, true) / count;               // [B,1,D]
+  return ((x0 - mean) * torch::rsqrt(var + eps)).masked_fill(padded, 0.0);
 }
 
 torch::Tensor layer_norm_over_channels(const torch::Tensor& x, double eps) {

@@ -27,9 +27,15 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   // Additive logit mask [B or 1,H or 1,T,T]: relative position bias and -inf on padded keys.
   torch::Tensor logit_bias = bias;
   if (key_padding_mask.defined()) {
+    // The dtype's lowest finite value, not -inf: a fully padded row then gives a uniform
+    // softmax instead of NaN, which would spread to every gradient of the step.
+    const double lowest = q.scalar_type() == torch::kBFloat16
+                              ? double(std::numeric_limits<c10::BFloat16>::lowest())
+                          : q.scalar_type() == torch::kHalf
+                              ? double(std::numeric_limits<c10::Half>::lowest())
+                              : double(std::numeric_limits<float>::lowest());
     const auto pad = torch::zeros({b, 1, 1, t}, q.options())
-                         .masked_fill(key_padding_mask.view({b, 1, 1, t}),
-                                      -std::numeric_limits<float>::infinity());
+                         .masked_fill(key_padding_mask.view({b, 1, 1, t}), lowest);
     logit_bias = logit_bias.defined() ? logit_bias.to(q.scalar_type()) + pad : pad;
   }
   torch::Tensor context;  // [B,H,T,Dh]

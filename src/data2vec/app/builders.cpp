@@ -1,0 +1,194 @@
+#include "data2vec/app/builders.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <stdexcept>
+
+#include "data2vec/core/toy_dataset.h"
+#include "data2vec/core/toy_encoder.h"
+#include "data2vec/vision/augment.h"
+#include "data2vec/vision/datasets.h"
+#include "data2vec/vision/encoder.h"
+
+namespace data2vec::app {
+
+namespace {
+
+[[noreturn]] void unknown(const std::string& key, const std::string& value, const std::string& expected) {
+  throw std::invalid_argument("config key '" + key + "' = '" + value + "': expected " + expected);
+}
+
+ToyEncoderOptions toy_options(const io::Config& c) {
+  ToyEncoderOptions o;
+  if (c.model.preset == "tiny") {
+    o.dim(64).depth(4).num_heads(4).mlp_dim(128);
+  } else if (c.model.preset == "micro") {
+    o.dim(32).depth(2).num_heads(2).mlp_dim(64);
+  } else {
+    unknown("model.preset", c.model.preset, "tiny or micro for the toy modality");
+  }
+  return o.mask_ratio(c.model.mask_ratio).layer_result(parse_layer_result_kind(c.model.layer_result));
+}
+
+ToyDatasetOptions toy_data_options(const io::Config& c, int64_t first_index, int64_t size) {
+  return ToyDatasetOptions()
+      .size(c.data.limit > 0 ? std::min(c.data.limit, size) : size)
+      .first_index(first_index)
+      .variable_length(c.data.dataset == "toy-variable");
+}
+
+vision::VisionEncoderOptions vision_options(const io::Config& c) {
+  auto o = vision::vision_preset(c.model.preset);
+  o.image_size(c.data.image_size)
+      .mask_ratio(c.model.mask_ratio)
+      .layer_result(parse_layer_result_kind(c.model.layer_result));
+  if (c.model.dropout >= 0) o.dropout(c.model.dropout);
+  if (c.model.layer_scale_init >= 0) o.layer_scale_init(c.model.layer_scale_init);
+  return o;
+}
+
+vision::ImageTransformOptions image_transform(const io::Config& c, bool augment) {
+  auto t = vision::ImageTransformOptions()
+               .image_size(c.data.image_size)
+               .channels(vision_options(c).in_channels())
+               .augment(augment && c.data.augment)
+               .crop_scale_min(c.data.crop_scale_min);
+  if (c.data.dataset == "fashion-mnist") t.mean({0.2860}).std({0.3530});
+  if (c.data.dataset == "mnist") t.mean({0.1307}).std({0.3081});
+  return t;
+}
+
+// Both splits of the configured image dataset; `augment` applies to the train split only.
+EvalSplits vision_splits(const io::Config& c, bool augment) {
+  const auto& root = c.data.root;
+  if (c.data.dataset == "fashion-mnist" || c.data.dataset == "mnist") {
+    const std::string train_prefix = root + "/train-", test_prefix = root + "/t10k-";
+    auto gz = [](const std::string& base) {
+      return std::filesystem::exists(base + ".gz") ? base + ".gz" : base;
+    };
+    return {std::make_shared<vision::IdxImageDataset>(gz(train_prefix + "images-idx3-ubyte"),
+                                                      gz(train_prefix + "labels-idx1-ubyte"),
+                                                      image_transform(c, augment)),
+            std::make_shared<vision::IdxImageDataset>(gz(test_prefix + "images-idx3-ubyte"),
+                                                      gz(test_prefix + "labels-idx1-ubyte"),
+                                                      image_transform(c, false))};
+  }
+  if (c.data.dataset == "image-folder") {
+    return {std::make_shared<vision::ImageFolderDataset>(root + "/train", image_transform(c, augment)),
+            std::make_shared<vision::ImageFolderDataset>(root + "/val", image_transform(c, false))};
+  }
+  unknown("data.dataset", c.data.dataset, "fashion-mnist, mnist or image-folder for vision");
+}
+
+bool has_extension(const std::filesystem::path& path, const std::vector<std::string>& extensions) {
+  auto ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  return std::find(extensions.begin(), extensions.end(), ext) != extensions.end();
+}
+
+std::vector<std::string> list_files(const std::string& input, const std::vector<std::string>& extensions) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(input)) throw std::invalid_argument("input '" + input + "' does not exist");
+  if (fs::is_regular_file(input)) return {input};
+  std::vector<std::string> files;
+  for (const auto& entry : fs::recursive_directory_iterator(input)) {
+    if (entry.is_regular_file() && has_extension(entry.path(), extensions)) {
+      files.push_back(entry.path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw std::invalid_argument("no supported files under '" + input + "'");
+  return files;
+}
+
+// Image files decoded and transformed as at evaluation.
+class ImageFilesDataset : public Dataset {
+ public:
+  ImageFilesDataset(std::vector<std::string> files, vision::ImageTransformOptions transform)
+      : files_(std::move(files)), transform_(std::move(transform)) {}
+  size_t size() const override { return files_.size(); }
+  Example get(size_t index, uint64_t seed) const override {
+    const auto image = vision::decode_image_file(files_.at(index), transform_.channels());
+    return {vision::transform_image(image, transform_, seed), -1};
+  }
+  std::string describe(size_t index) const override { return files_.at(index); }
+
+ private:
+  std::vector<std::string> files_;
+  vision::ImageTransformOptions transform_;
+};
+
+void require_data(const io::Config& c) {
+  if (!std::filesystem::exists(c.data.root)) {
+    throw std::invalid_argument("config key 'data.root' = '" + c.data.root +
+                                "' does not exist (fetch it first, e.g. scripts/fetch-data.sh " +
+                                c.data.dataset + ")");
+  }
+}
+
+}  // namespace
+
+EncoderFactory make_encoder_factory(const io::Config& config) {
+  if (config.model.modality == "toy") {
+    const auto options = toy_options(config);
+    return [options] { return std::make_shared<ToyEncoderImpl>(options); };
+  }
+  if (config.model.modality == "vision") {
+    const auto options = vision_options(config);
+    return [options] { return vision::make_vision_encoder(options); };
+  }
+  unknown("model.modality", config.model.modality, "toy or vision");
+}
+
+Data2VecOptions make_data2vec_options(const io::Config& c) {
+  return Data2VecOptions()
+      .targets(TargetOptions()
+                   .top_k_layers(c.model.top_k_layers)
+                   .layer_norm_targets(parse_target_norm(c.model.target_layer_norm))
+                   .final_norm(parse_target_norm(c.model.target_final_norm)))
+      .ema(EmaOptions()
+               .decay_start(c.ema.decay_start)
+               .decay_end(c.ema.decay_end)
+               .anneal_steps(c.ema.anneal_steps > 0 ? c.ema.anneal_steps : c.train.max_steps))
+      .loss(LossOptions().beta(c.model.loss_beta).scale(c.model.loss_scale))
+      .head_hidden_mult(c.model.head_hidden_mult);
+}
+
+Data2Vec make_model(const io::Config& config) {
+  torch::manual_seed(uint64_t(config.train.seed));
+  return Data2Vec(make_encoder_factory(config), make_data2vec_options(config));
+}
+
+std::shared_ptr<const Dataset> make_pretrain_dataset(const io::Config& config) {
+  if (config.model.modality == "toy") {
+    return std::make_shared<ToyDataset>(toy_data_options(config, 0, 4096));
+  }
+  if (config.model.modality == "vision") {
+    require_data(config);
+    return vision_splits(config, /*augment=*/true).train;
+  }
+  unknown("model.modality", config.model.modality, "toy or vision");
+}
+
+EvalSplits make_eval_datasets(const io::Config& config) {
+  if (config.model.modality == "toy") {
+    return {std::make_shared<ToyDataset>(toy_data_options(config, 0, 4096)),
+            std::make_shared<ToyDataset>(toy_data_options(config, 1 << 20, 1024))};
+  }
+  if (config.model.modality == "vision") {
+    require_data(config);
+    return vision_splits(config, /*augment=*/false);
+  }
+  unknown("model.modality", config.model.modality, "toy or vision");
+}
+
+FilesDataset make_files_dataset(const io::Config& config, const std::string& input) {
+  if (config.model.modality == "vision") {
+    auto files = list_files(input, {".png", ".jpg", ".jpeg", ".bmp"});
+    return {std::make_shared<ImageFilesDataset>(files, image_transform(config, /*augment=*/false)), files};
+  }
+  unknown("model.modality", config.model.modality, "vision (embedding files of other modalities is coming)");
+}
+
+}  // namespace data2vec::app

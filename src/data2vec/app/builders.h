@@ -1,0 +1,40 @@
+// From a configuration to the parts a job needs: the encoder, the Data2Vec model, the datasets.
+// The only place that knows every modality; the trainer and evaluators see interfaces only.
+#pragma once
+
+#include <memory>
+
+#include "data2vec/core/data2vec.h"
+#include "data2vec/core/dataset.h"
+#include "data2vec/io/config.h"
+
+namespace data2vec::app {
+
+// Builds encoders of the configured modality and preset.
+EncoderFactory make_encoder_factory(const io::Config& config);
+
+// Targets, loss, EMA and head options from the config (EMA anneal 0 -> train.max_steps).
+Data2VecOptions make_data2vec_options(const io::Config& config);
+
+// The Data2Vec model, initialised from train.seed.
+Data2Vec make_model(const io::Config& config);
+
+// The pretraining split (with augmentation when data.augment).
+std::shared_ptr<const Dataset> make_pretrain_dataset(const io::Config& config);
+
+// Labelled splits for evaluation, without augmentation. `test` may hold the held-out split.
+struct EvalSplits {
+  std::shared_ptr<const Dataset> train;
+  std::shared_ptr<const Dataset> test;
+};
+EvalSplits make_eval_datasets(const io::Config& config);
+
+// The files under `input` (a file, or a directory searched recursively for the modality's file
+// types, sorted), read as at evaluation: for `data2vec embed`.
+struct FilesDataset {
+  std::shared_ptr<const Dataset> dataset;
+  std::vector<std::string> files;
+};
+FilesDataset make_files_dataset(const io::Config& config, const std::string& input);
+
+}  // namespace data2vec::app

@@ -1,0 +1,42 @@
+#include "data2vec/app/embed.h"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "data2vec/app/builders.h"
+#include "data2vec/eval/features.h"
+#include "data2vec/io/safetensors.h"
+#include "data2vec/train/checkpoint.h"
+#include "data2vec/train/device.h"
+
+namespace data2vec::app {
+
+int64_t embed_files(const EmbedOptions& options) {
+  const auto ckpt = train::read_checkpoint(options.checkpoint);
+  io::Config config;
+  io::apply_yaml(config, ckpt.config_yaml, options.checkpoint + " (config.yaml)");
+  train::set_threads(config.train.threads);
+  const torch::Device device = train::resolve_device(config.train.device);
+
+  const auto [dataset, files] = make_files_dataset(config, options.input);
+
+  auto encoder = make_encoder_factory(config)();
+  train::load_module_state(*encoder, ckpt.model, /*strict=*/true, "student.");
+  encoder->to(device);
+  const auto features = eval::extract_features(
+      *encoder, *dataset,
+      eval::ExtractOptions()
+          .batch_size(config.eval.batch_size)
+          .device(device)
+          .pool(eval::parse_pool_mode(options.pool)));
+  std::vector<std::string> embedded;
+  for (auto i : features.indices) embedded.push_back(files[i]);
+  io::save_safetensors(options.output, {{"features", features.features}},
+                       {{"files", nlohmann::json(embedded).dump()}, {"pool", options.pool}});
+  spdlog::info("embedded {} files ({} skipped) -> {}", embedded.size(), features.num_skipped,
+               options.output);
+  return int64_t(embedded.size());
+}
+
+}  // namespace data2vec::app

@@ -1,0 +1,169 @@
+#include "data2vec/app/evaluate.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "data2vec/app/builders.h"
+#include "data2vec/eval/features.h"
+#include "data2vec/eval/finetune.h"
+#include "data2vec/eval/knn.h"
+#include "data2vec/eval/linear_probe.h"
+#include "data2vec/train/checkpoint.h"
+#include "data2vec/train/device.h"
+
+namespace fs = std::filesystem;
+
+namespace data2vec::app {
+
+namespace {
+
+io::Config run_config(const EvaluateOptions& options, const train::CheckpointContents& ckpt) {
+  io::Config config;
+  if (!options.config_path.empty()) {
+    config = io::load_config(options.config_path, options.overrides);
+  } else {
+    io::apply_yaml(config, ckpt.config_yaml, options.checkpoint + " (config.yaml)");
+    io::apply_overrides(config, options.overrides);
+    io::validate(config);
+  }
+  return config;
+}
+
+eval::ExtractOptions extract_options(const io::Config& config, const torch::Device& device,
+                                     int64_t limit) {
+  return eval::ExtractOptions()
+      .batch_size(config.eval.batch_size)
+      .device(device)
+      .bf16(config.train.precision == "bf16")
+      .limit(limit);
+}
+
+std::string percent(double fraction) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2) << 100.0 * fraction;
+  return out.str();
+}
+
+EvaluationRow probe_row(const std::string& method, const eval::FeatureSet& train,
+                        const eval::FeatureSet& test, int64_t num_classes) {
+  const auto result = eval::linear_probe(train.features, train.labels, test.features, test.labels,
+                                         eval::LinearProbeOptions().num_classes(num_classes));
+  std::ostringstream detail;
+  detail << "L2 " << result.chosen_l2 << ", " << train.features.size(1) << " features";
+  spdlog::info("{}: test {}%, train {}% ({})", method, percent(result.test_acc),
+               percent(result.train_acc), detail.str());
+  return {method, result.test_acc, result.train_acc, detail.str()};
+}
+
+// The encoder of `config` with the student's weights from the checkpoint (or fresh weights).
+std::shared_ptr<EncoderImpl> load_encoder(const io::Config& config,
+                                          const std::map<std::string, torch::Tensor>* state,
+                                          const std::string& prefix) {
+  torch::manual_seed(uint64_t(config.train.seed));
+  auto encoder = make_encoder_factory(config)();
+  if (state) train::load_module_state(*encoder, *state, /*strict=*/true, prefix);
+  return encoder;
+}
+
+}  // namespace
+
+std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
+  const auto ckpt = train::read_checkpoint(options.checkpoint);
+  const io::Config config = run_config(options, ckpt);
+  train::set_threads(config.train.threads);
+  const torch::Device device = train::resolve_device(config.train.device);
+  const auto splits = make_eval_datasets(config);
+  const int64_t classes = splits.train->num_classes();
+  std::vector<EvaluationRow> rows;
+
+  if (options.probe) {
+    const auto train_options = extract_options(config, device, options.probe_train_limit);
+    const auto test_options = extract_options(config, device, options.test_limit);
+    auto raw = [](const Batch& b) { return b.input.source.flatten(1).to(torch::kFloat32); };
+    rows.push_back(probe_row("raw input, linear", eval::extract_features(raw, *splits.train, train_options),
+                             eval::extract_features(raw, *splits.test, test_options), classes));
+    for (const auto& [method, prefix] :
+         std::vector<std::pair<std::string, std::string>>{{"random init, linear probe", ""},
+                                                          {"data2vec student, linear probe", "student."},
+                                                          {"data2vec teacher, linear probe", "teacher."}}) {
+      auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
+      encoder->to(device);
+      rows.push_back(probe_row(method, eval::extract_features(*encoder, *splits.train, train_options),
+                               eval::extract_features(*encoder, *splits.test, test_options), classes));
+    }
+  }
+  if (options.label_fraction > 0) {
+    for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
+             {"random init, fine-tune", ""}, {"data2vec, fine-tune", "student."}}) {
+      auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
+      const auto result = eval::finetune(encoder, *splits.train, *splits.test,
+                                         eval::FinetuneOptions()
+                                             .label_fraction(options.label_fraction)
+                                             .epochs(options.finetune_epochs)
+                                             .lr(options.finetune_lr)
+                                             .batch_size(64)
+                                             .device(device)
+                                             .bf16(config.train.precision == "bf16")
+                                             .seed(uint64_t(config.train.seed)));
+      std::ostringstream detail;
+      detail << result.train_examples << " labels (" << percent(options.label_fraction) << "%), "
+             << options.finetune_epochs << " epochs";
+      const auto name = method + " " + percent(options.label_fraction) + "% labels";
+      spdlog::info("{}: test {}%, train {}% ({})", name, percent(result.test_acc),
+                   percent(result.train_acc), detail.str());
+      rows.push_back({name, result.test_acc, result.train_acc, detail.str()});
+    }
+  }
+  if (!options.report_path.empty()) {
+    std::ofstream report(options.report_path);
+    report << "# data2vec.cpp evaluation\n\n"
+           << "Checkpoint: `" << *train::resolve_checkpoint_dir(options.checkpoint) << "` (step "
+           << ckpt.trainer_state.value("step", 0) << ", "
+           << std::fixed << std::setprecision(1) << ckpt.trainer_state.value("elapsed_s", 0.0) / 60.0
+           << " min of pretraining)\n\n"
+           << "Model: " << config.model.modality << " / " << config.model.preset << ", algorithm "
+           << config.model.algorithm << ", precision " << config.train.precision << "\n\n"
+           << rows_to_markdown(rows);
+    const auto plot = fs::path(options.checkpoint) / "metrics.png";
+    if (fs::exists(plot)) report << "\n![pretraining metrics](metrics.png)\n";
+  }
+  return rows;
+}
+
+std::string rows_to_markdown(const std::vector<EvaluationRow>& rows) {
+  std::ostringstream out;
+  out << "| method | test top-1 (%) | train top-1 (%) | detail |\n|---|---:|---:|---|\n";
+  for (const auto& row : rows) {
+    out << "| " << row.method << " | " << percent(row.test_acc) << " | " << percent(row.train_acc)
+        << " | " << row.detail << " |\n";
+  }
+  return out.str();
+}
+
+train::Monitor make_knn_monitor(const io::Config& config) {
+  const auto splits = make_eval_datasets(config);
+  return [config, splits](Data2VecImpl& model, int64_t step) {
+    const torch::Device device = train::resolve_device(config.train.device);
+    nlohmann::json metrics;
+    for (const auto& [key, encoder] : std::vector<std::pair<std::string, std::shared_ptr<EncoderImpl>>>{
+             {"knn_acc", model.student()}, {"teacher_knn_acc", model.teacher()}}) {
+      const bool was_training = encoder->is_training();
+      const auto train = eval::extract_features(*encoder, *splits.train,
+                                                extract_options(config, device, config.eval.knn_train_size));
+      const auto test = eval::extract_features(*encoder, *splits.test,
+                                               extract_options(config, device, config.eval.knn_test_size));
+      encoder->train(was_training);
+      metrics[key] = eval::knn_accuracy(train.features, train.labels, test.features, test.labels,
+                                        eval::KnnOptions().k(config.eval.knn_k));
+    }
+    spdlog::info("step {}: k-NN accuracy student {:.4f}, teacher {:.4f}", step,
+                 metrics["knn_acc"].get<double>(), metrics["teacher_knn_acc"].get<double>());
+    return metrics;
+  };
+}
+
+}  // namespace data2vec::app

@@ -1,0 +1,43 @@
+// The evaluation protocol of SPEC section 5 for a pretraining run, with both baselines measured
+// in the same run: a linear model on the raw input, and the same encoder at random init.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data2vec/io/config.h"
+#include "data2vec/train/trainer.h"
+
+namespace data2vec::app {
+
+struct EvaluateOptions {
+  std::string checkpoint;          // a run directory or a checkpoint directory
+  std::string config_path;         // optional: evaluate with this config instead of the run's
+  std::vector<std::string> overrides;
+  bool probe = true;               // linear probes (raw input, random init, student, teacher)
+  double label_fraction = 0.0;     // > 0: also fine-tune on this fraction of the labels
+  int64_t finetune_epochs = 30;
+  double finetune_lr = 1e-3;
+  int64_t probe_train_limit = 0;   // examples of the train split used by probes; 0 = all
+  int64_t test_limit = 0;          // examples of the test split scored; 0 = all
+  std::string report_path;         // markdown report; empty = none
+};
+
+struct EvaluationRow {
+  std::string method;    // e.g. "data2vec probe"
+  double test_acc = 0;   // top-1, fraction
+  double train_acc = 0;
+  std::string detail;    // chosen L2, epochs, ...
+};
+
+// Runs the requested evaluations and returns one row per measurement. Prints progress.
+std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options);
+
+// Markdown table of rows.
+std::string rows_to_markdown(const std::vector<EvaluationRow>& rows);
+
+// The k-NN monitor for pretraining (eval.knn_every): student and teacher k-NN accuracy on
+// eval.knn_train_size / eval.knn_test_size examples of the labelled splits.
+train::Monitor make_knn_monitor(const io::Config& config);
+
+}  // namespace data2vec::app

@@ -1,0 +1,190 @@
+#include "data2vec/audio/data.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "data2vec/io/files.h"
+
+namespace fs = std::filesystem;
+
+namespace data2vec::audio {
+
+Manifest read_manifest(const std::string& file) {
+  std::ifstream in(file);
+  TORCH_CHECK(in, "cannot open manifest ", file);
+  Manifest manifest;
+  TORCH_CHECK(std::getline(in, manifest.root) && !manifest.root.empty(), "manifest ", file,
+              ": the first line must be the root directory");
+  std::string line;
+  for (int64_t line_no = 2; std::getline(in, line); ++line_no) {
+    if (line.empty()) continue;
+    const auto tab = line.rfind('\t');
+    TORCH_CHECK(tab != std::string::npos && tab > 0, "manifest ", file, " line ", line_no,
+                ": expected 'relative_path<TAB>num_samples', got '", line, "'");
+    ManifestEntry entry;
+    entry.path = line.substr(0, tab);
+    try {
+      size_t used = 0;
+      entry.num_samples = std::stoll(line.substr(tab + 1), &used);
+      TORCH_CHECK(used == line.size() - tab - 1, "trailing characters");
+    } catch (const std::exception&) {
+      TORCH_CHECK(false, "manifest ", file, " line ", line_no, ": bad sample count '",
+                  line.substr(tab + 1), "'");
+    }
+    manifest.entries.push_back(std::move(entry));
+  }
+  return manifest;
+}
+
+Manifest write_manifest(const std::string& dir, const std::string& out_file, int64_t sample_rate) {
+  TORCH_CHECK(fs::is_directory(dir), "write_manifest: ", dir, " is not a directory");
+  const fs::path root = fs::canonical(dir);
+  std::vector<fs::path> files;
+  for (const auto& item : fs::recursive_directory_iterator(root)) {
+    if (!item.is_regular_file()) continue;
+    std::string ext = item.path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (ext == ".wav" || ext == ".flac" || ext == ".ogg") files.push_back(item.path());
+  }
+  std::sort(files.begin(), files.end());
+
+  Manifest manifest;
+  manifest.root = root.string();
+  std::ostringstream text;
+  text << manifest.root << '\n';
+  size_t skipped = 0;
+  for (const auto& path : files) {
+    AudioInfo info;
+    try {
+      info = read_audio_info(path.string());
+    } catch (const BadSample& e) {
+      spdlog::warn("write_manifest: skipping {}", e.what());
+      ++skipped;
+      continue;
+    }
+    ManifestEntry entry{fs::relative(path, root).string(),
+                        resampled_length(info.frames, info.sample_rate, sample_rate)};
+    text << entry.path << '\t' << entry.num_samples << '\n';
+    manifest.entries.push_back(std::move(entry));
+  }
+  io::write_file_atomically(out_file, text.str());
+  if (skipped > 0) spdlog::warn("write_manifest: {} unreadable files skipped", skipped);
+  return manifest;
+}
+
+LabelFn label_from_component(int index) {
+  return [index](const std::string& relative_path) -> std::string {
+    std::vector<std::string> parts;
+    for (const auto& part : fs::path(relative_path)) parts.push_back(part.string());
+    if (parts.empty()) return "";
+    parts.back() = fs::path(parts.back()).stem().string();
+    const int n = static_cast<int>(parts.size());
+    const int at = index < 0 ? n + index : index;
+    return at >= 0 && at < n ? parts[static_cast<size_t>(at)] : "";
+  };
+}
+
+AudioManifestDataset::AudioManifestDataset(const std::string& manifest_file,
+                                           const AudioDatasetOptions& options, LabelFn labels)
+    : options_(options), manifest_(read_manifest(manifest_file)) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < manifest_.entries.size(); ++i) {
+    if (manifest_.entries[i].num_samples < options_.min_samples()) {
+      ++num_skipped_;
+      continue;
+    }
+    entries_.push_back(i);
+    names.push_back(labels ? labels(manifest_.entries[i].path) : "");
+  }
+  std::set<std::string> distinct(names.begin(), names.end());
+  distinct.erase("");
+  class_names_.assign(distinct.begin(), distinct.end());
+  std::map<std::string, int64_t> class_index;
+  for (size_t c = 0; c < class_names_.size(); ++c) class_index[class_names_[c]] = int64_t(c);
+  for (const auto& name : names) labels_.push_back(name.empty() ? -1 : class_index.at(name));
+}
+
+std::string AudioManifestDataset::describe(size_t index) const {
+  TORCH_CHECK(index < entries_.size(), "audio dataset: index ", index, " >= size ",
+              entries_.size());
+  return (fs::path(manifest_.root) / manifest_.entries[entries_[index]].path).string();
+}
+
+Example AudioManifestDataset::get(size_t index, uint64_t seed) const {
+  const std::string path = describe(index);
+  auto waveform = read_audio(path, options_.sample_rate(), options_.resample_quality());  // [S]
+  if (options_.normalize()) waveform = normalize_waveform(waveform);
+  // One generator per (index, seed): the same crop whatever thread reads the example.
+  auto generator = at::detail::createCPUGenerator(seed ^ (0x9E3779B97F4A7C15ULL * (index + 1)));
+  Example example;
+  example.source = random_crop(waveform, options_.max_samples(), generator).contiguous();
+  example.label = labels_[index];
+  return example;
+}
+
+Batch AudioManifestDataset::collate(std::vector<Example> examples) const {
+  TORCH_CHECK(!examples.empty(), "audio collate: empty batch");
+  const auto batch = static_cast<int64_t>(examples.size());
+  int64_t longest = 0;
+  bool all_equal = true;
+  for (const auto& e : examples) {
+    TORCH_CHECK(e.source.dim() == 1, "audio collate: expected waveforms [S], got shape ",
+                e.source.sizes());
+    if (longest != 0 && e.source.size(0) != longest) all_equal = false;
+    longest = std::max(longest, e.source.size(0));
+  }
+  Batch out;
+  out.input.source = torch::zeros({batch, longest}, torch::kFloat32);  // [B,S]
+  auto padding = torch::ones({batch, longest}, torch::kBool);          // [B,S]
+  std::vector<int64_t> labels;
+  for (int64_t b = 0; b < batch; ++b) {
+    const auto& source = examples[static_cast<size_t>(b)].source;
+    const int64_t length = source.size(0);
+    out.input.source[b].slice(0, 0, length).copy_(source);
+    padding[b].slice(0, 0, length).fill_(false);
+    labels.push_back(examples[static_cast<size_t>(b)].label);
+  }
+  if (!all_equal) out.input.padding_mask = padding;
+  out.labels = torch::tensor(labels, torch::kLong);
+  return out;
+}
+
+std::vector<int64_t> AudioManifestDataset::lengths() const {
+  std::vector<int64_t> out;
+  out.reserve(entries_.size());
+  for (const size_t i : entries_) {
+    const int64_t n = manifest_.entries[i].num_samples;
+    out.push_back(options_.max_samples() > 0 ? std::min(n, options_.max_samples()) : n);
+  }
+  return out;
+}
+
+std::vector<std::vector<size_t>> length_bucketed_batches(const std::vector<int64_t>& lengths,
+                                                         size_t batch_size, uint64_t seed) {
+  TORCH_CHECK(batch_size > 0, "length_bucketed_batches: batch_size must be > 0");
+  std::mt19937_64 rng(seed);
+  std::vector<size_t> order(lengths.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);  // random ties among equal lengths
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return lengths[a] < lengths[b]; });
+  std::vector<std::vector<size_t>> batches;
+  for (size_t start = 0; start < order.size(); start += batch_size) {
+    const size_t end = std::min(order.size(), start + batch_size);
+    batches.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(start),
+                         order.begin() + static_cast<std::ptrdiff_t>(end));
+  }
+  std::shuffle(batches.begin(), batches.end(), rng);
+  return batches;
+}
+
+}  // namespace data2vec::audio

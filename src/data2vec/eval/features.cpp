@@ -1,0 +1,127 @@
+#include "data2vec/eval/features.h"
+
+#include <spdlog/spdlog.h>
+
+#include <numeric>
+
+#include "data2vec/eval/batching.h"
+
+namespace data2vec::eval {
+
+PoolMode parse_pool_mode(const std::string& name) {
+  if (name == "mean") return PoolMode::kMean;
+  if (name == "cls" || name == "first") return PoolMode::kFirst;
+  throw std::invalid_argument("pool mode '" + name + "': expected mean or cls");
+}
+
+std::string to_string(PoolMode mode) {
+  return mode == PoolMode::kMean ? "mean" : "cls";
+}
+
+torch::Tensor pool_features(const EncoderOutput& out, int64_t num_prefix_tokens, PoolMode mode) {
+  TORCH_CHECK(out.x.defined() && out.x.dim() == 3, "pool_features: expected x [B,T,D], got ",
+              out.x.defined() ? out.x.sizes() : torch::IntArrayRef{});
+  const int64_t t = out.x.size(1);
+  TORCH_CHECK(num_prefix_tokens >= 0 && num_prefix_tokens < t, "pool_features: ", num_prefix_tokens,
+              " prefix tokens in a sequence of ", t);
+  auto x = out.x.to(torch::kFloat);
+  if (mode == PoolMode::kFirst) return x.select(1, 0);  // [B,D]
+  x = x.slice(1, num_prefix_tokens);                    // [B,T',D] sequence positions only
+  if (!out.padding_mask.defined()) return x.mean(1);
+  auto pad = out.padding_mask;
+  if (pad.size(1) == t && num_prefix_tokens > 0) pad = pad.slice(1, num_prefix_tokens);
+  TORCH_CHECK(pad.size(1) == x.size(1), "pool_features: padding mask ", out.padding_mask.sizes(),
+              " matches neither T = ", t, " nor T - prefix = ", x.size(1));
+  auto keep = pad.logical_not().to(torch::kFloat).unsqueeze(-1);  // [B,T',1]
+  // An example that is all padding pools to zeros instead of NaN.
+  return (x * keep).sum(1) / keep.sum(1).clamp_min(1.0);
+}
+
+namespace {
+
+// Restores an encoder's train/eval mode on scope exit.
+class ModeGuard {
+ public:
+  explicit ModeGuard(torch::nn::Module& module)
+      : module_(module), was_training_(module.is_training()) {}
+  ~ModeGuard() { module_.train(was_training_); }
+  ModeGuard(const ModeGuard&) = delete;
+  ModeGuard& operator=(const ModeGuard&) = delete;
+
+ private:
+  torch::nn::Module& module_;
+  bool was_training_;
+};
+
+}  // namespace
+
+FeatureSet extract_features(const BatchFeaturizer& featurize, const Dataset& dataset,
+                            const ExtractOptions& options) {
+  std::vector<size_t> indices = options.indices();
+  if (indices.empty()) {
+    indices.resize(dataset.size());
+    std::iota(indices.begin(), indices.end(), size_t{0});
+  }
+  for (size_t i : indices) {
+    TORCH_CHECK(i < dataset.size(), "extract_features: index ", i,
+                " out of range for a dataset of ", dataset.size(), " examples");
+  }
+  if (options.limit() > 0 && static_cast<size_t>(options.limit()) < indices.size()) {
+    indices.resize(static_cast<size_t>(options.limit()));
+  }
+
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> features, labels;
+  FeatureSet out;
+  size_t done = 0;
+  for_each_batch(
+      dataset, indices, options.batch_size(), [](size_t) { return uint64_t{0}; },
+      [&](size_t, ReadBatch& read) {
+        out.num_skipped += static_cast<int64_t>(read.skipped.size());
+        done += read.skipped.size();
+        if (!read.empty()) {
+          Batch batch = std::move(read.batch);
+          batch.input = batch.input.to(options.device());
+          torch::Tensor f;
+          {
+            Bf16Autocast autocast(options.bf16(), options.device());
+            f = featurize(batch);
+          }
+          TORCH_CHECK(f.dim() == 2 && f.size(0) == batch.input.batch_size(),
+                      "extract_features: featurizer returned ", f.sizes(), " for a batch of ",
+                      batch.input.batch_size());
+          features.push_back(f.detach().to(torch::kCPU, torch::kFloat));
+          labels.push_back(batch.labels.to(torch::kCPU, torch::kLong));
+          out.indices.insert(out.indices.end(), batch.indices.begin(), batch.indices.end());
+          done += batch.indices.size();
+        }
+        if (options.progress()) options.progress()(done, indices.size());
+      });
+  if (out.num_skipped > 0) {
+    spdlog::warn("extract_features: skipped {} of {} examples (bad samples, named above)",
+                 out.num_skipped, indices.size());
+  }
+  if (features.empty()) {
+    out.features = torch::empty({0, 0});
+    out.labels = torch::empty({0}, torch::kLong);
+  } else {
+    out.features = torch::cat(features);  // [N,D]
+    out.labels = torch::cat(labels);      // [N]
+  }
+  return out;
+}
+
+FeatureSet extract_features(EncoderImpl& encoder, const Dataset& dataset,
+                            const ExtractOptions& options) {
+  ModeGuard mode(encoder);
+  encoder.eval();
+  const int64_t prefix = encoder.num_prefix_tokens();
+  const PoolMode pool = options.pool();
+  return extract_features(
+      [&](const Batch& batch) {
+        return pool_features(encoder.extract_features(batch.input, torch::Tensor()), prefix, pool);
+      },
+      dataset, options);
+}
+
+}  // namespace data2vec::eval

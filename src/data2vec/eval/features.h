@@ -1,0 +1,73 @@
+// Frozen-encoder features for the probes (SPEC 5): pool the encoder's final output per example and
+// collect [N,D] fp32 features with their labels, for any encoder and dataset through the core
+// interfaces.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data2vec/core/dataset.h"
+#include "data2vec/core/encoder.h"
+
+namespace data2vec::eval {
+
+enum class PoolMode {
+  kMean,   // mean over real positions: prefix tokens (CLS) and padding left out
+  kFirst,  // the first output position (the CLS token of encoders that have one)
+};
+
+// "mean" | "cls" (or "first").
+PoolMode parse_pool_mode(const std::string& name);
+std::string to_string(PoolMode mode);
+
+// One vector per example from out.x [B,T,D] -> [B,D] fp32. Mean mode averages positions
+// num_prefix_tokens.. of each example that are not padding; out.padding_mask may cover all T
+// positions ([B,T]) or only the T - num_prefix_tokens sequence positions. Differentiable.
+torch::Tensor pool_features(const EncoderOutput& out, int64_t num_prefix_tokens, PoolMode mode);
+
+struct ExtractOptions {
+  /// Examples per forward. Default 64.
+  TORCH_ARG(int64_t, batch_size) = 64;
+  /// Where batches run; the encoder must already be there. Default CPU.
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
+  /// bf16 autocast around the forward (features are returned in fp32). Default false.
+  TORCH_ARG(bool, bf16) = false;
+  /// How an encoder output becomes one vector. Default mean.
+  TORCH_ARG(PoolMode, pool) = PoolMode::kMean;
+  /// Only the first `limit` examples (of `indices` when given, else of the dataset); 0 = all.
+  /// Default 0.
+  TORCH_ARG(int64_t, limit) = 0;
+  /// Dataset indices to read, in this order; empty = 0..size-1. Default empty.
+  TORCH_ARG(std::vector<size_t>, indices) = {};
+  /// Called after each batch with (examples done, examples total). Default none.
+  TORCH_ARG(std::function<void(size_t, size_t)>, progress) = nullptr;
+};
+
+// Features of the examples that could be read, in reading order.
+struct FeatureSet {
+  torch::Tensor features;       // [N,D] float32, CPU
+  torch::Tensor labels;         // [N] int64, CPU (-1 where unknown)
+  std::vector<size_t> indices;  // [N] dataset index of each row
+  int64_t num_skipped = 0;      // examples that threw BadSample (each logged by name)
+};
+
+// Turns a collated batch (already on the options' device) into [B,D] features.
+using BatchFeaturizer = std::function<torch::Tensor(const Batch&)>;
+
+// Encoder features: eval mode (the previous train/eval mode is restored afterwards), no grad,
+// dataset.get(i, 0) (the dataset decides whether seed 0 means "no augmentation"), no mask,
+// pooled by options.pool.
+FeatureSet extract_features(EncoderImpl& encoder, const Dataset& dataset,
+                            const ExtractOptions& options = {});
+
+// The same loop over any featurizer, e.g. the raw-input baseline
+// `[](const Batch& b) { return b.input.source.flatten(1); }`. Runs under no-grad; options.pool
+// is unused.
+FeatureSet extract_features(const BatchFeaturizer& featurize, const Dataset& dataset,
+                            const ExtractOptions& options = {});
+
+}  // namespace data2vec::eval

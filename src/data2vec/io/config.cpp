@@ -1,0 +1,301 @@
+#include "data2vec/io/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "data2vec/io/files.h"
+
+namespace data2vec::io {
+
+std::vector<ConfigKey> config_keys(Config& c) {
+  return {
+      {"train.max_steps", &c.train.max_steps},
+      {"train.batch_size", &c.train.batch_size},
+      {"train.accumulate", &c.train.accumulate},
+      {"train.precision", &c.train.precision},
+      {"train.seed", &c.train.seed},
+      {"train.threads", &c.train.threads},
+      {"train.device", &c.train.device},
+      {"train.num_workers", &c.train.num_workers},
+      {"train.prefetch", &c.train.prefetch},
+      {"train.collapse_warmup", &c.train.collapse_warmup},
+      {"train.min_target_std", &c.train.min_target_std},
+      {"train.min_pred_std", &c.train.min_pred_std},
+      {"model.modality", &c.model.modality},
+      {"model.preset", &c.model.preset},
+      {"model.algorithm", &c.model.algorithm},
+      {"model.top_k_layers", &c.model.top_k_layers},
+      {"model.layer_result", &c.model.layer_result},
+      {"model.target_layer_norm", &c.model.target_layer_norm},
+      {"model.target_final_norm", &c.model.target_final_norm},
+      {"model.loss_beta", &c.model.loss_beta},
+      {"model.loss_scale", &c.model.loss_scale},
+      {"model.head_hidden_mult", &c.model.head_hidden_mult},
+      {"model.mask_ratio", &c.model.mask_ratio},
+      {"model.mask_prob", &c.model.mask_prob},
+      {"model.mask_length", &c.model.mask_length},
+      {"model.dropout", &c.model.dropout},
+      {"model.layer_scale_init", &c.model.layer_scale_init},
+      {"ema.decay_start", &c.ema.decay_start},
+      {"ema.decay_end", &c.ema.decay_end},
+      {"ema.anneal_steps", &c.ema.anneal_steps},
+      {"optim.name", &c.optim.name},
+      {"optim.lr", &c.optim.lr},
+      {"optim.beta1", &c.optim.beta1},
+      {"optim.beta2", &c.optim.beta2},
+      {"optim.eps", &c.optim.eps},
+      {"optim.weight_decay", &c.optim.weight_decay},
+      {"optim.schedule", &c.optim.schedule},
+      {"optim.warmup_steps", &c.optim.warmup_steps},
+      {"optim.final_lr_scale", &c.optim.final_lr_scale},
+      {"optim.tri_stage_warmup", &c.optim.tri_stage_warmup},
+      {"optim.tri_stage_hold", &c.optim.tri_stage_hold},
+      {"optim.tri_stage_decay", &c.optim.tri_stage_decay},
+      {"optim.clip_grad_norm", &c.optim.clip_grad_norm},
+      {"data.dataset", &c.data.dataset},
+      {"data.root", &c.data.root},
+      {"data.tokenizer", &c.data.tokenizer},
+      {"data.image_size", &c.data.image_size},
+      {"data.augment", &c.data.augment},
+      {"data.crop_scale_min", &c.data.crop_scale_min},
+      {"data.max_samples", &c.data.max_samples},
+      {"data.max_tokens", &c.data.max_tokens},
+      {"data.limit", &c.data.limit},
+      {"log.every", &c.log.every},
+      {"log.tensorboard", &c.log.tensorboard},
+      {"log.progress_seconds", &c.log.progress_seconds},
+      {"checkpoint.every", &c.checkpoint.every},
+      {"checkpoint.keep", &c.checkpoint.keep},
+      {"eval.knn_every", &c.eval.knn_every},
+      {"eval.knn_k", &c.eval.knn_k},
+      {"eval.knn_train_size", &c.eval.knn_train_size},
+      {"eval.knn_test_size", &c.eval.knn_test_size},
+      {"eval.batch_size", &c.eval.batch_size},
+  };
+}
+
+namespace {
+
+[[noreturn]] void config_error(const std::string& source, const YAML::Mark& mark,
+                               const std::string& message) {
+  std::ostringstream out;
+  out << source;
+  if (!mark.is_null()) out << ":" << (mark.line + 1);
+  out << ": " << message;
+  throw std::invalid_argument(out.str());
+}
+
+const char* type_name(const FieldRef& field) {
+  switch (field.index()) {
+    case 0: return "an integer";
+    case 1: return "a number";
+    case 2: return "true or false";
+    default: return "a string";
+  }
+}
+
+// Sets one field from a YAML scalar, or explains why the value does not fit.
+void assign(const ConfigKey& key, const YAML::Node& value, const std::string& source) {
+  if (!value.IsScalar()) {
+    config_error(source, value.Mark(), "key '" + key.name + "' expects " + type_name(key.field) +
+                                           ", got a " + (value.IsMap() ? "map" : "list"));
+  }
+  try {
+    std::visit(
+        [&](auto* field) {
+          using T = std::remove_pointer_t<decltype(field)>;
+          *field = value.as<T>();
+        },
+        key.field);
+  } catch (const YAML::BadConversion&) {
+    config_error(source, value.Mark(),
+                 "key '" + key.name + "' expects " + type_name(key.field) + ", got '" +
+                     value.Scalar() + "'");
+  }
+}
+
+std::string nearest_keys_hint(const std::string& name, std::vector<ConfigKey>& keys) {
+  const auto section = name.substr(0, name.find('.'));
+  std::string hint;
+  for (const auto& k : keys) {
+    if (k.name.rfind(section + ".", 0) == 0) hint += (hint.empty() ? "" : ", ") + k.name;
+  }
+  return hint.empty() ? "" : " (keys of '" + section + "': " + hint + ")";
+}
+
+void apply_node(Config& config, const YAML::Node& node, const std::string& prefix,
+                const std::string& source, std::vector<ConfigKey>& keys) {
+  for (const auto& item : node) {
+    const auto name = prefix + item.first.as<std::string>();
+    const YAML::Node& value = item.second;
+    if (value.IsMap()) {
+      apply_node(config, value, name + ".", source, keys);
+      continue;
+    }
+    auto it = std::find_if(keys.begin(), keys.end(),
+                           [&](const ConfigKey& k) { return k.name == name; });
+    if (it == keys.end()) {
+      config_error(source, item.first.Mark(),
+                   "unknown key '" + name + "'" + nearest_keys_hint(name, keys));
+    }
+    assign(*it, value, source);
+  }
+}
+
+void apply_file(Config& config, const std::string& path, std::set<std::string>& visited) {
+  const auto canonical = std::filesystem::weakly_canonical(path).string();
+  if (!visited.insert(canonical).second) {
+    throw std::invalid_argument(path + ": 'base' chain includes this file twice");
+  }
+  if (!std::filesystem::exists(path)) throw std::invalid_argument("config file not found: " + path);
+  YAML::Node root;
+  try {
+    root = YAML::Load(read_file(path));
+  } catch (const YAML::ParserException& e) {
+    config_error(path, e.mark, "YAML syntax error: " + e.msg);
+  }
+  if (root.IsNull()) return;
+  if (!root.IsMap()) config_error(path, root.Mark(), "expected a map of sections at top level");
+  if (root["base"]) {
+    const auto base = std::filesystem::path(path).parent_path() / root["base"].as<std::string>();
+    apply_file(config, base.string(), visited);
+    root.remove("base");
+  }
+  auto keys = config_keys(config);
+  apply_node(config, root, "", path, keys);
+}
+
+}  // namespace
+
+void apply_yaml(Config& config, const std::string& yaml_text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    config_error(source, e.mark, "YAML syntax error: " + e.msg);
+  }
+  if (root.IsNull()) return;
+  if (!root.IsMap()) config_error(source, root.Mark(), "expected a map of sections at top level");
+  auto keys = config_keys(config);
+  apply_node(config, root, "", source, keys);
+}
+
+void apply_overrides(Config& config, const std::vector<std::string>& overrides) {
+  auto keys = config_keys(config);
+  for (const auto& item : overrides) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw std::invalid_argument("--set '" + item + "': expected key=value, e.g. train.max_steps=100");
+    }
+    const auto name = item.substr(0, eq);
+    auto it = std::find_if(keys.begin(), keys.end(),
+                           [&](const ConfigKey& k) { return k.name == name; });
+    if (it == keys.end()) {
+      throw std::invalid_argument("--set: unknown key '" + name + "'" + nearest_keys_hint(name, keys));
+    }
+    YAML::Node value;
+    try {
+      value = YAML::Load(item.substr(eq + 1));
+    } catch (const YAML::ParserException& e) {
+      throw std::invalid_argument("--set " + name + ": cannot parse the value: " + e.msg);
+    }
+    if (value.IsNull()) value = YAML::Node(std::string());
+    assign(*it, value, "--set " + item);
+  }
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  Config config;
+  std::set<std::string> visited;
+  apply_file(config, path, visited);
+  apply_overrides(config, overrides);
+  validate(config);
+  return config;
+}
+
+namespace {
+
+void check_one_of(const std::string& key, const std::string& value,
+                  const std::vector<std::string>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+  std::string list;
+  for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+  throw std::invalid_argument("config key '" + key + "' = '" + value + "': expected one of " + list);
+}
+
+void check_positive(const std::string& key, double value) {
+  if (!(value > 0)) {
+    throw std::invalid_argument("config key '" + key + "' must be > 0, got " + std::to_string(value));
+  }
+}
+
+}  // namespace
+
+void validate(const Config& c) {
+  check_one_of("train.precision", c.train.precision, {"fp32", "bf16"});
+  check_one_of("train.device", c.train.device, {"cpu", "cuda", "auto"});
+  check_one_of("model.modality", c.model.modality, {"toy", "vision", "audio", "text"});
+  check_one_of("model.algorithm", c.model.algorithm, {"v1", "v2"});
+  check_one_of("model.layer_result", c.model.layer_result, {"ffn", "block"});
+  check_one_of("model.target_layer_norm", c.model.target_layer_norm,
+               {"instance_norm", "layer_norm", "none"});
+  check_one_of("model.target_final_norm", c.model.target_final_norm,
+               {"instance_norm", "layer_norm", "none"});
+  check_one_of("optim.name", c.optim.name, {"adam", "adamw"});
+  check_one_of("optim.schedule", c.optim.schedule, {"cosine", "linear", "tri_stage", "constant"});
+  check_positive("train.max_steps", double(c.train.max_steps));
+  check_positive("train.batch_size", double(c.train.batch_size));
+  check_positive("train.accumulate", double(c.train.accumulate));
+  check_positive("optim.lr", c.optim.lr);
+  check_positive("log.every", double(c.log.every));
+  check_positive("checkpoint.every", double(c.checkpoint.every));
+  check_positive("model.top_k_layers", double(c.model.top_k_layers));
+  if (c.train.threads < 0) throw std::invalid_argument("config key 'train.threads' must be >= 0");
+  if (c.ema.decay_start < 0 || c.ema.decay_start > 1 || c.ema.decay_end < 0 || c.ema.decay_end > 1) {
+    throw std::invalid_argument("config keys 'ema.decay_start' and 'ema.decay_end' must be in [0, 1]");
+  }
+  if (c.model.mask_ratio <= 0 || c.model.mask_ratio >= 1) {
+    throw std::invalid_argument("config key 'model.mask_ratio' must be in (0, 1)");
+  }
+}
+
+std::string to_yaml(const Config& config) {
+  Config copy = config;
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string section;
+  for (const auto& key : config_keys(copy)) {
+    const auto dot = key.name.find('.');
+    const auto key_section = key.name.substr(0, dot);
+    if (key_section != section) {
+      if (!section.empty()) out << YAML::EndMap;
+      out << YAML::Key << key_section << YAML::Value << YAML::BeginMap;
+      section = key_section;
+    }
+    out << YAML::Key << key.name.substr(dot + 1) << YAML::Value;
+    std::visit(
+        [&](auto* field) {
+          using T = std::remove_pointer_t<decltype(field)>;
+          if constexpr (std::is_same_v<T, double>) {
+            std::ostringstream number;
+            number.precision(17);
+            number << *field;
+            out << number.str();
+          } else {
+            out << *field;
+          }
+        },
+        key.field);
+  }
+  if (!section.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace data2vec::io

@@ -1,0 +1,125 @@
+#include "data2vec/text/encoder.h"
+
+#include <map>
+
+namespace data2vec::text {
+
+std::vector<int64_t> special_ids(const TextEncoderOptions& options) {
+  return {options.bos_id(), options.pad_id(), options.eos_id(), options.unk_id(),
+          options.mask_id()};
+}
+
+TextEncoderOptions text_preset(const std::string& name, int64_t vocab_size) {
+  struct Size {
+    int64_t depth, dim, mlp_dim, num_heads;
+  };
+  static const std::map<std::string, Size> presets = {
+      {"mini", {4, 128, 512, 2}},    {"tiny", {12, 192, 768, 3}},     {"small", {12, 384, 1536, 6}},
+      {"base", {12, 768, 3072, 12}}, {"large", {24, 1024, 4096, 16}},
+  };
+  const auto it = presets.find(name);
+  if (it == presets.end()) {
+    std::string known;
+    for (const auto& [key, size] : presets) known += " " + key;
+    TORCH_CHECK(false, "unknown text encoder preset '", name, "'; known:", known);
+  }
+  const auto& s = it->second;
+  return TextEncoderOptions(vocab_size)
+      .depth(s.depth)
+      .dim(s.dim)
+      .mlp_dim(s.mlp_dim)
+      .num_heads(s.num_heads);
+}
+
+TextEmbeddingsImpl::TextEmbeddingsImpl(const TextEncoderOptions& options) {
+  const auto d = options.dim();
+  word_embeddings = register_module(
+      "word_embeddings",
+      torch::nn::Embedding(
+          torch::nn::EmbeddingOptions(options.vocab_size(), d).padding_idx(options.pad_id())));
+  position_embeddings =
+      register_module("position_embeddings", torch::nn::Embedding(options.max_positions(), d));
+  token_type_embeddings = register_module("token_type_embeddings", torch::nn::Embedding(1, d));
+  layer_norm = register_module(
+      "LayerNorm",
+      torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(options.layer_norm_eps())));
+}
+
+torch::Tensor TextEmbeddingsImpl::forward(const torch::Tensor& ids) {
+  const auto t = ids.size(1);
+  const auto positions = torch::arange(t, ids.options());  // [T]
+  auto x = word_embeddings(ids) + position_embeddings(positions).unsqueeze(0) +
+           token_type_embeddings->weight[0];  // [B,T,D]
+  return layer_norm(x);
+}
+
+TextEncoderImpl::TextEncoderImpl(const TextEncoderOptions& options)
+    : options_(options), special_ids_(special_ids(options)) {
+  TORCH_CHECK(options.vocab_size() > 0, "text encoder: vocab_size must be set, got ",
+              options.vocab_size());
+  for (const auto id : special_ids_) {
+    TORCH_CHECK(id >= 0 && id < options.vocab_size(), "text encoder: special id ", id,
+                " outside the vocabulary of ", options.vocab_size());
+  }
+  embeddings = register_module("embeddings", TextEmbeddings(options));
+  embedding_dropout = register_module("embedding_dropout", torch::nn::Dropout(options.dropout()));
+  auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
+  auto layer_list = encoder->register_module("layer", torch::nn::ModuleList());
+  const auto block_options = nn::BlockOptions(options.dim(), options.num_heads(), options.mlp_dim())
+                                 .layer_norm_eps(options.layer_norm_eps())
+                                 .dropout(options.dropout())
+                                 .attention_dropout(options.attention_dropout())
+                                 .activation_dropout(options.activation_dropout());
+  for (int64_t i = 0; i < options.depth(); ++i) {
+    layers.push_back(nn::PostNormBlock(block_options));
+    layer_list->push_back(layers.back());
+  }
+
+  // BERT's init (fairseq init_bert_params, HF _init_weights): N(0, init_std) weights, zero
+  // biases, a zero padding row. Post-LN stacks train poorly from PyTorch's default init.
+  torch::NoGradGuard no_grad;
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<torch::nn::Linear>()) {
+      linear->weight.normal_(0.0, options.init_std());
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* embedding = module->as<torch::nn::Embedding>()) {
+      embedding->weight.normal_(0.0, options.init_std());
+    }
+  }
+  embeddings->word_embeddings->weight[options.pad_id()].zero_();
+}
+
+MaskedInput TextEncoderImpl::apply_mask(const EncoderInput& input, at::Generator& generator) {
+  auto masked = bert_mask(input.source, input.padding_mask, special_ids_, options_.mask_id(),
+                          options_.vocab_size(), options_.masking(), generator);
+  return {EncoderInput{masked.ids, input.padding_mask}, masked.mask};
+}
+
+EncoderOutput TextEncoderImpl::extract_features(const EncoderInput& input,
+                                                const torch::Tensor& /*mask: in the ids*/) {
+  const auto& ids = input.source;  // [B,T]
+  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kLong,
+              "text encoder: expects token ids [B,T] int64, got ", ids.sizes(), " ",
+              ids.scalar_type());
+  TORCH_CHECK(ids.size(1) <= options_.max_positions(), "text encoder: sequence of ", ids.size(1),
+              " tokens > max_positions ", options_.max_positions(),
+              "; cut blocks shorter (data max_tokens)");
+  EncoderOutput out;
+  out.padding_mask = input.padding_mask;
+  out.local_features = embeddings(ids);  // [B,T,D]
+  auto x = embedding_dropout(out.local_features);
+  const bool ffn = options_.layer_result() == LayerResultKind::kFfn;
+  for (auto& layer : layers) {
+    auto block = layer->forward(x, /*attention_bias=*/{}, input.padding_mask);
+    x = block.x;
+    out.layer_results.push_back(ffn ? block.ffn : block.x);
+  }
+  out.x = x;
+  return out;
+}
+
+std::shared_ptr<TextEncoderImpl> make_text_encoder(const TextEncoderOptions& options) {
+  return std::make_shared<TextEncoderImpl>(options);
+}
+
+}  // namespace data2vec::text

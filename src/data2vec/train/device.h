@@ -1,0 +1,32 @@
+// The one place a device and a precision are chosen (`train.device`, `train.precision`).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace data2vec::train {
+
+// "cpu" | "cuda" | "auto" (cuda when LibTorch has it and a GPU is visible). Asking for cuda on
+// a build or machine without it is an error that says so.
+torch::Device resolve_device(const std::string& name);
+
+// Mixed precision for the region it lives in: bf16 autocast on CPU or CUDA when `precision` is
+// "bf16", nothing for "fp32". Weights stay fp32; restores the previous state on exit.
+class AutocastGuard {
+ public:
+  AutocastGuard(const torch::Device& device, const std::string& precision);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool enabled_ = false;
+  bool cuda_ = false;
+  bool previous_ = false;
+};
+
+// Sets the intra-op thread count; 0 means every core. Returns the count in force.
+int set_threads(int64_t threads);
+
+}  // namespace data2vec::train

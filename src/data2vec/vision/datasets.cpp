@@ -1,0 +1,117 @@
+#include "data2vec/vision/datasets.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+#include "data2vec/vision/idx.h"
+
+// The one translation unit that compiles stb_image.
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_FAILURE_USERMSG
+#include <stb_image.h>
+
+namespace data2vec::vision {
+
+namespace fs = std::filesystem;
+
+IdxImageDataset::IdxImageDataset(const std::string& images_path, const std::string& labels_path,
+                                 const ImageTransformOptions& options)
+    : images_path_(images_path), options_(options) {
+  auto images = read_idx(images_path);
+  TORCH_CHECK(images.dim() == 3 || (images.dim() == 4 && images.size(3) == 3), "IDX images ",
+              images_path, ": expected dims [N,H,W] or [N,H,W,3], got ", images.sizes());
+  images_ = images.dim() == 3 ? images.unsqueeze(1) : images.permute({0, 3, 1, 2}).contiguous();
+  const int64_t n = images_.size(0);
+  if (labels_path.empty()) {
+    labels_ = torch::full({n}, -1, torch::kLong);
+    return;
+  }
+  auto labels = read_idx(labels_path);
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "IDX labels ", labels_path, ": dims ",
+              labels.sizes(), " do not match the ", n, " images of ", images_path);
+  labels_ = labels.to(torch::kLong);
+  num_classes_ = n == 0 ? 0 : labels_.max().item<int64_t>() + 1;
+}
+
+std::shared_ptr<IdxImageDataset> IdxImageDataset::load_fashion_mnist(const std::string& root,
+                                                                     bool train) {
+  return load_fashion_mnist(root, train, fashion_mnist_transform(train));
+}
+
+std::shared_ptr<IdxImageDataset> IdxImageDataset::load_fashion_mnist(
+    const std::string& root, bool train, const ImageTransformOptions& options) {
+  const std::string split = train ? "train" : "t10k";
+  return std::make_shared<IdxImageDataset>(root + "/" + split + "-images-idx3-ubyte.gz",
+                                           root + "/" + split + "-labels-idx1-ubyte.gz", options);
+}
+
+Example IdxImageDataset::get(size_t index, uint64_t seed) const {
+  TORCH_CHECK(index < size(), "IDX dataset ", images_path_, ": index ", index, " >= size ", size());
+  const auto i = int64_t(index);
+  return {transform_image(images_[i], options_, seed), labels_[i].item<int64_t>()};
+}
+
+std::string IdxImageDataset::describe(size_t index) const {
+  return images_path_ + "#" + std::to_string(index);
+}
+
+namespace {
+
+bool is_image_file(const fs::path& path) {
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+}  // namespace
+
+ImageFolderDataset::ImageFolderDataset(const std::string& root,
+                                       const ImageTransformOptions& options)
+    : options_(options) {
+  TORCH_CHECK(fs::is_directory(root), "image folder ", root,
+              ": not a directory (expected root/<class>/<image files>)");
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (entry.is_directory()) classes_.push_back(entry.path().filename().string());
+  }
+  std::sort(classes_.begin(), classes_.end());
+  for (size_t c = 0; c < classes_.size(); ++c) {
+    std::vector<std::string> class_files;
+    for (const auto& entry : fs::directory_iterator(fs::path(root) / classes_[c])) {
+      if (entry.is_regular_file() && is_image_file(entry.path())) {
+        class_files.push_back(entry.path().string());
+      }
+    }
+    std::sort(class_files.begin(), class_files.end());
+    for (auto& f : class_files) {
+      files_.push_back(std::move(f));
+      labels_.push_back(int64_t(c));
+    }
+  }
+  TORCH_CHECK(!files_.empty(), "image folder ", root,
+              ": no .png/.jpg/.jpeg/.bmp files in any root/<class>/ sub-folder");
+}
+
+torch::Tensor decode_image_file(const std::string& path, int64_t channels) {
+  int width = 0, height = 0, file_channels = 0;
+  stbi_uc* pixels = stbi_load(path.c_str(), &width, &height, &file_channels, int(channels));
+  if (pixels == nullptr) {
+    throw data2vec::BadSample("cannot decode image " + path + ": " + stbi_failure_reason());
+  }
+  // [H,W,C] interleaved -> [C,H,W]. An explicit clone: for C = 1 the permuted view already
+  // counts as contiguous, and contiguous() would keep pointing into stb's freed buffer.
+  auto image = torch::from_blob(pixels, {height, width, channels}, torch::kUInt8)
+                   .permute({2, 0, 1})
+                   .clone(at::MemoryFormat::Contiguous);
+  stbi_image_free(pixels);
+  return image;
+}
+
+Example ImageFolderDataset::get(size_t index, uint64_t seed) const {
+  TORCH_CHECK(index < size(), "image folder: index ", index, " >= size ", size());
+  return {transform_image(decode_image_file(files_[index], options_.channels()), options_, seed),
+          labels_[index]};
+}
+
+}  // namespace data2vec::vision

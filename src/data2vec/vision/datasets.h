@@ -1,0 +1,72 @@
+// Image datasets: IDX files (Fashion-MNIST, MNIST) held in memory, and image folders
+// (root/<class>/<file>, PNG / JPEG / BMP) decoded on demand. Both implement the core data
+// contract: get(index, seed) -> Example{float [C,S,S] (S = image_size), label}.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data2vec/core/dataset.h"
+#include "data2vec/vision/augment.h"
+
+namespace data2vec::vision {
+
+class IdxImageDataset : public data2vec::Dataset {
+ public:
+  // `images_path`: IDX [N,H,W] (grey) or [N,H,W,3]; `labels_path`: IDX [N], or "" (unlabelled).
+  IdxImageDataset(const std::string& images_path, const std::string& labels_path,
+                  const ImageTransformOptions& options);
+
+  // Fashion-MNIST's four files under `root` (train-images-idx3-ubyte.gz,
+  // train-labels-idx1-ubyte.gz, t10k-...). `options` defaults to fashion_mnist_transform(train):
+  // augmentation on the train split.
+  static std::shared_ptr<IdxImageDataset> load_fashion_mnist(const std::string& root, bool train);
+  static std::shared_ptr<IdxImageDataset> load_fashion_mnist(const std::string& root, bool train,
+                                                             const ImageTransformOptions& options);
+
+  size_t size() const override { return size_t(images_.size(0)); }
+  Example get(size_t index, uint64_t seed) const override;
+  std::string describe(size_t index) const override;
+  int64_t num_classes() const override { return num_classes_; }
+
+  const torch::Tensor& images() const { return images_; }  // [N,C,H,W] uint8
+  const torch::Tensor& labels() const { return labels_; }  // [N] int64, -1 when unlabelled
+  const ImageTransformOptions& options() const { return options_; }
+
+ private:
+  std::string images_path_;
+  ImageTransformOptions options_;
+  torch::Tensor images_;  // [N,C,H,W] uint8
+  torch::Tensor labels_;  // [N] int64
+  int64_t num_classes_ = 0;
+};
+
+class ImageFolderDataset : public data2vec::Dataset {
+ public:
+  // Lists root/<class>/<file> for image extensions (.png .jpg .jpeg .bmp, any case) without
+  // decoding anything; classes are the sorted sub-folder names, files sorted within a class.
+  ImageFolderDataset(const std::string& root, const ImageTransformOptions& options);
+
+  size_t size() const override { return files_.size(); }
+  // Decodes with stb_image; an unreadable or corrupt file throws data2vec::BadSample naming it.
+  Example get(size_t index, uint64_t seed) const override;
+  std::string describe(size_t index) const override { return files_.at(index); }
+  int64_t num_classes() const override { return int64_t(classes_.size()); }
+
+  const std::vector<std::string>& classes() const { return classes_; }
+  const std::vector<std::string>& files() const { return files_; }
+  const std::vector<int64_t>& file_labels() const { return labels_; }
+
+ private:
+  ImageTransformOptions options_;
+  std::vector<std::string> classes_;
+  std::vector<std::string> files_;  // full paths
+  std::vector<int64_t> labels_;     // class index per file
+};
+
+// Decodes an image file to uint8 [channels,H,W] (channels 1 or 3, converted by stb_image);
+// throws data2vec::BadSample naming the file and stb's reason when it cannot.
+torch::Tensor decode_image_file(const std::string& path, int64_t channels);
+
+}  // namespace data2vec::vision

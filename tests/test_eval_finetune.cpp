@@ -1,0 +1,184 @@
+// Fine-tuning: layer ids, lr scales and schedule, label-fraction subsets, and an end-to-end run
+// that learns a synthetic task the untrained encoder cannot solve.
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "data2vec/core/toy_encoder.h"
+#include "data2vec/eval/finetune.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace data2vec;
+using namespace data2vec::eval;
+
+TEST(Finetune, LayerIdFromName) {
+  const int64_t L = 4;
+  EXPECT_EQ(layer_id_from_name("embed.weight", L), 0);
+  EXPECT_EQ(layer_id_from_name("mask_token", L), 0);
+  EXPECT_EQ(layer_id_from_name("position_embeddings", L), 0);
+  EXPECT_EQ(layer_id_from_name("embeddings.patch_embeddings.projection.weight", L), 0);
+  EXPECT_EQ(layer_id_from_name("feature_extractor.conv_layers.3.conv.weight", L), 0);
+  EXPECT_EQ(layer_id_from_name("feature_projection.projection.weight", L), 0);
+  EXPECT_EQ(layer_id_from_name("encoder.pos_conv_embed.conv.weight", L), 0);
+  EXPECT_EQ(layer_id_from_name("layers.0.attention.query.weight", L), 1);
+  EXPECT_EQ(layer_id_from_name("layers.3.feed_forward.fc1.bias", L), 4);
+  EXPECT_EQ(
+      layer_id_from_name("encoder.layer.2.attention.attention.relative_position_bias.table", L), 3);
+  EXPECT_EQ(layer_id_from_name("final_norm.weight", L), L + 1);
+  EXPECT_EQ(layer_id_from_name("encoder.layer_norm.bias", L), L + 1);
+  EXPECT_EQ(layer_id_from_name("sublayers.1.weight", L), L + 1);
+  EXPECT_THROW(layer_id_from_name("layers.4.fc.weight", L), c10::Error);
+
+  EXPECT_DOUBLE_EQ(layer_lr_scale(L + 1, L, 0.65), 1.0);
+  EXPECT_DOUBLE_EQ(layer_lr_scale(L, L, 0.65), 0.65);
+  EXPECT_DOUBLE_EQ(layer_lr_scale(0, L, 0.65), std::pow(0.65, 5));
+}
+
+TEST(Finetune, ToyEncoderParametersAllGetAGroup) {
+  ToyEncoder encoder(ToyEncoderOptions().depth(3));
+  std::map<int64_t, int> per_id;
+  for (const auto& p : encoder->named_parameters()) ++per_id[layer_id_from_name(p.key(), 3)];
+  // embed, mask token, positions -> 0; three blocks -> 1..3; final norm -> 4.
+  EXPECT_EQ(per_id.size(), 5u);
+  EXPECT_EQ(per_id[0], 4);  // embed.weight, embed.bias, mask_token, position_embeddings
+  EXPECT_EQ(per_id[4], 2);  // final_norm weight and bias
+  EXPECT_EQ(per_id[1], per_id[3]);
+}
+
+TEST(Finetune, WarmupCosineLr) {
+  EXPECT_DOUBLE_EQ(warmup_cosine_lr(0, 110, 10, 1.0, 0.0), 0.1);
+  EXPECT_DOUBLE_EQ(warmup_cosine_lr(9, 110, 10, 1.0, 0.0), 1.0);
+  EXPECT_DOUBLE_EQ(warmup_cosine_lr(10, 110, 10, 1.0, 0.0), 1.0);
+  EXPECT_NEAR(warmup_cosine_lr(60, 110, 10, 1.0, 0.1), 0.55, 1e-12);
+  EXPECT_NEAR(warmup_cosine_lr(109, 110, 10, 1.0, 0.1), 0.1, 1e-3);
+  EXPECT_DOUBLE_EQ(warmup_cosine_lr(110, 110, 10, 1.0, 0.1), 0.1);
+  EXPECT_DOUBLE_EQ(warmup_cosine_lr(0, 10, 0, 2.0, 0.0), 2.0);
+}
+
+std::map<int64_t, size_t> class_counts(const std::vector<int64_t>& labels,
+                                       const std::vector<size_t>& subset) {
+  std::map<int64_t, size_t> counts;
+  for (size_t i : subset) ++counts[labels[i]];
+  return counts;
+}
+
+TEST(Finetune, LabelFractionSubsetIsBalancedAndExact) {
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 500; ++i) labels.push_back(i % 5);
+  auto subset = label_fraction_subset(labels, 0.1, 3);
+  ASSERT_EQ(subset.size(), 50u);
+  for (const auto& [c, n] : class_counts(labels, subset)) EXPECT_EQ(n, 10u) << "class " << c;
+  EXPECT_TRUE(std::is_sorted(subset.begin(), subset.end()));
+  EXPECT_EQ(std::set<size_t>(subset.begin(), subset.end()).size(), subset.size());
+  EXPECT_EQ(label_fraction_subset(labels, 0.1, 3), subset);
+  EXPECT_NE(label_fraction_subset(labels, 0.1, 4), subset);
+  EXPECT_EQ(label_fraction_subset(labels, 1.0, 3).size(), 500u);
+  EXPECT_EQ(label_fraction_subset(labels, 0.001, 3).size(), 1u);
+
+  // Uneven classes (3, 50, 50, 50) and unlabelled rows: 50% of 153 labelled -> 77 = 3 + 25 + 25 +
+  // 24 in some order; the small class gives all it has.
+  std::vector<int64_t> uneven(3, 0);
+  for (int c = 1; c <= 3; ++c) uneven.insert(uneven.end(), 50, c);
+  uneven.insert(uneven.end(), 20, -1);
+  auto half = label_fraction_subset(uneven, 0.5, 0);
+  ASSERT_EQ(half.size(), 77u);
+  auto counts = class_counts(uneven, half);
+  EXPECT_EQ(counts.count(-1), 0u);
+  EXPECT_EQ(counts[0], 3u);
+  std::multiset<size_t> big{counts[1], counts[2], counts[3]};
+  EXPECT_EQ(big, (std::multiset<size_t>{24, 25, 25}));
+
+  EXPECT_THROW(label_fraction_subset(labels, 0.0, 0), c10::Error);
+  EXPECT_THROW(label_fraction_subset(std::vector<int64_t>(4, -1), 0.5, 0), c10::Error);
+}
+
+// Sequences [T,F] of N(0,1) with label = (mean over time of feature 0 > 0); `bad` throw.
+class SignDataset : public Dataset {
+ public:
+  SignDataset(int64_t n, uint64_t seed, std::set<size_t> bad = {}) : bad_(std::move(bad)) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    x_ = torch::randn({n, 8, 4}, gen);
+    y_ = x_.select(2, 0).mean(1).gt(0).to(torch::kLong);
+  }
+  size_t size() const override { return static_cast<size_t>(x_.size(0)); }
+  Example get(size_t i, uint64_t) const override {
+    if (bad_.count(i)) throw BadSample("sign_" + std::to_string(i) + ".bin: corrupt");
+    const auto i64 = static_cast<int64_t>(i);
+    return {x_[i64], y_[i64].item<int64_t>()};
+  }
+  int64_t num_classes() const override { return 2; }
+
+ private:
+  torch::Tensor x_;  // [N,T,F]
+  torch::Tensor y_;  // [N]
+  std::set<size_t> bad_;
+};
+
+std::shared_ptr<ToyEncoderImpl> small_encoder() {
+  torch::manual_seed(5);
+  return std::make_shared<ToyEncoderImpl>(
+      ToyEncoderOptions().input_dim(4).dim(32).depth(2).num_heads(4).mlp_dim(64).max_len(8));
+}
+
+TEST(Finetune, LearnsWhatTheUntrainedEncoderCannot) {
+  SignDataset train(256, 1), test(256, 2);
+  auto options = FinetuneOptions().epochs(8).batch_size(32).lr(3e-3).warmup_epochs(1).seed(0);
+  auto untrained = finetune(small_encoder(), train, test, FinetuneOptions(options).epochs(0));
+  EXPECT_EQ(untrained.steps, 0);
+
+  auto encoder = small_encoder();
+  auto before = encoder->layers[0]->attention->query->weight.clone();
+  int64_t hook_calls = 0;
+  double first_lr = -1;
+  auto r =
+      finetune(encoder, train, test, FinetuneOptions(options).on_step([&](const FinetuneStep& s) {
+        if (hook_calls++ == 0) first_lr = s.lr;
+      }));
+  EXPECT_EQ(r.steps, 8 * 8);
+  EXPECT_EQ(hook_calls, 64);
+  EXPECT_NEAR(first_lr, 3e-3 / 8, 1e-12);
+  EXPECT_EQ(r.train_examples, 256);
+  EXPECT_EQ(r.num_skipped, 0);
+  EXPECT_FALSE(encoder->is_training());
+  EXPECT_FALSE(torch::allclose(before, encoder->layers[0]->attention->query->weight));
+  EXPECT_GT(r.test_acc, 0.85);
+  EXPECT_GT(r.test_acc, untrained.test_acc + 0.15);
+  EXPECT_GT(r.train_acc, 0.85);
+}
+
+TEST(Finetune, LabelFractionAndBadSamples) {
+  SignDataset train(200, 3, {0, 1, 2, 3}), test(40, 4, {7});
+  auto r =
+      finetune(small_encoder(), train, test,
+               FinetuneOptions().label_fraction(0.25).epochs(2).batch_size(16).seed(1).bf16(true));
+  // 196 readable labelled examples -> 49 chosen -> 4 batches per epoch.
+  EXPECT_EQ(r.train_examples, 49);
+  EXPECT_EQ(r.steps, 8);
+  // 4 bad in the label pass, 1 bad in the test pass; the subset never holds a bad one.
+  EXPECT_EQ(r.num_skipped, 5);
+  EXPECT_EQ(r.head->weight.sizes(), (std::vector<int64_t>{2, 32}));
+}
+
+TEST(Finetune, LayerDecayReachesTheOptimizer) {
+  // decay 0.01, L = 2: the embedding's lr is 1e-6 x the head's, the final norm's is 1 x.
+  SignDataset train(64, 5), test(16, 6);
+  auto encoder = small_encoder();
+  auto embed_before = encoder->embed->weight.clone();
+  auto norm_before = encoder->final_norm->weight.clone();
+  auto block_before = encoder->layers[1]->feed_forward->fc1->weight.clone();
+  finetune(encoder, train, test,
+           FinetuneOptions().epochs(1).batch_size(16).warmup_epochs(0).lr(1e-2).layer_decay(0.01));
+  const double embed_step = (encoder->embed->weight - embed_before).abs().max().item<double>();
+  const double block_step =
+      (encoder->layers[1]->feed_forward->fc1->weight - block_before).abs().max().item<double>();
+  const double norm_step = (encoder->final_norm->weight - norm_before).abs().max().item<double>();
+  // Adam moves a weight by about lr_group per step (4 steps here).
+  EXPECT_LT(embed_step, 1e-6);
+  EXPECT_GT(block_step, 1e-5);  // layer 2 of 2: scale 0.01
+  EXPECT_LT(block_step, 1e-3);
+  EXPECT_GT(norm_step, 1e-3);
+}
+
+}  // namespace

@@ -1,0 +1,130 @@
+#include <filesystem>
+#include <fstream>
+
+#include "data2vec/core/data2vec.h"
+#include "data2vec/core/toy_encoder.h"
+#include "data2vec/io/files.h"
+#include "data2vec/train/checkpoint.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace data2vec;
+
+namespace {
+
+Data2Vec make_model(uint64_t seed) {
+  torch::manual_seed(seed);
+  return Data2Vec([] { return std::make_shared<ToyEncoderImpl>(ToyEncoderOptions().depth(2)); },
+                  Data2VecOptions().targets(TargetOptions().top_k_layers(2)));
+}
+
+train::CheckpointContents contents_of(Data2Vec& model, int64_t step) {
+  train::CheckpointContents c;
+  c.model = train::module_state(*model);
+  c.trainer_state = {{"step", step}, {"data_position", step}};
+  c.config_yaml = "train:\n  max_steps: 10\n";
+  c.rng["cpu_default"] = at::detail::getDefaultCPUGenerator().get_state();
+  return c;
+}
+
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Checkpoint, RoundTripRestoresStudentTeacherHeadExactly) {
+  const auto run = data2vec::testing::make_temp_dir("ckpt");
+  auto model = make_model(1);
+  {  // make the teacher differ from the student so both are really checked
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->student()->parameters()) p.add_(0.01);
+  }
+  const auto dir = train::save_checkpoint(run, 5, contents_of(model, 5), 3);
+  EXPECT_TRUE(fs::exists(fs::path(run) / "checkpoints" / "last" / "checkpoint.json"));
+  auto loaded = train::read_checkpoint(run);  // a run directory means checkpoints/last
+  EXPECT_EQ(loaded.trainer_state.at("step"), 5);
+  auto other = make_model(2);
+  train::load_module_state(*other, loaded.model);
+  const auto a = train::module_state(*model), b = train::module_state(*other);
+  ASSERT_EQ(a.size(), b.size());
+  int teacher = 0, head = 0;
+  for (const auto& [name, t] : a) {
+    EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+    teacher += name.rfind("teacher.", 0) == 0;
+    head += name.rfind("head.", 0) == 0;
+  }
+  EXPECT_GT(teacher, 0);
+  EXPECT_GT(head, 0);
+}
+
+TEST(Checkpoint, TruncatedOrCorruptFilesAreRefused) {
+  const auto run = data2vec::testing::make_temp_dir("ckpt");
+  auto model = make_model(1);
+  const auto dir = train::save_checkpoint(run, 1, contents_of(model, 1), 3);
+  const auto weights = dir + "/model.safetensors";
+  auto bytes = io::read_file(weights);
+
+  std::ofstream(weights, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size() / 2);
+  auto message = error_of([&] { train::read_checkpoint(dir); });
+  EXPECT_NE(message.find("truncated"), std::string::npos) << message;
+  EXPECT_NE(message.find("model.safetensors"), std::string::npos) << message;
+
+  bytes[bytes.size() - 3] ^= 0x5a;
+  std::ofstream(weights, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
+  message = error_of([&] { train::read_checkpoint(dir); });
+  EXPECT_NE(message.find("CRC"), std::string::npos) << message;
+
+  fs::remove(dir + "/checkpoint.json");  // an unfinished checkpoint
+  message = error_of([&] { train::read_checkpoint(dir); });
+  EXPECT_NE(message.find("no checkpoint"), std::string::npos) << message;
+}
+
+TEST(Checkpoint, ShapeMismatchIsRefusedBeforeAnyCopy) {
+  auto model = make_model(1);
+  auto state = train::module_state(*model);
+  const auto before = train::module_state(*make_model(3));
+  auto target = make_model(3);
+  state["head.0.weight"] = torch::zeros({3, 3});
+  const auto message = error_of([&] { train::load_module_state(*target, state); });
+  EXPECT_NE(message.find("head.0.weight"), std::string::npos) << message;
+  for (const auto& [name, t] : train::module_state(*target)) {
+    EXPECT_TRUE(torch::equal(t, before.at(name))) << name << " was changed by a refused load";
+  }
+  state.erase("head.0.weight");
+  EXPECT_NE(error_of([&] { train::load_module_state(*target, state); }).find("missing tensor 'head.0.weight'"),
+            std::string::npos);
+}
+
+TEST(Checkpoint, KeepsTheNewestAndMovesLast) {
+  const auto run = data2vec::testing::make_temp_dir("ckpt");
+  auto model = make_model(1);
+  for (int64_t step : {10, 20, 30, 40}) train::save_checkpoint(run, step, contents_of(model, step), 2);
+  const auto root = fs::path(run) / "checkpoints";
+  EXPECT_FALSE(fs::exists(root / "step_10"));
+  EXPECT_FALSE(fs::exists(root / "step_20"));
+  EXPECT_TRUE(fs::exists(root / "step_30"));
+  EXPECT_TRUE(fs::exists(root / "step_40"));
+  EXPECT_EQ(fs::read_symlink(root / "last").string(), "step_40");
+  EXPECT_EQ(train::read_checkpoint(run).trainer_state.at("step"), 40);
+}
+
+TEST(Checkpoint, AnInterruptedWriteLeavesThePreviousCheckpoint) {
+  const auto run = data2vec::testing::make_temp_dir("ckpt");
+  auto model = make_model(1);
+  train::save_checkpoint(run, 10, contents_of(model, 10), 3);
+  // What a kill in the middle of the next save leaves behind: a partial temporary directory.
+  const auto partial = fs::path(run) / "checkpoints" / "step_20.tmp";
+  fs::create_directories(partial);
+  std::ofstream(partial / "model.safetensors") << "partial";
+  EXPECT_EQ(train::read_checkpoint(run).trainer_state.at("step"), 10);
+  train::save_checkpoint(run, 20, contents_of(model, 20), 3);  // and the next save still works
+  EXPECT_EQ(train::read_checkpoint(run).trainer_state.at("step"), 20);
+  EXPECT_FALSE(fs::exists(partial));
+}

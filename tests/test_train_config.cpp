@@ -1,0 +1,110 @@
+#include <fstream>
+
+#include "data2vec/io/config.h"
+#include "test_util.h"
+
+using data2vec::io::Config;
+
+namespace {
+
+std::string write_file(const std::string& dir, const std::string& name, const std::string& text) {
+  const auto path = dir + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The message of the exception `fn` throws (empty if it does not throw).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, LoadsValuesOverDefaults) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto path = write_file(dir, "a.yaml", "train:\n  max_steps: 77\n  precision: bf16\noptim:\n  lr: 0.005\n");
+  const Config c = data2vec::io::load_config(path);
+  EXPECT_EQ(c.train.max_steps, 77);
+  EXPECT_EQ(c.train.precision, "bf16");
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.005);
+  EXPECT_EQ(c.train.batch_size, Config().train.batch_size);  // untouched default
+}
+
+TEST(Config, UnknownKeyNamesKeyFileAndLine) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto path = write_file(dir, "bad.yaml", "train:\n  max_steps: 10\n  max_stepz: 5\n");
+  const auto message = error_of([&] { data2vec::io::load_config(path); });
+  EXPECT_NE(message.find("train.max_stepz"), std::string::npos) << message;
+  EXPECT_NE(message.find(path + ":3"), std::string::npos) << message;
+  EXPECT_NE(message.find("train.max_steps"), std::string::npos) << "hint lists the section's keys";
+}
+
+TEST(Config, WrongTypeNamesKeyAndExpectedType) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto path = write_file(dir, "bad.yaml", "optim:\n  lr: fast\n");
+  const auto message = error_of([&] { data2vec::io::load_config(path); });
+  EXPECT_NE(message.find("optim.lr"), std::string::npos) << message;
+  EXPECT_NE(message.find("a number"), std::string::npos) << message;
+  EXPECT_NE(message.find(path + ":2"), std::string::npos) << message;
+  const auto path2 = write_file(dir, "bad2.yaml", "train:\n  max_steps: 1.5\n");
+  EXPECT_NE(error_of([&] { data2vec::io::load_config(path2); }).find("an integer"), std::string::npos);
+}
+
+TEST(Config, BadEnumValueIsRejected) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto path = write_file(dir, "bad.yaml", "train:\n  device: tpu\n");
+  const auto message = error_of([&] { data2vec::io::load_config(path); });
+  EXPECT_NE(message.find("train.device"), std::string::npos) << message;
+  EXPECT_NE(message.find("cpu, cuda, auto"), std::string::npos) << message;
+}
+
+TEST(Config, SetOverridesAnyKeyAndRejectsUnknown) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto path = write_file(dir, "a.yaml", "train:\n  max_steps: 10\n");
+  const Config c = data2vec::io::load_config(path, {"train.max_steps=20", "log.tensorboard=false",
+                                                    "model.modality=text"});
+  EXPECT_EQ(c.train.max_steps, 20);
+  EXPECT_FALSE(c.log.tensorboard);
+  EXPECT_EQ(c.model.modality, "text");
+  EXPECT_NE(error_of([&] { data2vec::io::load_config(path, {"train.nope=1"}); }).find("train.nope"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { data2vec::io::load_config(path, {"train.max_steps"}); }).find("key=value"),
+            std::string::npos);
+}
+
+TEST(Config, BaseChainAppliesParentFirst) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  write_file(dir, "parent.yaml", "train:\n  max_steps: 10\n  batch_size: 8\n");
+  const auto child = write_file(dir, "child.yaml", "base: parent.yaml\ntrain:\n  max_steps: 30\n");
+  const Config c = data2vec::io::load_config(child);
+  EXPECT_EQ(c.train.max_steps, 30);
+  EXPECT_EQ(c.train.batch_size, 8);
+}
+
+TEST(Config, YamlRoundTripKeepsEveryKey) {
+  Config c;
+  c.train.max_steps = 1234;
+  c.optim.lr = 0.000123456789;
+  c.data.tokenizer = "";
+  c.log.tensorboard = false;
+  const auto text = data2vec::io::to_yaml(c);
+  Config back;
+  data2vec::io::apply_yaml(back, text, "roundtrip");
+  EXPECT_EQ(data2vec::io::to_yaml(back), text);
+  EXPECT_EQ(back.train.max_steps, 1234);
+  EXPECT_DOUBLE_EQ(back.optim.lr, 0.000123456789);
+  EXPECT_FALSE(back.log.tensorboard);
+}
+
+TEST(Config, ShippedPresetsLoad) {
+  for (const char* preset : {"configs/toy/tiny.yaml"}) {
+    const auto path = std::string(DATA2VEC_SOURCE_DIR) + "/" + preset;
+    EXPECT_NO_THROW(data2vec::io::load_config(path)) << preset;
+  }
+}

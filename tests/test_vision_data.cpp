@@ -1,0 +1,240 @@
+// Vision data path: IDX reading (gz and plain), image folders (PNG, JPEG, corrupt files), and
+// the augmentations.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "data2vec/vision/augment.h"
+#include "data2vec/vision/datasets.h"
+#include "data2vec/vision/idx.h"
+#include "test_util.h"
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+
+namespace fs = std::filesystem;
+using data2vec::testing::make_temp_dir;
+using data2vec::testing::tensors_close;
+using namespace data2vec::vision;
+
+namespace {
+
+// IDX bytes for uint8 data of the given dims.
+std::string idx_bytes(const std::vector<int64_t>& dims, const std::vector<uint8_t>& data) {
+  std::string out = {0, 0, 0x08, char(dims.size())};
+  for (const auto d : dims) {
+    out += {char((d >> 24) & 0xff), char((d >> 16) & 0xff), char((d >> 8) & 0xff), char(d & 0xff)};
+  }
+  out.append(data.begin(), data.end());
+  return out;
+}
+
+void write_plain(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+void write_gz(const std::string& path, const std::string& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, bytes.data(), unsigned(bytes.size())), int(bytes.size()));
+  gzclose(f);
+}
+
+std::vector<uint8_t> iota_bytes(size_t n, int start = 0) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = uint8_t((start + int(i) * 7) % 256);
+  return v;
+}
+
+// Message of the exception `fn` throws ("" if none).
+template <typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(VisionIdx, ReadsGzAndPlain) {
+  const auto dir = make_temp_dir("vision-idx");
+  const auto bytes = idx_bytes({3, 2, 4}, iota_bytes(24));
+  write_plain(dir + "/a.idx", bytes);
+  write_gz(dir + "/a.idx.gz", bytes);
+  const auto expected =
+      torch::tensor(std::vector<int64_t>(iota_bytes(24).begin(), iota_bytes(24).end()))
+          .to(torch::kUInt8)
+          .view({3, 2, 4});
+  for (const auto* name : {"/a.idx", "/a.idx.gz"}) {
+    const auto t = read_idx(dir + name);
+    EXPECT_EQ(t.scalar_type(), torch::kUInt8) << name;
+    EXPECT_TRUE(t.equal(expected)) << name << ": " << t;
+  }
+  write_gz(dir + "/labels.gz", idx_bytes({5}, {3, 1, 4, 1, 5}));
+  EXPECT_TRUE(read_idx(dir + "/labels.gz").equal(torch::tensor({3, 1, 4, 1, 5}).to(torch::kUInt8)));
+}
+
+TEST(VisionIdx, ErrorsNameTheFile) {
+  const auto dir = make_temp_dir("vision-idx-bad");
+  write_plain(dir + "/magic.idx", std::string("\x12\x34\x08\x01\0\0\0\x01\x05", 9));
+  write_gz(dir + "/short.idx.gz", idx_bytes({4, 4}, iota_bytes(10)));  // 16 announced
+  write_plain(dir + "/float.idx", idx_bytes({1}, {0, 0, 0, 0}).replace(2, 1, "\x0d"));
+  auto msg = error_of([&] { read_idx(dir + "/magic.idx"); });
+  EXPECT_NE(msg.find(dir + "/magic.idx"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("bad magic"), std::string::npos) << msg;
+  msg = error_of([&] { read_idx(dir + "/short.idx.gz"); });
+  EXPECT_NE(msg.find(dir + "/short.idx.gz"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+  msg = error_of([&] { read_idx(dir + "/float.idx"); });
+  EXPECT_NE(msg.find("0xd"), std::string::npos) << msg;
+  msg = error_of([&] { read_idx(dir + "/missing.gz"); });
+  EXPECT_NE(msg.find(dir + "/missing.gz"), std::string::npos) << msg;
+}
+
+TEST(VisionIdx, DatasetGivesNormalisedImagesAndLabels) {
+  const auto dir = make_temp_dir("vision-idx-ds");
+  write_gz(dir + "/img.gz", idx_bytes({3, 4, 4}, iota_bytes(48)));
+  write_gz(dir + "/lab.gz", idx_bytes({3}, {2, 0, 9}));
+  const auto options =
+      ImageTransformOptions().image_size(4).channels(1).augment(false).mean({0.5}).std({0.25});
+  IdxImageDataset ds(dir + "/img.gz", dir + "/lab.gz", options);
+  EXPECT_EQ(ds.size(), 3u);
+  EXPECT_EQ(ds.num_classes(), 10);
+  const auto e = ds.get(1, 123);
+  EXPECT_EQ(e.label, 0);
+  ASSERT_EQ(e.source.sizes(), (std::vector<int64_t>{1, 4, 4}));
+  const auto raw =
+      torch::tensor(std::vector<int64_t>(iota_bytes(48).begin() + 16, iota_bytes(48).begin() + 32))
+          .to(torch::kFloat)
+          .view({1, 4, 4});
+  EXPECT_TRUE(tensors_close("normalised pixels", e.source, (raw / 255.0 - 0.5) / 0.25, 1e-6));
+  EXPECT_NE(ds.describe(2).find("img.gz#2"), std::string::npos);
+  // Grey to 3 channels, resized to 8x8.
+  IdxImageDataset rgb(dir + "/img.gz", "", ImageTransformOptions().image_size(8).augment(false));
+  EXPECT_EQ(rgb.get(0, 0).source.sizes(), (std::vector<int64_t>{3, 8, 8}));
+  EXPECT_EQ(rgb.get(0, 0).label, -1);
+  EXPECT_EQ(rgb.num_classes(), 0);
+  // Collation stacks into a batch.
+  const auto batch = ds.collate({ds.get(0, 1), ds.get(2, 1)});
+  EXPECT_EQ(batch.input.source.sizes(), (std::vector<int64_t>{2, 1, 4, 4}));
+  EXPECT_TRUE(batch.labels.equal(torch::tensor({2, 9}, torch::kLong)));
+
+  write_gz(dir + "/lab_short.gz", idx_bytes({2}, {1, 2}));
+  const auto msg =
+      error_of([&] { IdxImageDataset(dir + "/img.gz", dir + "/lab_short.gz", options); });
+  EXPECT_NE(msg.find("lab_short.gz"), std::string::npos) << msg;
+}
+
+TEST(VisionImageFolder, ReadsPngJpegAndFlagsCorruptFiles) {
+  const auto root = make_temp_dir("vision-folder");
+  fs::create_directories(root + "/cat");
+  fs::create_directories(root + "/ant");
+  // A 6x4 RGB PNG with known pixels, a 5x5 grey JPEG, and a corrupt "PNG".
+  std::vector<uint8_t> rgb(4 * 6 * 3);
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 5);
+  ASSERT_TRUE(stbi_write_png((root + "/cat/b.png").c_str(), 6, 4, 3, rgb.data(), 6 * 3));
+  std::vector<uint8_t> grey(25, 128);
+  ASSERT_TRUE(stbi_write_jpg((root + "/ant/a.jpg").c_str(), 5, 5, 1, grey.data(), 95));
+  write_plain(root + "/cat/c.png", "this is not a png");
+  write_plain(root + "/cat/notes.txt", "ignored");
+
+  ImageFolderDataset ds(root,
+                        ImageTransformOptions().image_size(4).augment(false).mean({0}).std({1}));
+  ASSERT_EQ(ds.size(), 3u);
+  EXPECT_EQ(ds.classes(), (std::vector<std::string>{"ant", "cat"}));
+  EXPECT_EQ(ds.num_classes(), 2);
+  EXPECT_EQ(ds.file_labels(), (std::vector<int64_t>{0, 1, 1}));
+  EXPECT_EQ(fs::path(ds.describe(1)).filename(), "b.png");
+
+  // The PNG decodes exactly: [C,H,W] of the interleaved bytes; the centre 4x4 crop is columns 1-4.
+  const auto png = decode_image_file(ds.describe(1), 3);
+  const auto expected = torch::tensor(std::vector<int64_t>(rgb.begin(), rgb.end()))
+                            .to(torch::kUInt8)
+                            .view({4, 6, 3})
+                            .permute({2, 0, 1});
+  EXPECT_TRUE(png.equal(expected));
+  const auto e = ds.get(1, 0);
+  EXPECT_EQ(e.label, 1);
+  EXPECT_TRUE(tensors_close("png centre crop", e.source,
+                            expected.slice(2, 1, 5).to(torch::kFloat) / 255.0, 1e-6));
+  // The grey JPEG comes back as 3 channels near 128/255.
+  const auto jpg = ds.get(0, 0);
+  ASSERT_EQ(jpg.source.sizes(), (std::vector<int64_t>{3, 4, 4}));
+  EXPECT_NEAR(jpg.source.mean().item<double>(), 128.0 / 255.0, 0.02);
+  EXPECT_EQ(decode_image_file(ds.describe(0), 1).sizes(), (std::vector<int64_t>{1, 5, 5}));
+
+  try {
+    ds.get(2, 0);
+    FAIL() << "expected BadSample";
+  } catch (const data2vec::BadSample& bad) {
+    EXPECT_NE(std::string(bad.what()).find(root + "/cat/c.png"), std::string::npos) << bad.what();
+  }
+  EXPECT_THROW(ImageFolderDataset(root + "/missing", ImageTransformOptions()), c10::Error);
+}
+
+TEST(VisionAugment, FlipAndNormalise) {
+  const auto img = torch::arange(12, torch::kFloat).view({1, 3, 4});
+  EXPECT_TRUE(hflip(img).equal(torch::tensor({3., 2., 1., 0., 7., 6., 5., 4., 11., 10., 9., 8.})
+                                   .to(torch::kFloat)
+                                   .view({1, 3, 4})));
+  const auto three = torch::ones({3, 2, 2});
+  const auto n = normalize(three, {0.5, 0.25, 0.0}, {0.5, 0.25, 2.0});
+  EXPECT_TRUE(tensors_close("channel 0", n[0], torch::full({2, 2}, 1.0), 1e-6));
+  EXPECT_TRUE(tensors_close("channel 1", n[1], torch::full({2, 2}, 3.0), 1e-6));
+  EXPECT_TRUE(tensors_close("channel 2", n[2], torch::full({2, 2}, 0.5), 1e-6));
+  EXPECT_THROW(normalize(three, {0.1, 0.2}, {1.0}), c10::Error);
+  const auto u8 = torch::tensor({0, 51, 255}, torch::kUInt8).view({1, 1, 3});
+  EXPECT_TRUE(tensors_close("to float", to_float_image(u8),
+                            torch::tensor({0.0, 0.2, 1.0}).view({1, 1, 3}), 1e-7));
+}
+
+TEST(VisionAugment, DeterministicPerSeedWithRightShapes) {
+  const auto img = (torch::rand({1, 28, 28}) * 255).to(torch::kUInt8);
+  const auto o = fashion_mnist_transform(/*augment=*/true);
+  const auto a = transform_image(img, o, 42);
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(a.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(a.equal(transform_image(img, o, 42)));
+  int differ = 0;
+  for (uint64_t s = 1; s <= 10; ++s) differ += !a.equal(transform_image(img, o, 42 + s));
+  EXPECT_GE(differ, 9);
+  // Larger output, 3 channels from grey.
+  const auto big = transform_image(img, ImageTransformOptions().image_size(56), 1);
+  EXPECT_EQ(big.sizes(), (std::vector<int64_t>{3, 56, 56}));
+  EXPECT_TRUE(big[0].equal(big[2]));
+}
+
+TEST(VisionAugment, CropBoxesStayInRange) {
+  const auto o = ImageTransformOptions().crop_scale_min(0.35);
+  Rng rng(9);
+  for (int i = 0; i < 500; ++i) {
+    const auto box = sample_resized_crop(28, 40, o, rng);
+    ASSERT_GE(box.top, 0);
+    ASSERT_GE(box.left, 0);
+    ASSERT_LE(box.top + box.height, 28);
+    ASSERT_LE(box.left + box.width, 40);
+    const double area = double(box.height * box.width) / (28.0 * 40.0);
+    // Rounding of the sides moves the area a little outside [0.35, 1].
+    EXPECT_GE(area, 0.30);
+    const double ratio = double(box.width) / double(box.height);
+    EXPECT_GT(ratio, 0.6);
+    EXPECT_LT(ratio, 1.6);
+  }
+  // Scale 1 and ratio 1 of a square image: the full image, and resizing to its own size is exact.
+  const auto full = ImageTransformOptions().crop_scale_min(1.0).crop_ratio_min(1).crop_ratio_max(1);
+  const auto box = sample_resized_crop(28, 28, full, rng);
+  EXPECT_EQ(box.height, 28);
+  EXPECT_EQ(box.width, 28);
+  const auto img = torch::rand({1, 28, 28});
+  EXPECT_TRUE(resized_crop(img, box, 28).equal(img));
+  // Bilinear 2x downscale of a 2x2 constant block image averages each block.
+  const auto blocks = torch::tensor({1.f, 1.f, 3.f, 3.f}).view({1, 1, 4}).expand({1, 4, 4});
+  EXPECT_TRUE(tensors_close("downscale", resized_crop(blocks.contiguous(), {0, 0, 4, 4}, 2),
+                            torch::tensor({1.f, 3.f, 1.f, 3.f}).view({1, 2, 2}), 1e-6));
+}
