@@ -199,8 +199,9 @@ TEST(AudioData, DatasetReadsCropsLabelsAndCollates) {
   EXPECT_EQ(batch.input.padding_mask.sum(1)[0].item<int64_t>(), 0);
   EXPECT_EQ(batch.input.padding_mask.sum(1)[1].item<int64_t>(), 2000);
   EXPECT_TRUE(batch.input.padding_mask[1].slice(0, 4000).all().item<bool>());
-  EXPECT_EQ(batch.input.source[1].slice(0, 4000).sub(c.source).abs().max().item<double>(), 0.0);
-  EXPECT_EQ(batch.input.source[1].slice(0, 4000).size(0), 4000);
+  EXPECT_TRUE(
+      tensors_close("collated example", batch.input.source[1].slice(0, 0, 4000), c.source, 0.0));
+  EXPECT_EQ(batch.input.source[1].slice(0, 4000).abs().sum().item<double>(), 0.0) << "zero padding";
   EXPECT_EQ(batch.labels[0].item<int64_t>(), 0);
   EXPECT_EQ(batch.labels[1].item<int64_t>(), 1);
   EXPECT_FALSE(data.collate({a, b}).input.padding_mask.defined()) << "equal lengths need no mask";

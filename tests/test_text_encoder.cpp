@@ -206,7 +206,9 @@ TEST(TextEncoder, Data2VecStepIsFiniteAndEmaCopiesEmbeddings) {
   optimizer.zero_grad();
   out.loss.backward();
   for (const auto& p : model->trainable_parameters()) {
-    if (p.grad().defined()) EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>());
+    if (p.grad().defined()) {
+      EXPECT_TRUE(torch::isfinite(p.grad()).all().item<bool>());
+    }
   }
   const auto head_grad = model->head()->parameters().front().grad();
   ASSERT_TRUE(head_grad.defined());

@@ -41,7 +41,7 @@ class TokenizerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = data2vec::testing::make_temp_dir("d2v-text-tokenizer");
-    SentencePieceTokenizer::train({write_corpus(dir_, 400)}, 80, dir_ + "/model");
+    SentencePieceTokenizer::train({write_corpus(dir_, 400)}, 48, dir_ + "/model");
   }
   static std::string dir_;
 };
@@ -52,7 +52,7 @@ std::string TokenizerTest::dir_;
 TEST_F(TokenizerTest, SpecialIdsAsDocumented) {
   ASSERT_TRUE(fs::exists(dir_ + "/model/spm.model"));
   SentencePieceTokenizer tokenizer(dir_ + "/model");
-  EXPECT_EQ(tokenizer.vocab_size(), 80);
+  EXPECT_EQ(tokenizer.vocab_size(), 48);
   EXPECT_EQ(tokenizer.id_to_piece(0), "<s>");
   EXPECT_EQ(tokenizer.id_to_piece(1), "<pad>");
   EXPECT_EQ(tokenizer.id_to_piece(2), "</s>");

@@ -1,5 +1,6 @@
 // Exact resume: N steps, a checkpoint, N more steps after a restart give the same bytes as 2N
 // steps straight. Also a run killed with SIGKILL mid-training resumes to the same bytes.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>

@@ -12,8 +12,12 @@
 #include "data2vec/vision/idx.h"
 #include "test_util.h"
 
+// The test's own PNG / JPEG writer (stb's code trips -Wextra).
 #define STB_IMAGE_WRITE_IMPLEMENTATION
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #include <stb_image_write.h>
+#pragma GCC diagnostic pop
 
 namespace fs = std::filesystem;
 using data2vec::testing::make_temp_dir;

@@ -31,7 +31,8 @@ struct TextMaskResult {
 };
 
 // ids [B,T] int64 (any device); padding_mask [B,T] bool, true = padding (may be undefined);
-// special_ids: never selected and never drawn as random replacements (pad is always special);
+// special_ids: never selected and never drawn as random replacements (include pad: ids equal to
+// it count as special even where padding_mask is false);
 // vocab_size bounds the random replacements. Runs on the CPU with `generator`; the result is on
 // the device of `ids`.
 TextMaskResult bert_mask(const torch::Tensor& ids, const torch::Tensor& padding_mask,

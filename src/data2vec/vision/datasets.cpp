@@ -6,10 +6,13 @@
 
 #include "data2vec/vision/idx.h"
 
-// The one translation unit that compiles stb_image.
+// The one translation unit that compiles stb_image (its own code trips -Wextra).
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #include <stb_image.h>
+#pragma GCC diagnostic pop
 
 namespace data2vec::vision {
 
