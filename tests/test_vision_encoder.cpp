@@ -1,5 +1,6 @@
 // The BEiT-style vision encoder: presets, names, relative position bias, masking by the mask
 // token, layer results, and a Data2Vec step on it.
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include "data2vec/core/data2vec.h"
@@ -292,4 +293,22 @@ TEST(VisionEncoder, Data2VecStepRunsAndTrains) {
             torch::kLong);
   EXPECT_TRUE(teacher->encoder->position_biases[0]->relative_position_index.equal(
       data2vec::vision::relative_position_index(4, 4)));
+}
+
+TEST(VisionEncoder, RunsUnderBf16Autocast) {
+  torch::manual_seed(4);
+  const auto o = small_options();
+  auto encoder = make_vision_encoder(o);
+  const auto input = images(2, o);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const auto mask = encoder->apply_mask(input, gen).mask;
+  const auto fp32 = encoder->extract_features(input, mask);
+  at::autocast::set_cpu_enabled(true);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  const auto bf16 = encoder->extract_features(input, mask);
+  at::autocast::set_cpu_enabled(false);
+  at::autocast::clear_cache();
+  // The residual stream stays fp32; only the matmuls ran in bf16.
+  EXPECT_EQ(bf16.x.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(tensors_close("bf16 vs fp32 output", bf16.x, fp32.x, 0.1));
 }

@@ -83,8 +83,8 @@ TEST(VisionMasking, MasksAreBlocky) {
     ASSERT_TRUE(uniform.sum(1).equal(blocky.sum(1)));  // same counts: a fair comparison
     const double block_nb = mean_masked_neighbours(blocky, g, g);
     const double uniform_nb = mean_masked_neighbours(uniform, g, g);
-    // Measured: 14x14 ~3.1 vs ~2.2; 7x7 ~2.7 vs ~2.0.
-    EXPECT_GT(block_nb, uniform_nb + 0.4)
+    // Measured (seed 3, 64 masks): 14x14 3.5 vs 2.2; 7x7 3.0 vs 2.0.
+    EXPECT_GT(block_nb, uniform_nb + 0.6)
         << g << "x" << g << ": block " << block_nb << " vs uniform " << uniform_nb;
   }
 }

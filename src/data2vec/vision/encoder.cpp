@@ -89,16 +89,19 @@ VisionEmbeddingsImpl::VisionEmbeddingsImpl(const VisionEncoderOptions& o) {
 
 VisionEmbeddingsOutput VisionEmbeddingsImpl::forward(const torch::Tensor& pixels,
                                                      const torch::Tensor& patch_mask) {
-  const auto patches = patch_embeddings(pixels);  // [B,N,D]
+  // The residual stream stays in the parameters' dtype: under CPU bf16 autocast the conv returns
+  // bf16, and LibTorch 1.13's layer norm rejects bf16 input with fp32 weights. Matmuls inside the
+  // blocks still autocast to bf16.
+  const auto patches = patch_embeddings(pixels).to(cls_token.scalar_type());  // [B,N,D]
   const auto b = patches.size(0);
-  const auto cls = cls_token.to(patches.scalar_type()).expand({b, 1, -1});  // [B,1,D]
+  const auto cls = cls_token.expand({b, 1, -1});  // [B,1,D]
   VisionEmbeddingsOutput out;
   out.local = torch::cat({cls, patches}, 1);  // [B,1+N,D]
   if (!patch_mask.defined()) {
     out.tokens = out.local;
     return out;
   }
-  const auto masked = torch::where(patch_mask.unsqueeze(-1), mask_token.to(patches.scalar_type()),
+  const auto masked = torch::where(patch_mask.unsqueeze(-1), mask_token,
                                    patches);  // [B,N,D]
   out.tokens = torch::cat({cls, masked}, 1);  // [B,1+N,D]
   return out;
