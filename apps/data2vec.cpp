@@ -10,6 +10,9 @@
 #include "data2vec/app/evaluate.h"
 #include "data2vec/io/config.h"
 #include "data2vec/train/checkpoint.h"
+#include "data2vec/train/device.h"
+#include "data2vec/train/distributed.h"
+#include "data2vec/train/launch.h"
 #include "data2vec/train/plot.h"
 #include "data2vec/train/trainer.h"
 
@@ -35,7 +38,9 @@ struct ConfigFlags {
 };
 
 int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resume,
-                 int64_t stop_at) {
+                 int64_t stop_at, int nproc, const std::vector<std::string>& args) {
+  auto distributed = train::distributed_options_from_env();
+  if (nproc > 1 && !distributed) return train::launch_local_workers(nproc, args);
   io::Config config;
   const auto existing = resume ? train::resolve_checkpoint_dir(out_dir) : std::nullopt;
   if (existing) {
@@ -52,10 +57,21 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
   job.run_dir = out_dir;
   job.resume = resume;
   job.stop_at_step = stop_at;
+  if (distributed) {  // under a launcher: a group even of one (the same code path everywhere)
+    distributed->backend = config.train.dist_backend;
+    distributed->timeout = std::chrono::seconds(config.train.dist_timeout_s);
+    job.group = std::make_shared<train::ProcessGroup>(*distributed,
+                                                      train::resolve_device(config.train.device));
+    // Rank 0 speaks for the run; the others report warnings and errors only.
+    if (!job.group->is_main()) spdlog::set_level(spdlog::level::warn);
+    spdlog::set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}] [%l] %v", job.group->rank()));
+  }
+  const bool is_main = !job.group || job.group->is_main();
   job.model = app::make_model(config);
   job.train_data = app::make_pretrain_dataset(config);
-  if (config.eval.knn_every > 0) job.monitor = app::make_knn_monitor(config);
+  if (config.eval.knn_every > 0 && is_main) job.monitor = app::make_knn_monitor(config);
   const auto result = train::pretrain(job);
+  if (!is_main) return result.stopped_because.empty() ? 0 : 3;
   std::cout << "steps " << result.steps_done << ", last loss " << result.last_loss
             << ", bad samples " << result.bad_samples << ", checkpoint "
             << (result.last_checkpoint.empty() ? "none" : result.last_checkpoint) << "\n";
@@ -76,6 +92,7 @@ int main(int argc, char** argv) {
   std::string pretrain_out;
   bool pretrain_resume = false;
   int64_t pretrain_stop_at = 0;
+  int pretrain_nproc = 1;
   auto* pretrain = app.add_subcommand(
       "pretrain",
       "Pretrain an encoder the data2vec way. Writes DIR/metrics.jsonl, DIR/tb/ (TensorBoard), "
@@ -88,6 +105,11 @@ int main(int argc, char** argv) {
   pretrain->add_option("--stop-at", pretrain_stop_at,
                        "stop after this step with a checkpoint, keeping the schedules of "
                        "train.max_steps; continue later with --resume");
+  pretrain->add_option("--nproc", pretrain_nproc,
+                       "data-parallel worker processes on this machine (c10d: gloo on cpu, nccl "
+                       "on cuda); train.batch_size is per process. Under torchrun or Slurm the "
+                       "launcher's environment is used instead")
+      ->check(CLI::Range(1, 256));
 
   std::string plot_dir;
   auto* plot = app.add_subcommand(
@@ -147,7 +169,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (*pretrain) return run_pretrain(pretrain_flags, pretrain_out, pretrain_resume, pretrain_stop_at);
+    if (*pretrain) {
+      return run_pretrain(pretrain_flags, pretrain_out, pretrain_resume, pretrain_stop_at,
+                          pretrain_nproc, std::vector<std::string>(argv + 1, argv + argc));
+    }
     if (*probe || *finetune || *evaluate) {
       eval_options.probe = !*finetune;
       if (*probe) eval_options.label_fraction = 0;

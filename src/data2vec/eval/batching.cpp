@@ -1,17 +1,11 @@
 #include "data2vec/eval/batching.h"
 
-#include <ATen/autocast_mode.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <future>
 
 namespace data2vec::eval {
-
-// LibTorch 2.4 replaced the per-device autocast calls by ones taking the device type.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define DATA2VEC_AUTOCAST_BY_DEVICE_TYPE 1
-#endif
 
 ReadBatch read_batch(const Dataset& dataset, const std::vector<size_t>& indices, uint64_t seed) {
   ReadBatch out;
@@ -55,48 +49,6 @@ void for_each_batch(const Dataset& dataset, const std::vector<size_t>& indices, 
   }
 }
 
-Bf16Autocast::Bf16Autocast(bool enabled, const torch::Device& device)
-    : enabled_(enabled), cuda_(device.is_cuda()) {
-  if (!enabled_) return;
-#ifdef DATA2VEC_AUTOCAST_BY_DEVICE_TYPE
-  const auto type = cuda_ ? at::kCUDA : at::kCPU;
-  previous_enabled_ = at::autocast::is_autocast_enabled(type);
-  previous_dtype_ = at::autocast::get_autocast_dtype(type);
-  at::autocast::set_autocast_dtype(type, at::kBFloat16);
-  at::autocast::set_autocast_enabled(type, true);
-#else
-  if (cuda_) {
-    previous_enabled_ = at::autocast::is_enabled();
-    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-  } else {
-    previous_enabled_ = at::autocast::is_cpu_enabled();
-    previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(true);
-  }
-#endif
-}
-
-Bf16Autocast::~Bf16Autocast() {
-  if (!enabled_) return;
-#ifdef DATA2VEC_AUTOCAST_BY_DEVICE_TYPE
-  const auto type = cuda_ ? at::kCUDA : at::kCPU;
-  at::autocast::set_autocast_enabled(type, previous_enabled_);
-  at::autocast::set_autocast_dtype(type, previous_dtype_);
-#else
-  if (cuda_) {
-    at::autocast::set_enabled(previous_enabled_);
-    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
-  } else {
-    at::autocast::set_cpu_enabled(previous_enabled_);
-    at::autocast::set_autocast_cpu_dtype(previous_dtype_);
-  }
-#endif
-  // The cached bf16 copies of the weights go stale at the next optimizer step.
-  at::autocast::clear_cache();
-}
 
 double accuracy(const torch::Tensor& predictions, const torch::Tensor& labels) {
   TORCH_CHECK(predictions.numel() == labels.numel(), "accuracy: ", predictions.numel(),

@@ -34,21 +34,6 @@ void for_each_batch(const Dataset& dataset, const std::vector<size_t>& indices, 
                     const std::function<uint64_t(size_t)>& seed_of,
                     const std::function<void(size_t, ReadBatch&)>& consume);
 
-// bf16 autocast (CPU, or CUDA for a CUDA device) for the scope when `enabled`; restores the
-// previous state and clears the autocast weight cache on exit. Weights stay fp32.
-class Bf16Autocast {
- public:
-  Bf16Autocast(bool enabled, const torch::Device& device);
-  ~Bf16Autocast();
-  Bf16Autocast(const Bf16Autocast&) = delete;
-  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
-
- private:
-  bool enabled_ = false;
-  bool cuda_ = false;
-  bool previous_enabled_ = false;
-  at::ScalarType previous_dtype_ = at::kBFloat16;
-};
 
 // Fraction of `predictions` [N] equal to `labels` [N]; 0 for N = 0.
 double accuracy(const torch::Tensor& predictions, const torch::Tensor& labels);

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "data2vec/eval/batching.h"
+#include "data2vec/train/device.h"
 
 namespace data2vec::eval {
 
@@ -84,7 +85,7 @@ FeatureSet extract_features(const BatchFeaturizer& featurize, const Dataset& dat
           batch.input = batch.input.to(options.device());
           torch::Tensor f;
           {
-            Bf16Autocast autocast(options.bf16(), options.device());
+            train::AutocastGuard autocast(options.device(), options.bf16() ? "bf16" : "fp32");
             f = featurize(batch);
           }
           TORCH_CHECK(f.dim() == 2 && f.size(0) == batch.input.batch_size(),

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "data2vec/eval/batching.h"
+#include "data2vec/train/device.h"
 
 namespace data2vec::eval {
 
@@ -230,7 +231,7 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
           }
           torch::Tensor loss;
           {
-            Bf16Autocast autocast(o.bf16(), o.device());
+            train::AutocastGuard autocast(o.device(), o.bf16() ? "bf16" : "fp32");
             auto out = encoder->extract_features(input, torch::Tensor());
             auto logits = r.head(pool_features(out, prefix, o.pool()));  // [B,C]
             loss = F::cross_entropy(logits.to(torch::kFloat), labels,

@@ -27,6 +27,10 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"train.collapse_warmup", &c.train.collapse_warmup},
       {"train.min_target_std", &c.train.min_target_std},
       {"train.min_pred_std", &c.train.min_pred_std},
+      {"train.mask_group", &c.train.mask_group},
+      {"train.dist_backend", &c.train.dist_backend},
+      {"train.dist_timeout_s", &c.train.dist_timeout_s},
+      {"train.bucket_mb", &c.train.bucket_mb},
       {"model.modality", &c.model.modality},
       {"model.preset", &c.model.preset},
       {"model.algorithm", &c.model.algorithm},
@@ -240,6 +244,10 @@ void check_positive(const std::string& key, double value) {
 void validate(const Config& c) {
   check_one_of("train.precision", c.train.precision, {"fp32", "bf16"});
   check_one_of("train.device", c.train.device, {"cpu", "cuda", "auto"});
+  check_one_of("train.dist_backend", c.train.dist_backend, {"auto", "gloo", "nccl"});
+  check_positive("train.dist_timeout_s", double(c.train.dist_timeout_s));
+  check_positive("train.bucket_mb", c.train.bucket_mb);
+  if (c.train.mask_group < 0) throw std::invalid_argument("config key 'train.mask_group' must be >= 0");
   check_one_of("model.modality", c.model.modality, {"toy", "vision", "audio", "text"});
   check_one_of("model.algorithm", c.model.algorithm, {"v1", "v2"});
   check_one_of("model.layer_result", c.model.layer_result, {"ffn", "block"});

@@ -26,6 +26,10 @@ struct TrainConfig {
   int64_t collapse_warmup = 5000;  // steps before the collapse check starts
   double min_target_std = 0.1;   // collapse when the target std falls below (fairseq min_target_var)
   double min_pred_std = 0.01;    // collapse when the prediction std falls below (min_pred_var)
+  int64_t mask_group = 0;        // examples per mask draw (seeded by their global position); 0 = the micro-batch
+  std::string dist_backend = "auto";  // several processes: auto (nccl on cuda, gloo on cpu) | gloo | nccl
+  int64_t dist_timeout_s = 300;  // a collective waiting longer than this fails the run
+  double bucket_mb = 25.0;       // gradient all-reduce bucket size
 };
 
 struct ModelConfig {

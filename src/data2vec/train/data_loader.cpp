@@ -18,6 +18,11 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const DataLoaderO
     : dataset_(std::move(dataset)), options_(options), next_index_(options.start_batch) {
   TORCH_CHECK(dataset_ && dataset_->size() > 0, "data loader: the dataset is empty");
   TORCH_CHECK(options_.batch_size > 0, "data loader: batch_size must be > 0");
+  TORCH_CHECK(options_.world_size >= 1 && options_.rank >= 0 && options_.rank < options_.world_size,
+              "data loader: rank ", options_.rank, " outside world of ", options_.world_size);
+  TORCH_CHECK(int64_t(dataset_->size()) >= options_.batch_size * options_.world_size,
+              "data loader: the dataset has ", dataset_->size(), " examples, fewer than one global batch (",
+              options_.batch_size, " x ", options_.world_size, " processes)");
   for (int64_t w = 0; w < options_.num_workers; ++w) {
     workers_.emplace_back([this, w] { worker_loop(w); });
   }
@@ -34,7 +39,7 @@ DataLoader::~DataLoader() {
 }
 
 int64_t DataLoader::batches_per_epoch() const {
-  return std::max<int64_t>(1, int64_t(dataset_->size()) / options_.batch_size);
+  return std::max<int64_t>(1, int64_t(dataset_->size()) / (options_.batch_size * options_.world_size));
 }
 
 std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
@@ -53,7 +58,8 @@ LoadedBatch DataLoader::load(int64_t k) const {
   // Drop-last: each epoch yields batches_per_epoch() full batches.
   const int64_t per_epoch = batches_per_epoch();
   const int64_t epoch = k / per_epoch;
-  const int64_t first = (k % per_epoch) * options_.batch_size;
+  const int64_t in_global = options_.rank * options_.batch_size;  // this rank's slice
+  const int64_t first = (k % per_epoch) * options_.batch_size * options_.world_size + in_global;
   std::shared_ptr<std::vector<int64_t>> order;
   {
     std::lock_guard<std::mutex> lock(order_mutex_);
@@ -71,7 +77,7 @@ LoadedBatch DataLoader::load(int64_t k) const {
   for (int64_t i = 0; i < options_.batch_size; ++i) {
     const auto index = size_t((*order)[first + i]);
     try {
-      examples.push_back(dataset_->get(index, mix_seed(options_.seed, uint64_t(k), uint64_t(i))));
+      examples.push_back(dataset_->get(index, mix_seed(options_.seed, uint64_t(k), uint64_t(in_global + i))));
       out.batch.indices.push_back(index);
     } catch (const BadSample& e) {
       out.bad_samples.push_back(e.what());

@@ -1,6 +1,7 @@
 // Background data loading with prefetch, deterministic whatever the thread timing:
-//   batch k of the run = positions [k*B, (k+1)*B) of an endless stream of epochs, each epoch a
-//   permutation of the dataset drawn from (seed, epoch); example seeds come from (seed, position).
+//   global batch k of the run = positions [k*W*B, (k+1)*W*B) of an endless stream of epochs, each
+//   epoch a permutation of the dataset drawn from (seed, epoch); rank r of W processes reads the
+//   r-th slice of B; example seeds come from (seed, k, position in the global batch).
 // A worker builds whole batches; batches are handed out strictly in order. Bad examples
 // (data2vec::BadSample) are dropped from their batch, counted and named, never fatal.
 #pragma once
@@ -25,6 +26,11 @@ struct DataLoaderOptions {
   int64_t num_workers = 2;  // 0 = load on the calling thread
   int64_t prefetch = 4;     // batches ready ahead of the consumer
   int64_t start_batch = 0;  // resume position: index of the first batch handed out
+  // Data parallelism: global batch k holds world_size * batch_size examples; this process reads
+  // the rank-th slice of batch_size. Example seeds depend on the global position only, so the
+  // examples and their augmentations are the same whatever the number of processes.
+  int64_t rank = 0;
+  int64_t world_size = 1;
 };
 
 struct LoadedBatch {

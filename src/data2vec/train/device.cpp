@@ -21,38 +21,51 @@ torch::Device resolve_device(const std::string& name) {
   throw std::invalid_argument("train.device = '" + name + "': expected cpu, cuda or auto");
 }
 
+// LibTorch 2.4 keyed autocast by device type; older versions have per-device functions.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define DATA2VEC_AUTOCAST_BY_DEVICE_TYPE 1
+#endif
+
 AutocastGuard::AutocastGuard(const torch::Device& device, const std::string& precision) {
   if (precision != "bf16") return;
   enabled_ = true;
   cuda_ = device.is_cuda();
-  if (cuda_) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#ifdef DATA2VEC_AUTOCAST_BY_DEVICE_TYPE
+  const auto type = cuda_ ? at::kCUDA : at::kCPU;
+  previous_enabled_ = at::autocast::is_autocast_enabled(type);
+  previous_dtype_ = at::autocast::get_autocast_dtype(type);
+  at::autocast::set_autocast_dtype(type, at::kBFloat16);
+  at::autocast::set_autocast_enabled(type, true);
 #else
-    previous_ = at::autocast::is_enabled();
+  if (cuda_) {
+    previous_enabled_ = at::autocast::is_enabled();
+    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
     at::autocast::set_enabled(true);
-#endif
   } else {
-    previous_ = at::autocast::is_cpu_enabled();
+    previous_enabled_ = at::autocast::is_cpu_enabled();
+    previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     at::autocast::set_cpu_enabled(true);
   }
+#endif
 }
 
 AutocastGuard::~AutocastGuard() {
   if (!enabled_) return;
-  if (cuda_) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, previous_);
+#ifdef DATA2VEC_AUTOCAST_BY_DEVICE_TYPE
+  const auto type = cuda_ ? at::kCUDA : at::kCPU;
+  at::autocast::set_autocast_enabled(type, previous_enabled_);
+  at::autocast::set_autocast_dtype(type, previous_dtype_);
 #else
-    at::autocast::set_enabled(previous_);
-#endif
+  if (cuda_) {
+    at::autocast::set_enabled(previous_enabled_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
   } else {
-    at::autocast::set_cpu_enabled(previous_);
+    at::autocast::set_cpu_enabled(previous_enabled_);
+    at::autocast::set_autocast_cpu_dtype(previous_dtype_);
   }
+#endif
   // Cached bf16 copies of the weights are stale after the optimizer step.
   at::autocast::clear_cache();
 }

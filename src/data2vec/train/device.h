@@ -23,7 +23,8 @@ class AutocastGuard {
  private:
   bool enabled_ = false;
   bool cuda_ = false;
-  bool previous_ = false;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kBFloat16;
 };
 
 // Sets the intra-op thread count; 0 means every core. Returns the count in force.

@@ -12,6 +12,7 @@
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/train/data_loader.h"
 #include "data2vec/train/device.h"
+#include "data2vec/train/distributed.h"
 #include "data2vec/train/metrics_log.h"
 #include "data2vec/train/optimizer.h"
 #include "data2vec/train/progress.h"
@@ -43,18 +44,90 @@ ScheduleOptions schedule_options(const io::Config& c) {
   return s;
 }
 
-std::map<std::string, torch::Tensor> rng_states(const at::Generator& mask_generator) {
+// The default CPU generator (dropout) of every rank: "cpu_default" is rank 0's (the only one of a
+// single-process run), "cpu_default.rank<r>" each rank's. Collective: every rank calls it.
+std::map<std::string, torch::Tensor> rng_states(ProcessGroup* group) {
   std::map<std::string, torch::Tensor> states;
-  states["cpu_default"] = at::detail::getDefaultCPUGenerator().get_state();
-  states["mask"] = mask_generator.get_state();
+  const auto own = at::detail::getDefaultCPUGenerator().get_state();
+  states["cpu_default"] = own;
+  if (group) {
+    const auto device = group->backend() == "nccl" ? group->device() : torch::Device(torch::kCPU);
+    const auto all = group->all_gather(own.to(device));
+    for (size_t r = 0; r < all.size(); ++r)
+      states["cpu_default.rank" + std::to_string(r)] = all[r].cpu();
+    states["cpu_default"] = states["cpu_default.rank0"];
+  }
   return states;
 }
 
-void restore_rng_states(const std::map<std::string, torch::Tensor>& states,
-                        at::Generator& mask_generator) {
+void restore_rng_states(const std::map<std::string, torch::Tensor>& states, int rank) {
   auto cpu = at::detail::getDefaultCPUGenerator();
-  cpu.set_state(states.at("cpu_default"));
-  mask_generator.set_state(states.at("mask"));
+  const auto own = states.find("cpu_default.rank" + std::to_string(rank));
+  if (own != states.end()) {
+    cpu.set_state(own->second);
+  } else if (rank == 0) {
+    cpu.set_state(states.at("cpu_default"));
+  } else {
+    spdlog::warn("rank {}: the checkpoint holds no random state for this rank (saved with fewer "
+                 "processes); dropout continues from a fresh seed",
+                 rank);
+  }
+}
+
+// Masks are a pure function of (seed, global batch k, position in the global batch), drawn in
+// groups of `group_size` examples: the same masks whatever the number of processes, and no
+// generator state to save for an exact resume.
+MaskedInput draw_masks(EncoderImpl& encoder, const EncoderInput& input, int64_t group_size,
+                       uint64_t seed, int64_t k, int64_t first_position) {
+  constexpr uint64_t kMaskStream = 0x6d61736b;  // "mask": a stream apart from the data's seeds
+  const int64_t batch = input.batch_size();
+  const int64_t group = group_size > 0 ? std::min(group_size, batch) : batch;
+  std::vector<MaskedInput> parts;
+  for (int64_t start = 0; start < batch; start += group) {
+    const int64_t n = std::min(group, batch - start);
+    EncoderInput part{input.source.narrow(0, start, n),
+                      input.padding_mask.defined() ? input.padding_mask.narrow(0, start, n)
+                                                   : torch::Tensor()};
+    auto generator = at::detail::createCPUGenerator(
+        mix_seed(seed ^ kMaskStream, uint64_t(k), uint64_t(first_position + start)));
+    parts.push_back(encoder.apply_mask(part, generator));
+  }
+  if (parts.size() == 1) return parts.front();
+  std::vector<torch::Tensor> sources, paddings, masks;
+  for (const auto& part : parts) {
+    sources.push_back(part.student.source);
+    if (part.student.padding_mask.defined()) paddings.push_back(part.student.padding_mask);
+    masks.push_back(part.mask);
+  }
+  MaskedInput joined;
+  joined.student.source = torch::cat(sources);
+  if (!paddings.empty()) joined.student.padding_mask = torch::cat(paddings);
+  joined.mask = torch::cat(masks);
+  return joined;
+}
+
+// Checks that the ranks still hold the same student and teacher (they must, bit for bit: the
+// same start, the same averaged gradients, the same optimizer and EMA arithmetic).
+void check_ranks_agree(ProcessGroup& group, Data2VecImpl& model, int64_t step) {
+  torch::NoGradGuard no_grad;
+  double student = 0, teacher = 0;
+  for (const auto& item : model.named_parameters()) {
+    const double sum = item.value().to(torch::kFloat64).abs().sum().item<double>();
+    (item.key().rfind("teacher.", 0) == 0 ? teacher : student) += sum;
+  }
+  auto mine = torch::tensor({student, teacher}, torch::kFloat64);
+  const auto device = group.backend() == "nccl" ? group.device() : torch::Device(torch::kCPU);
+  const auto all = group.all_gather(mine.to(device));
+  // Summation order may differ with thread counts: compare to a relative 1e-9.
+  const auto reference = all[0].cpu();
+  for (size_t r = 1; r < all.size(); ++r) {
+    const auto difference = (all[r].cpu() - reference).abs().max().item<double>();
+    if (difference > 1e-9 * std::max(1.0, reference.abs().max().item<double>())) {
+      throw std::runtime_error("step " + std::to_string(step) + ": rank " + std::to_string(r) +
+                               " holds different weights than rank 0 (student/teacher checksums "
+                               "differ); the ranks diverged");
+    }
+  }
 }
 
 // Running sums over the steps between two log records.
@@ -72,8 +145,12 @@ PretrainResult pretrain(PretrainJob& job) {
   TORCH_CHECK(job.model, "pretrain: no model");
   TORCH_CHECK(job.train_data, "pretrain: no training data");
   const int threads = set_threads(cfg.train.threads);
-  const torch::Device device = resolve_device(cfg.train.device);
-  fs::create_directories(job.run_dir);
+  ProcessGroup* group = job.group.get();
+  const bool is_main = !group || group->is_main();
+  const int rank = group ? group->rank() : 0;
+  const int world = group ? group->world_size() : 1;
+  const torch::Device device = group ? group->device() : resolve_device(cfg.train.device);
+  if (is_main) fs::create_directories(job.run_dir);
 
   auto model = job.model;
   model->to(device);
@@ -86,10 +163,10 @@ PretrainResult pretrain(PretrainJob& job) {
   auto optimizer = make_optimizer(split_parameter_groups(named), cfg.optim);
   const auto trainable = model->trainable_parameters();
 
-  // State that a checkpoint carries.
-  auto mask_generator =
-      at::detail::createCPUGenerator(uint64_t(cfg.train.seed) * 2654435761ULL + 1);
-  torch::manual_seed(uint64_t(cfg.train.seed));
+  // State that a checkpoint carries. Dropout differs between ranks; rank 0 draws what a
+  // single process would.
+  torch::manual_seed(rank == 0 ? uint64_t(cfg.train.seed)
+                               : mix_seed(uint64_t(cfg.train.seed), 0xd50, uint64_t(rank)));
   int64_t step = 0, data_position = 0, bad_samples = 0;
   double elapsed_before = 0.0;
 
@@ -102,7 +179,7 @@ PretrainResult pretrain(PretrainJob& job) {
       auto ckpt = read_checkpoint(*dir);
       load_module_state(*model, ckpt.model);
       if (!ckpt.optimizer.empty()) load_optimizer_bytes(*optimizer, ckpt.optimizer);
-      restore_rng_states(ckpt.rng, mask_generator);
+      restore_rng_states(ckpt.rng, rank);
       step = ckpt.trainer_state.at("step").get<int64_t>();
       data_position = ckpt.trainer_state.at("data_position").get<int64_t>();
       bad_samples = ckpt.trainer_state.value("bad_samples", int64_t(0));
@@ -111,7 +188,14 @@ PretrainResult pretrain(PretrainJob& job) {
       spdlog::info("resumed from {} at step {}", *dir, step);
     }
   }
-  io::write_file_atomically((fs::path(job.run_dir) / "config.yaml").string(), io::to_yaml(cfg));
+  std::unique_ptr<GradientSync> gradient_sync;
+  if (group) {
+    broadcast_module_state(*group, *model);  // one start for all ranks, whatever each built
+    gradient_sync = std::make_unique<GradientSync>(*group, trainable, cfg.train.bucket_mb);
+  }
+  if (is_main) {
+    io::write_file_atomically((fs::path(job.run_dir) / "config.yaml").string(), io::to_yaml(cfg));
+  }
 
   EmaOptions ema = model->options().ema();
   const auto anneal = cfg.ema.anneal_steps > 0 ? cfg.ema.anneal_steps : cfg.train.max_steps;
@@ -123,10 +207,13 @@ PretrainResult pretrain(PretrainJob& job) {
                                        .min_target_std(cfg.train.min_target_std)
                                        .min_pred_std(cfg.train.min_pred_std);
 
-  MetricsLog metrics((fs::path(job.run_dir) / "metrics.jsonl").string(),
-                     job.resume ? std::optional<int64_t>(step) : std::nullopt);
+  std::unique_ptr<MetricsLog> metrics;
+  if (is_main) {
+    metrics = std::make_unique<MetricsLog>((fs::path(job.run_dir) / "metrics.jsonl").string(),
+                                           job.resume ? std::optional<int64_t>(step) : std::nullopt);
+  }
   std::unique_ptr<TensorBoardWriter> tensorboard;
-  if (cfg.log.tensorboard) {
+  if (cfg.log.tensorboard && is_main) {
     tensorboard = std::make_unique<TensorBoardWriter>((fs::path(job.run_dir) / "tb").string());
   }
 
@@ -136,17 +223,29 @@ PretrainResult pretrain(PretrainJob& job) {
   loader_options.num_workers = cfg.train.num_workers;
   loader_options.prefetch = cfg.train.prefetch;
   loader_options.start_batch = data_position;
+  loader_options.rank = rank;
+  loader_options.world_size = world;
   DataLoader loader(job.train_data, loader_options);
 
-  spdlog::info("pretraining {} on {} ({} threads, {}), {} steps of {} x {} examples, {} examples",
+  spdlog::info("pretraining {} on {} ({} threads, {}): {} steps of {} examples ({} per process x {} "
+               "micro-batches x {} process{}), {} examples",
                cfg.model.modality, device.str(), threads, cfg.train.precision, cfg.train.max_steps,
-               cfg.train.batch_size, cfg.train.accumulate, job.train_data->size());
+               cfg.train.batch_size * cfg.train.accumulate * world, cfg.train.batch_size,
+               cfg.train.accumulate, world, world == 1 ? "" : "es", job.train_data->size());
+  if (group) {
+    spdlog::info("data parallel over {} processes ({}), {} gradient buckets", world,
+                 group->backend(), gradient_sync->num_buckets());
+  }
 
+  // Collective when distributed (every rank calls it); rank 0 alone writes.
   auto save = [&](int64_t at_step, double elapsed) {
+    auto rng = rng_states(group);
+    if (group) check_ranks_agree(*group, *model, at_step);
+    if (!is_main) return;
     CheckpointContents contents;
     contents.model = module_state(*model);
     contents.optimizer = optimizer_bytes(*optimizer);
-    contents.rng = rng_states(mask_generator);
+    contents.rng = std::move(rng);
     contents.trainer_state = {{"step", at_step},
                               {"data_position", loader.position()},
                               {"bad_samples", bad_samples},
@@ -159,8 +258,12 @@ PretrainResult pretrain(PretrainJob& job) {
   auto previous_int = std::signal(SIGINT, request_stop);
   auto previous_term = std::signal(SIGTERM, request_stop);
 
-  Progress progress(cfg.train.max_steps, step, "pretrain",
-                    ProgressOptions().plain_interval_seconds(cfg.log.progress_seconds));
+  std::unique_ptr<Progress> progress;
+  if (is_main) {
+    progress = std::make_unique<Progress>(
+        cfg.train.max_steps, step, "pretrain",
+        ProgressOptions().plain_interval_seconds(cfg.log.progress_seconds));
+  }
   const auto run_start = std::chrono::steady_clock::now();
   auto elapsed_now = [&] {
     return elapsed_before +
@@ -181,17 +284,39 @@ PretrainResult pretrain(PretrainJob& job) {
         spdlog::warn("skipped bad sample: {}", message);
       bad_samples += int64_t(loaded.bad_samples.size());
       const EncoderInput input = loaded.batch.input.to(device);
+      const MaskedInput masked =
+          draw_masks(*model->student(), input, cfg.train.mask_group, uint64_t(cfg.train.seed),
+                     loaded.index, int64_t(rank) * cfg.train.batch_size);
       Data2VecOutput out;
       {
         AutocastGuard autocast(device, cfg.train.precision);
-        out = model->forward(input, mask_generator);
+        out = model->forward_masked(input, masked);
       }
+      if (gradient_sync && micro + 1 == cfg.train.accumulate) gradient_sync->arm();
       (out.loss / double(cfg.train.accumulate)).backward();
       step_loss += out.loss.item<double>() / double(cfg.train.accumulate);
       target_std += out.target_std.item<double>() / double(cfg.train.accumulate);
       pred_std += out.pred_std.item<double>() / double(cfg.train.accumulate);
       masked_frac += out.masked_frac.item<double>() / double(cfg.train.accumulate);
       step_samples += input.batch_size();
+    }
+    bool stop_requested = g_stop_requested != 0;
+    if (group) {
+      gradient_sync->finish();
+      // Every rank takes the same decisions from the same numbers.
+      auto stats = torch::tensor({step_loss, target_std, pred_std, masked_frac,
+                                  double(step_samples), stop_requested ? 1.0 : 0.0},
+                                 torch::kFloat64);
+      if (group->backend() == "nccl") stats = stats.to(device);
+      group->all_reduce_sum(stats);
+      stats = stats.cpu();
+      const auto v = stats.accessor<double, 1>();
+      step_loss = v[0] / world;
+      target_std = v[1] / world;
+      pred_std = v[2] / world;
+      masked_frac = v[3] / world;
+      step_samples = int64_t(v[4]);
+      stop_requested = v[5] > 0;
     }
     if (!std::isfinite(step_loss)) {
       result.stopped_because = "non-finite loss (" + std::to_string(step_loss) + ") at step " +
@@ -221,8 +346,8 @@ PretrainResult pretrain(PretrainJob& job) {
     }
 
     const bool stop_here = step == job.stop_at_step;
-    const bool last = step == cfg.train.max_steps || stop_here || g_stop_requested;
-    if (step % cfg.log.every == 0 || last) {
+    const bool last = step == cfg.train.max_steps || stop_here || stop_requested;
+    if (is_main && (step % cfg.log.every == 0 || last)) {
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - window.start).count();
       const double n = double(window.steps);
@@ -240,7 +365,7 @@ PretrainResult pretrain(PretrainJob& job) {
         record.update(job.monitor(*model, step));
         model->train();
       }
-      metrics.write(record);
+      metrics->write(record);
       if (tensorboard) {
         for (const auto& [key, value] : record.items()) {
           if (key != "step" && value.is_number())
@@ -251,17 +376,17 @@ PretrainResult pretrain(PretrainJob& job) {
       char status[160];
       std::snprintf(status, sizeof(status), "loss %.4f  tgt_std %.3f  pred_std %.3f  lr %.2e",
                     window.loss / n, window.target_std / n, window.pred_std / n, lr);
-      progress.update(step, status);
+      progress->update(step, status);
       window.reset();
     }
     if (step % cfg.checkpoint.every == 0 || last) save(step, elapsed_now());
-    if (g_stop_requested) {
+    if (stop_requested) {
       result.stopped_because = "interrupted; resume with --resume";
       break;
     }
     if (stop_here) break;
   }
-  progress.finish();
+  if (progress) progress->finish();
   std::signal(SIGINT, previous_int);
   std::signal(SIGTERM, previous_term);
   result.steps_done = step;

@@ -14,6 +14,7 @@
 #include "data2vec/core/data2vec.h"
 #include "data2vec/core/dataset.h"
 #include "data2vec/io/config.h"
+#include "data2vec/train/distributed.h"
 
 namespace data2vec::train {
 
@@ -29,6 +30,9 @@ struct PretrainJob {
   Monitor monitor;                            // optional; run every eval.knn_every steps
   int64_t stop_at_step = 0;  // > 0: stop after this step with a checkpoint, keeping the
                              // schedules of train.max_steps (continue later with resume)
+  // Data parallel over several processes (null: this process alone). Every rank runs the same
+  // job; train.batch_size is per process; rank 0 alone logs and checkpoints.
+  std::shared_ptr<ProcessGroup> group;
 };
 
 struct PretrainResult {
