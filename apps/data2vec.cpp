@@ -14,6 +14,8 @@
 #include "data2vec/train/distributed.h"
 #include "data2vec/train/launch.h"
 #include "data2vec/train/plot.h"
+#include "data2vec/text/data.h"
+#include "data2vec/text/tokenizer.h"
 #include "data2vec/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -76,6 +78,34 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
             << ", bad samples " << result.bad_samples << ", checkpoint "
             << (result.last_checkpoint.empty() ? "none" : result.last_checkpoint) << "\n";
   return result.stopped_because.empty() ? 0 : 3;
+}
+
+// `data2vec tokenizer train`: SentencePiece on a config's pretraining corpus or on text files.
+int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>& inputs,
+                        int64_t vocab_size, std::string out_dir) {
+  std::vector<text::TextDocument> documents;
+  if (!flags.path.empty()) {
+    const auto config = flags.load();
+    if (out_dir.empty()) out_dir = config.data.tokenizer;
+    if (out_dir.empty()) throw std::invalid_argument("tokenizer train: give --out or set data.tokenizer");
+    documents = app::tokenizer_training_documents(config);
+  } else {
+    if (inputs.empty() || out_dir.empty())
+      throw std::invalid_argument("tokenizer train: give --config, or --input FILES and --out DIR");
+    documents = text::read_text_documents(inputs);
+  }
+  if (documents.empty()) throw std::invalid_argument("tokenizer train: no text in the input");
+  fs::create_directories(out_dir);
+  const auto corpus = (fs::path(out_dir) / "training-text.txt").string();
+  text::write_documents_text(documents, corpus);
+  spdlog::info("training a {}-piece SentencePiece model on {} documents -> {}", vocab_size,
+               documents.size(), out_dir);
+  text::SentencePieceTokenizer::train({corpus}, vocab_size, out_dir);
+  fs::remove(corpus);
+  const text::SentencePieceTokenizer tokenizer(out_dir);
+  std::cout << out_dir << "/" << text::SentencePieceTokenizer::kModelFile << ": "
+            << tokenizer.vocab_size() << " pieces\n";
+  return 0;
 }
 
 }  // namespace
@@ -156,6 +186,23 @@ int main(int argc, char** argv) {
     command->add_option("--lr", eval_options.finetune_lr, "fine-tuning peak learning rate");
   }
 
+  auto* tokenizer = app.add_subcommand("tokenizer", "Text tokenizers (SentencePiece).");
+  tokenizer->require_subcommand(1);
+  auto* tokenizer_train = tokenizer->add_subcommand(
+      "train",
+      "Train a SentencePiece model with data2vec's special ids (<s> 0, <pad> 1, </s> 2, <unk> 3, "
+      "<mask> 4): on the pretraining corpus of --config (written to its data.tokenizer), or on "
+      "--input text files (documents separated by blank lines).");
+  ConfigFlags tokenizer_flags;
+  std::vector<std::string> tokenizer_inputs;
+  int64_t tokenizer_vocab = 8000;
+  std::string tokenizer_out;
+  tokenizer_flags.add_to(tokenizer_train, false);
+  tokenizer_train->add_option("--input", tokenizer_inputs, "text files or folders");
+  tokenizer_train->add_option("--vocab-size", tokenizer_vocab, "pieces in the vocabulary");
+  tokenizer_train->add_option("-o,--out", tokenizer_out,
+                              "model directory (default: the config's data.tokenizer)");
+
   app::EmbedOptions embed_options;
   auto* embed = app.add_subcommand(
       "embed", "Features of a file or a folder of files from a checkpoint's encoder, to safetensors.");
@@ -181,6 +228,9 @@ int main(int argc, char** argv) {
       std::cout << app::rows_to_markdown(rows);
       return 0;
     }
+    if (*tokenizer_train) {
+      return run_tokenizer_train(tokenizer_flags, tokenizer_inputs, tokenizer_vocab, tokenizer_out);
+    }
     if (*embed) {
       app::embed_files(embed_options);
       return 0;
@@ -201,6 +251,10 @@ int main(int argc, char** argv) {
       std::cout << io::to_yaml(config);
       return 0;
     }
+  } catch (const c10::Error& e) {
+    // The message alone: LibTorch's C++ backtrace means nothing to a user.
+    spdlog::error("{}", e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 1;

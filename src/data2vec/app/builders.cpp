@@ -7,6 +7,9 @@
 
 #include "data2vec/core/toy_dataset.h"
 #include "data2vec/core/toy_encoder.h"
+#include "data2vec/text/data.h"
+#include "data2vec/text/encoder.h"
+#include "data2vec/text/tokenizer.h"
 #include "data2vec/vision/augment.h"
 #include "data2vec/vision/datasets.h"
 #include "data2vec/vision/encoder.h"
@@ -119,6 +122,96 @@ class ImageFilesDataset : public Dataset {
   vision::ImageTransformOptions transform_;
 };
 
+// ---- text ----------------------------------------------------------------------------------
+
+std::shared_ptr<text::SentencePieceTokenizer> load_tokenizer(const io::Config& c) {
+  const std::string model = c.data.tokenizer + "/" + text::SentencePieceTokenizer::kModelFile;
+  if (c.data.tokenizer.empty() || !std::filesystem::exists(model)) {
+    throw std::invalid_argument(
+        "config key 'data.tokenizer' = '" + c.data.tokenizer + "': no " +
+        text::SentencePieceTokenizer::kModelFile +
+        " there; train one on the corpus first: data2vec tokenizer train --config <this config>");
+  }
+  return std::make_shared<text::SentencePieceTokenizer>(c.data.tokenizer);
+}
+
+text::TextEncoderOptions text_options(const io::Config& c, int64_t vocab_size) {
+  auto o = text::text_preset(c.model.preset, vocab_size);
+  o.layer_result(parse_layer_result_kind(c.model.layer_result));
+  o.masking().mask_prob(c.model.mask_ratio);
+  if (c.model.dropout >= 0) o.dropout(c.model.dropout).attention_dropout(c.model.dropout);
+  TORCH_CHECK(c.data.max_tokens <= o.max_positions(), "config key 'data.max_tokens' = ",
+              c.data.max_tokens, " exceeds the ", c.model.preset, " preset's ", o.max_positions(),
+              " positions");
+  return o;
+}
+
+// A labelled corpus under data.root (scripts/fetch-data.sh text puts them there).
+text::LabelledDocuments load_corpus(const std::string& name, const std::string& root) {
+  if (name == "brown") return text::load_brown_corpus(root + "/brown");
+  if (name == "spam-assassin") return text::load_spam_assassin(root + "/spam-assassin");
+  if (name == "text-files") return {text::read_text_documents({root}), {}};
+  unknown("data.dataset / eval.tasks", name, "brown, spam-assassin or text-files for text");
+}
+
+// Every 5th document is held out (the corpora are stored grouped by class, so this stratifies).
+std::pair<std::vector<text::TextDocument>, std::vector<text::TextDocument>> split_documents(
+    const std::vector<text::TextDocument>& documents) {
+  std::vector<text::TextDocument> train, test;
+  for (size_t i = 0; i < documents.size(); ++i) (i % 5 == 4 ? test : train).push_back(documents[i]);
+  return {train, test};
+}
+
+// The documents a text run pretrains on (and trains its tokenizer on): the train split.
+std::vector<text::TextDocument> text_pretrain_documents(const io::Config& c) {
+  return split_documents(load_corpus(c.data.dataset, c.data.root).documents).first;
+}
+
+// Bag of words over the vocabulary, log(1 + count), special ids and padding left out.
+std::function<torch::Tensor(const Batch&)> bag_of_words(int64_t vocab_size) {
+  return [vocab_size](const Batch& b) {
+    const auto& ids = b.input.source;
+    auto weight = torch::ones(ids.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(ids.device()));
+    if (b.input.padding_mask.defined()) weight.masked_fill_(b.input.padding_mask, 0.0);
+    weight.masked_fill_(ids < 5, 0.0);  // <s> <pad> </s> <unk> <mask>
+    auto counts = torch::zeros({ids.size(0), vocab_size}, weight.options());
+    counts.scatter_add_(1, ids, weight);
+    return counts.log1p();
+  };
+}
+
+EvalTask text_task(const io::Config& c, const std::string& name) {
+  auto tokenizer = load_tokenizer(c);
+  auto corpus = load_corpus(name, c.data.root);
+  TORCH_CHECK(!corpus.class_names.empty(), "eval task '", name, "' has no labels");
+  auto [train, test] = split_documents(corpus.documents);
+  const auto blocks = text::TextBlockOptions().max_tokens(c.data.max_tokens).first_block_only(true);
+  EvalTask task;
+  task.name = name == "brown" ? "brown genre" : name;
+  task.measures = name == "brown"
+                      ? "genre of a Brown corpus text (15 classes) from its first block of tokens"
+                      : "spam vs ham of an email body (headers stripped) from its first block";
+  task.splits = {text::make_text_dataset(train, *tokenizer, blocks, corpus.class_names),
+                 text::make_text_dataset(test, *tokenizer, blocks, corpus.class_names)};
+  task.raw_features = bag_of_words(tokenizer->vocab_size());
+  task.raw_name = "bag of words, linear";
+  return task;
+}
+
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> items;
+  std::string item;
+  for (char ch : list + ",") {
+    if (ch == ',') {
+      if (!item.empty()) items.push_back(item);
+      item.clear();
+    } else if (!std::isspace(static_cast<unsigned char>(ch))) {
+      item += ch;
+    }
+  }
+  return items;
+}
+
 void require_data(const io::Config& c) {
   if (!std::filesystem::exists(c.data.root)) {
     throw std::invalid_argument("config key 'data.root' = '" + c.data.root +
@@ -138,7 +231,11 @@ EncoderFactory make_encoder_factory(const io::Config& config) {
     const auto options = vision_options(config);
     return [options] { return vision::make_vision_encoder(options); };
   }
-  unknown("model.modality", config.model.modality, "toy or vision");
+  if (config.model.modality == "text") {
+    const auto options = text_options(config, load_tokenizer(config)->vocab_size());
+    return [options] { return text::make_text_encoder(options); };
+  }
+  unknown("model.modality", config.model.modality, "toy, vision or text");
 }
 
 Data2VecOptions make_data2vec_options(const io::Config& c) {
@@ -168,19 +265,44 @@ std::shared_ptr<const Dataset> make_pretrain_dataset(const io::Config& config) {
     require_data(config);
     return vision_splits(config, /*augment=*/true).train;
   }
-  unknown("model.modality", config.model.modality, "toy or vision");
+  if (config.model.modality == "text") {
+    require_data(config);
+    auto tokenizer = load_tokenizer(config);
+    return text::make_text_dataset(text_pretrain_documents(config), *tokenizer,
+                                   text::TextBlockOptions().max_tokens(config.data.max_tokens));
+  }
+  unknown("model.modality", config.model.modality, "toy, vision or text");
 }
 
-EvalSplits make_eval_datasets(const io::Config& config) {
+std::vector<EvalTask> make_eval_tasks(const io::Config& config) {
+  auto flatten = [](const Batch& b) { return b.input.source.flatten(1).to(torch::kFloat32); };
   if (config.model.modality == "toy") {
-    return {std::make_shared<ToyDataset>(toy_data_options(config, 0, 4096)),
-            std::make_shared<ToyDataset>(toy_data_options(config, 1 << 20, 1024))};
+    return {{"toy", "which class's sinusoids a noisy sequence mixes",
+             {std::make_shared<ToyDataset>(toy_data_options(config, 0, 4096)),
+              std::make_shared<ToyDataset>(toy_data_options(config, 1 << 20, 1024))},
+             flatten, "raw input, linear"}};
   }
   if (config.model.modality == "vision") {
     require_data(config);
-    return vision_splits(config, /*augment=*/false);
+    return {{config.data.dataset, "object class of an image", vision_splits(config, /*augment=*/false),
+             flatten, "raw pixels, linear"}};
   }
-  unknown("model.modality", config.model.modality, "toy or vision");
+  if (config.model.modality == "text") {
+    require_data(config);
+    std::vector<EvalTask> tasks;
+    const auto names = split_list(config.eval.tasks.empty() ? config.data.dataset : config.eval.tasks);
+    for (const auto& name : names) tasks.push_back(text_task(config, name));
+    return tasks;
+  }
+  unknown("model.modality", config.model.modality, "toy, vision or text");
+}
+
+EvalSplits make_eval_datasets(const io::Config& config) {
+  return make_eval_tasks(config).front().splits;
+}
+
+std::vector<text::TextDocument> tokenizer_training_documents(const io::Config& config) {
+  return text_pretrain_documents(config);
 }
 
 FilesDataset make_files_dataset(const io::Config& config, const std::string& input) {
@@ -188,7 +310,19 @@ FilesDataset make_files_dataset(const io::Config& config, const std::string& inp
     auto files = list_files(input, {".png", ".jpg", ".jpeg", ".bmp"});
     return {std::make_shared<ImageFilesDataset>(files, image_transform(config, /*augment=*/false)), files};
   }
-  unknown("model.modality", config.model.modality, "vision (embedding files of other modalities is coming)");
+  if (config.model.modality == "text") {
+    // One example per file: its first block of data.max_tokens tokens.
+    auto files = list_files(input, {".txt", ".text", ".md"});
+    auto documents = text::read_text_documents(files, text::DocumentSplit::kFile);
+    TORCH_CHECK(documents.size() == files.size(), "embed: ", files.size() - documents.size(),
+                " of the text files under '", input, "' are empty");
+    auto tokenizer = load_tokenizer(config);
+    return {text::make_text_dataset(documents, *tokenizer, text::TextBlockOptions()
+                                                               .max_tokens(config.data.max_tokens)
+                                                               .first_block_only(true)),
+            files};
+  }
+  unknown("model.modality", config.model.modality, "vision or text (audio is coming)");
 }
 
 }  // namespace data2vec::app

@@ -2,11 +2,15 @@
 // The only place that knows every modality; the trainer and evaluators see interfaces only.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "data2vec/core/data2vec.h"
 #include "data2vec/core/dataset.h"
 #include "data2vec/io/config.h"
+#include "data2vec/text/data.h"
 
 namespace data2vec::app {
 
@@ -27,7 +31,23 @@ struct EvalSplits {
   std::shared_ptr<const Dataset> train;
   std::shared_ptr<const Dataset> test;
 };
+// The first evaluation task's splits (the k-NN monitor's).
 EvalSplits make_eval_datasets(const io::Config& config);
+
+// One labelled evaluation task: its splits, and the raw-input baseline's features of a batch
+// (pixels for images, a bag of words for text, mean log-mel for speech).
+struct EvalTask {
+  std::string name;         // e.g. "fashion-mnist", "brown genre", "spam-assassin"
+  std::string measures;     // what the task really tests, for the report
+  EvalSplits splits;
+  std::function<torch::Tensor(const Batch&)> raw_features;
+  std::string raw_name;     // e.g. "raw pixels, linear"
+};
+// The tasks of eval.tasks (default: the pretraining dataset's own labels).
+std::vector<EvalTask> make_eval_tasks(const io::Config& config);
+
+// The documents a text tokenizer is trained on: the pretraining corpus's train split.
+std::vector<text::TextDocument> tokenizer_training_documents(const io::Config& config);
 
 // The files under `input` (a file, or a directory searched recursively for the modality's file
 // types, sorted), read as at evaluation: for `data2vec embed`.

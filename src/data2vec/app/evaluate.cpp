@@ -14,6 +14,7 @@
 #include "data2vec/eval/linear_probe.h"
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/train/device.h"
+#include "data2vec/train/progress.h"
 
 namespace fs = std::filesystem;
 
@@ -42,21 +43,33 @@ eval::ExtractOptions extract_options(const io::Config& config, const torch::Devi
       .limit(limit);
 }
 
+// The same options with a progress bar (rate, ETA) labelled `label` for one extraction.
+eval::ExtractOptions with_progress(eval::ExtractOptions options, const std::string& label) {
+  std::shared_ptr<train::Progress> bar;
+  options.progress([bar, label](size_t done, size_t total) mutable {
+    if (!bar) bar = std::make_shared<train::Progress>(int64_t(total), 0, label);
+    bar->update(int64_t(done), "");
+    if (done == total) bar->finish();
+  });
+  return options;
+}
+
 std::string percent(double fraction) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(2) << 100.0 * fraction;
   return out.str();
 }
 
-EvaluationRow probe_row(const std::string& method, const eval::FeatureSet& train,
-                        const eval::FeatureSet& test, int64_t num_classes) {
+EvaluationRow probe_row(const std::string& task, const std::string& method,
+                        const eval::FeatureSet& train, const eval::FeatureSet& test,
+                        int64_t num_classes) {
   const auto result = eval::linear_probe(train.features, train.labels, test.features, test.labels,
                                          eval::LinearProbeOptions().num_classes(num_classes));
   std::ostringstream detail;
   detail << "L2 " << result.chosen_l2 << ", " << train.features.size(1) << " features";
-  spdlog::info("{}: test {}%, train {}% ({})", method, percent(result.test_acc),
+  spdlog::info("{}, {}: test {}%, train {}% ({})", task, method, percent(result.test_acc),
                percent(result.train_acc), detail.str());
-  return {method, result.test_acc, result.train_acc, detail.str()};
+  return {task, method, result.test_acc, result.train_acc, detail.str()};
 }
 
 // The encoder of `config` with the student's weights from the checkpoint (or fresh weights).
@@ -76,24 +89,35 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
   const io::Config config = run_config(options, ckpt);
   train::set_threads(config.train.threads);
   const torch::Device device = train::resolve_device(config.train.device);
-  const auto splits = make_eval_datasets(config);
-  const int64_t classes = splits.train->num_classes();
+  const auto tasks = make_eval_tasks(config);
+  const auto& splits = tasks.front().splits;
   std::vector<EvaluationRow> rows;
 
   if (options.probe) {
-    const auto train_options = extract_options(config, device, options.probe_train_limit);
+    const int64_t train_limit =
+        options.probe_train_limit > 0 ? options.probe_train_limit : config.eval.probe_train_limit;
+    const auto train_options = extract_options(config, device, train_limit);
     const auto test_options = extract_options(config, device, options.test_limit);
-    auto raw = [](const Batch& b) { return b.input.source.flatten(1).to(torch::kFloat32); };
-    rows.push_back(probe_row("raw input, linear", eval::extract_features(raw, *splits.train, train_options),
-                             eval::extract_features(raw, *splits.test, test_options), classes));
-    for (const auto& [method, prefix] :
-         std::vector<std::pair<std::string, std::string>>{{"random init, linear probe", ""},
-                                                          {"data2vec student, linear probe", "student."},
-                                                          {"data2vec teacher, linear probe", "teacher."}}) {
-      auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
-      encoder->to(device);
-      rows.push_back(probe_row(method, eval::extract_features(*encoder, *splits.train, train_options),
-                               eval::extract_features(*encoder, *splits.test, test_options), classes));
+    for (const auto& task : tasks) {
+      const int64_t classes = task.splits.train->num_classes();
+      rows.push_back(probe_row(task.name, task.raw_name,
+                               eval::extract_features(task.raw_features, *task.splits.train, train_options),
+                               eval::extract_features(task.raw_features, *task.splits.test, test_options),
+                               classes));
+      const auto short_name = [](const std::string& method) { return method.substr(0, method.find(',')); };
+      for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
+               {"random init, linear probe", ""},
+               {"data2vec student, linear probe", "student."},
+               {"data2vec teacher, linear probe", "teacher."}}) {
+        auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
+        encoder->to(device);
+        const auto label = short_name(method);
+        rows.push_back(probe_row(
+            task.name, method,
+            eval::extract_features(*encoder, *task.splits.train, with_progress(train_options, label + " train")),
+            eval::extract_features(*encoder, *task.splits.test, with_progress(test_options, label + " test")),
+            classes));
+      }
     }
   }
   if (options.label_fraction > 0) {
@@ -115,7 +139,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       const auto name = method + " " + percent(options.label_fraction) + "% labels";
       spdlog::info("{}: test {}%, train {}% ({})", name, percent(result.test_acc),
                    percent(result.train_acc), detail.str());
-      rows.push_back({name, result.test_acc, result.train_acc, detail.str()});
+      rows.push_back({tasks.front().name, name, result.test_acc, result.train_acc, detail.str()});
     }
   }
   if (!options.report_path.empty()) {
@@ -127,7 +151,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
            << " min of pretraining)\n\n"
            << "Model: " << config.model.modality << " / " << config.model.preset << ", algorithm "
            << config.model.algorithm << ", precision " << config.train.precision << "\n\n"
-           << rows_to_markdown(rows);
+           << rows_to_markdown(rows) << "\nWhat each task measures:\n\n";
+    for (const auto& task : tasks) report << "- " << task.name << ": " << task.measures << "\n";
     const auto plot = fs::path(options.checkpoint) / "metrics.png";
     if (fs::exists(plot)) report << "\n![pretraining metrics](metrics.png)\n";
   }
@@ -136,9 +161,9 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
 
 std::string rows_to_markdown(const std::vector<EvaluationRow>& rows) {
   std::ostringstream out;
-  out << "| method | test top-1 (%) | train top-1 (%) | detail |\n|---|---:|---:|---|\n";
+  out << "| task | method | test top-1 (%) | train top-1 (%) | detail |\n|---|---|---:|---:|---|\n";
   for (const auto& row : rows) {
-    out << "| " << row.method << " | " << percent(row.test_acc) << " | " << percent(row.train_acc)
+    out << "| " << row.task << " | " << row.method << " | " << percent(row.test_acc) << " | " << percent(row.train_acc)
         << " | " << row.detail << " |\n";
   }
   return out.str();

@@ -24,6 +24,7 @@ struct EvaluateOptions {
 };
 
 struct EvaluationRow {
+  std::string task;      // e.g. "fashion-mnist", "brown genre"
   std::string method;    // e.g. "data2vec probe"
   double test_acc = 0;   // top-1, fraction
   double train_acc = 0;

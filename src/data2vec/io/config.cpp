@@ -80,6 +80,8 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"eval.knn_k", &c.eval.knn_k},
       {"eval.knn_train_size", &c.eval.knn_train_size},
       {"eval.knn_test_size", &c.eval.knn_test_size},
+      {"eval.tasks", &c.eval.tasks},
+      {"eval.probe_train_limit", &c.eval.probe_train_limit},
       {"eval.batch_size", &c.eval.batch_size},
   };
 }

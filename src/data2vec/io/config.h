@@ -101,6 +101,8 @@ struct EvalConfig {
   int64_t knn_train_size = 5000;  // examples from the train split used as the k-NN memory
   int64_t knn_test_size = 2000;   // examples from the test split scored
   int64_t batch_size = 256;
+  std::string tasks = "";         // comma-separated labelled tasks to evaluate; empty = data.dataset's
+  int64_t probe_train_limit = 0;  // train examples the linear probes fit on; 0 = all
 };
 
 struct Config {
