@@ -11,6 +11,8 @@ out="${DEMO_OUT:-runs/demo}"
 bin=build/data2vec
 sets=()
 for kv in ${DEMO_SET:-}; do sets+=(--set "$kv"); done
+# Idle OpenMP threads sleep instead of spinning: steadier step times on a shared machine.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 scripts/fetch-data.sh fashion-mnist
 rm -rf "$out"

@@ -137,8 +137,9 @@ ProgressSnapshot Progress::snapshot(Clock::time_point now) const {
   s.total_steps = total_steps_;
   s.elapsed_seconds = seconds_between(start_time_, now);
   s.steps_per_second = rate_;
-  // Before a full second has passed, the average so far beats showing nothing.
-  if (!rate_ && s.elapsed_seconds > 0 && step_ > start_step_) {
+  // Before a full second has passed, the average so far beats showing nothing (after half a
+  // second: sooner, a single fast step reads as an absurd rate).
+  if (!rate_ && s.elapsed_seconds >= 0.5 && step_ > start_step_) {
     s.steps_per_second = static_cast<double>(step_ - start_step_) / s.elapsed_seconds;
   }
   s.status = status_;

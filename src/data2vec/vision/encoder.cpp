@@ -32,6 +32,9 @@ const std::map<std::string, VisionEncoderOptions>& presets() {
       // Mask blocks scaled to the grid: max(1, round(16 * 49 / 196)) = 4 patches.
       {"fmnist-tiny",
        sized(6, 192, 768, 3).image_size(28).patch_size(4).in_channels(1).min_mask_patches(4)},
+      // A third of fmnist-tiny's compute per step: three times the steps in a CPU budget.
+      {"fmnist-mini",
+       sized(4, 128, 512, 4).image_size(28).patch_size(4).in_channels(1).min_mask_patches(4)},
   };
   return table;
 }
