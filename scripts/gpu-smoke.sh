@@ -8,6 +8,12 @@
 # Usage: scripts/gpu-smoke.sh [LOG_DIR]. Set DEPS_DIR to a folder of Debian .deb files to unpack
 # build dependencies the machine lacks (yaml-cpp, spdlog, ...) without installing them.
 # Every step runs even when an earlier one failed; the summary at the end says which passed.
+# The .debs a bare CUDA image lacks (fetch them on a Debian bookworm machine with apt-get download):
+#   libyaml-cpp-dev libyaml-cpp0.7 libcli11-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9
+#   nlohmann-json3-dev libsndfile1-dev libsndfile1 libflac12 libvorbis0a libvorbisenc2 libogg0
+#   libopus0 libmpg123-0 libmp3lame0 libsamplerate0-dev libsamplerate0 libstb-dev libstb0
+#   zlib1g-dev libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 libgtest-dev
+#   pkgconf pkgconf-bin libpkgconf3     (not libgloo-dev: its headers must match LibTorch's gloo)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log_dir="${1:-runs/gpu-smoke}"

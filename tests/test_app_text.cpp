@@ -8,6 +8,7 @@
 #include "data2vec/app/builders.h"
 #include "data2vec/io/config.h"
 #include "data2vec/io/files.h"
+#include "data2vec/io/safetensors.h"
 #include "data2vec/text/tokenizer.h"
 #include "test_util.h"
 
@@ -160,6 +161,16 @@ TEST(AppText, PretrainThenEvaluateReportsAllBaselines) {
   ASSERT_EQ(run(bin + " pretrain --config " + config_path + " --out " + out), 0) << last_output();
   ASSERT_EQ(run(bin + " evaluate --checkpoint " + out + " --report " + out + "/report.md"), 0)
       << last_output();
+  // Features of text files from the checkpoint: one row of D = 128 (mini preset) per file.
+  const auto inputs = data2vec::testing::make_temp_dir("d2v-text-embed");
+  std::ofstream(inputs + "/a.txt") << "the market and the senate vote\n";
+  std::ofstream(inputs + "/b.txt") << "the editor should argue\n";
+  ASSERT_EQ(run(bin + " embed --checkpoint " + out + " --input " + inputs + " --output " + out +
+                "/features.safetensors"),
+            0)
+      << last_output();
+  const auto features = io::load_safetensors(out + "/features.safetensors").tensors.at("features");
+  EXPECT_EQ(features.sizes(), (std::vector<int64_t>{2, 128}));
   const auto report = io::read_file(out + "/report.md");
   for (const char* row : {"bag of words, linear", "random init, linear probe",
                           "data2vec student, linear probe", "data2vec teacher, linear probe",

@@ -152,3 +152,19 @@ TEST(TextData, SpamAssassinLayout) {
   EXPECT_EQ(with_headers.documents[1].text, "From: x@y\nBUY NOW");
   EXPECT_THROW(load_spam_assassin((dir / "data").string()), c10::Error);
 }
+
+TEST(TextData, TokenizerTrainingTextDropsLinesSentencePieceWouldSkip) {
+  // Emails carry base64 blobs and stray bytes: SentencePiece's trainer would skip such lines with
+  // a log message that crashes inside the plugin, so they never reach it.
+  const fs::path dir = data2vec::testing::make_temp_dir("d2v-training-text");
+  const std::string long_line(5000, 'a');
+  const std::string invalid_utf8 = "caf\xc3 au lait";
+  std::vector<TextDocument> documents = {
+      {"first line\n" + long_line + "\nd\xc3\xa9j\xc3\xa0 vu", 0, "a"},
+      {invalid_utf8 + "\nlast line", 1, "b"}};
+  const auto path = (dir / "train.txt").string();
+  write_documents_text(documents, path);
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "first line\nd\xc3\xa9j\xc3\xa0 vu\n\nlast line\n\n");
+}

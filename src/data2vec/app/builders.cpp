@@ -162,9 +162,17 @@ std::pair<std::vector<text::TextDocument>, std::vector<text::TextDocument>> spli
   return {train, test};
 }
 
-// The documents a text run pretrains on (and trains its tokenizer on): the train split.
+std::vector<std::string> split_list(const std::string& list);
+
+// The documents a text run pretrains on (and trains its tokenizer on): the train split of each
+// corpus of data.dataset (a comma-separated list).
 std::vector<text::TextDocument> text_pretrain_documents(const io::Config& c) {
-  return split_documents(load_corpus(c.data.dataset, c.data.root).documents).first;
+  std::vector<text::TextDocument> documents;
+  for (const auto& name : split_list(c.data.dataset)) {
+    auto train = split_documents(load_corpus(name, c.data.root).documents).first;
+    documents.insert(documents.end(), train.begin(), train.end());
+  }
+  return documents;
 }
 
 // Bag of words over the vocabulary, log(1 + count), special ids and padding left out.

@@ -179,12 +179,37 @@ LabelledDocuments load_spam_assassin(const std::string& dir, bool strip_headers)
   return out;
 }
 
+namespace {
+
+// SentencePiece's trainer skips lines longer than its max_sentence_length (4192 bytes) and says
+// so on std::cerr, which crashes inside the RTLD_DEEPBIND plugin (its std::cerr binds to
+// libstdc++'s own, never-constructed copy). Such lines are dropped here instead.
+constexpr size_t kLongestTrainingLine = 4000;
+
+bool valid_utf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+}  // namespace
+
 void write_documents_text(const std::vector<TextDocument>& documents, const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   TORCH_CHECK(out, "cannot write ", path);
   for (const auto& document : documents) {
     for (const auto& line : split_lines(document.text)) {
-      if (!is_blank(line)) out << line << '\n';
+      if (!is_blank(line) && line.size() <= kLongestTrainingLine && valid_utf8(line)) {
+        out << line << '\n';
+      }
     }
     out << '\n';
   }

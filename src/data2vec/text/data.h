@@ -55,6 +55,7 @@ LabelledDocuments load_brown_corpus(const std::string& dir);
 LabelledDocuments load_spam_assassin(const std::string& dir, bool strip_headers = true);
 
 // Writes documents as plain text for tokenizer training: their lines, a blank line after each.
+// Lines SentencePiece would skip (longer than 4000 bytes, or not UTF-8) are left out.
 void write_documents_text(const std::vector<TextDocument>& documents, const std::string& path);
 
 // Piece ids of each document (no <s> / </s>), line by line so that newlines act as spaces.
