@@ -10,7 +10,7 @@
 #include "data2vec/io/files.h"
 #include "data2vec/io/safetensors.h"
 #include "data2vec/text/tokenizer.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace data2vec;

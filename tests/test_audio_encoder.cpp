@@ -8,7 +8,7 @@
 
 #include "data2vec/audio/encoder.h"
 #include "data2vec/core/data2vec.h"
-#include "test_util.h"
+#include "support.h"
 
 using namespace data2vec;
 using namespace data2vec::audio;

@@ -11,7 +11,7 @@
 
 #include "data2vec/audio/data.h"
 #include "data2vec/audio/io.h"
-#include "test_util.h"
+#include "support.h"
 
 using namespace data2vec;
 using namespace data2vec::audio;

@@ -3,7 +3,7 @@
 #include <torch/torch.h>
 
 #include "data2vec/audio/masking.h"
-#include "test_util.h"
+#include "support.h"
 
 using data2vec::audio::span_mask;
 using data2vec::audio::SpanMaskOptions;

@@ -8,7 +8,7 @@
 #include "data2vec/core/masking.h"
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/io/safetensors.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace data2vec {
 namespace {

@@ -2,7 +2,7 @@
 #include <cstdint>
 
 #include "data2vec/core/ema.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace data2vec {
 namespace {

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "data2vec/core/loss.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace data2vec {
 namespace {

@@ -6,7 +6,7 @@
 #include "data2vec/core/loss.h"
 #include "data2vec/core/targets.h"
 #include "data2vec/io/safetensors.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace data2vec {
 namespace {

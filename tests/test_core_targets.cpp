@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "data2vec/core/targets.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace data2vec {
 namespace {

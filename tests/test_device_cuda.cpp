@@ -10,7 +10,7 @@
 #include "data2vec/text/encoder.h"
 #include "data2vec/train/device.h"
 #include "data2vec/vision/encoder.h"
-#include "test_util.h"
+#include "support.h"
 
 using namespace data2vec;
 

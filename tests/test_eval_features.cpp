@@ -5,7 +5,7 @@
 
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/eval/features.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/eval/finetune.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

@@ -4,7 +4,7 @@
 #include <numeric>
 
 #include "data2vec/eval/knn.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // Linear probe: separable blobs, random labels, L2 choice, and L-BFGS vs AdamW on one objective.
 #include "data2vec/eval/linear_probe.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

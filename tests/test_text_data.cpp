@@ -3,7 +3,7 @@
 #include <fstream>
 
 #include "data2vec/text/data.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace data2vec::text;

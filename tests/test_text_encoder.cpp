@@ -2,7 +2,7 @@
 // Data2Vec step on it.
 #include "data2vec/core/data2vec.h"
 #include "data2vec/text/encoder.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

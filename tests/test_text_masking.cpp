@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "data2vec/text/masking.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

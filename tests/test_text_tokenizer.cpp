@@ -7,7 +7,7 @@
 
 #include "data2vec/text/data.h"
 #include "data2vec/text/tokenizer.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using data2vec::text::SentencePieceTokenizer;

@@ -5,7 +5,7 @@
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/io/files.h"
 #include "data2vec/train/checkpoint.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace data2vec;

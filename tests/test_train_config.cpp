@@ -1,7 +1,7 @@
 #include <fstream>
 
 #include "data2vec/io/config.h"
-#include "test_util.h"
+#include "support.h"
 
 using data2vec::io::Config;
 

@@ -1,6 +1,6 @@
 #include "data2vec/core/toy_dataset.h"
 #include "data2vec/train/data_loader.h"
-#include "test_util.h"
+#include "support.h"
 
 using namespace data2vec;
 

@@ -21,7 +21,7 @@
 #include "data2vec/train/data_loader.h"
 #include "data2vec/train/distributed.h"
 #include "data2vec/train/launch.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace data2vec;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "data2vec/train/metrics_log.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

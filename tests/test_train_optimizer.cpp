@@ -1,6 +1,6 @@
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/train/optimizer.h"
-#include "test_util.h"
+#include "support.h"
 
 using namespace data2vec;
 

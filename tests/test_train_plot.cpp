@@ -7,7 +7,7 @@
 #include <string>
 
 #include "data2vec/train/plot.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

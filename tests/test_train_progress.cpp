@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "data2vec/train/progress.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

@@ -13,7 +13,7 @@
 #include "data2vec/app/builders.h"
 #include "data2vec/io/files.h"
 #include "data2vec/train/trainer.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace data2vec;

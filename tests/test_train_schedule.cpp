@@ -1,7 +1,7 @@
 #include <cmath>
 
 #include "data2vec/train/schedule.h"
-#include "test_util.h"
+#include "support.h"
 
 using data2vec::train::lr_at;
 using data2vec::train::ScheduleOptions;

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "data2vec/train/tensorboard.h"
-#include "test_util.h"
+#include "support.h"
 
 namespace {
 

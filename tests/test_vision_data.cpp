@@ -10,7 +10,7 @@
 #include "data2vec/vision/augment.h"
 #include "data2vec/vision/datasets.h"
 #include "data2vec/vision/idx.h"
-#include "test_util.h"
+#include "support.h"
 
 // The test's own PNG / JPEG writer (stb's code trips -Wextra).
 #define STB_IMAGE_WRITE_IMPLEMENTATION

@@ -5,7 +5,7 @@
 
 #include "data2vec/core/data2vec.h"
 #include "data2vec/vision/encoder.h"
-#include "test_util.h"
+#include "support.h"
 
 using data2vec::EncoderInput;
 using data2vec::LayerResultKind;

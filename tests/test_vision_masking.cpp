@@ -4,7 +4,7 @@
 #include "data2vec/core/masking.h"
 #include "data2vec/vision/encoder.h"
 #include "data2vec/vision/masking.h"
-#include "test_util.h"
+#include "support.h"
 
 using data2vec::vision::block_mask;
 using data2vec::vision::block_mask_count;

@@ -1,4 +1,4 @@
-#include "test_util.h"
+#include "support.h"
 
 #include <filesystem>
 #include <random>
