@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -29,7 +30,11 @@ using namespace data2vec;
 namespace {
 
 // A small network whose parameters span several buckets when bucket_mb is tiny.
+// The same weights every call. Ranks run as threads here, and the seed is global state: seeding
+// and initialising must not interleave between them.
 torch::nn::Sequential make_net() {
+  static std::mutex init_mutex;
+  std::lock_guard<std::mutex> lock(init_mutex);
   torch::manual_seed(3);
   return torch::nn::Sequential(torch::nn::Linear(6, 32), torch::nn::GELU(), torch::nn::Linear(32, 32),
                                torch::nn::GELU(), torch::nn::Linear(32, 3));

@@ -229,7 +229,7 @@ std::vector<torch::Tensor> ProcessGroup::all_gather(const torch::Tensor& tensor)
 
 void ProcessGroup::barrier() {
   // A one-element all-reduce: a barrier that works the same on every backend.
-  auto token = torch::zeros({1}, backend_ == "nccl" ? device_ : torch::Device(torch::kCPU));
+  auto token = torch::zeros({1}, collective_device());
   all_reduce_sum(token);
 }
 

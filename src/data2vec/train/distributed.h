@@ -55,6 +55,8 @@ class ProcessGroup {
   int local_rank() const { return options_.local_rank; }
   // This rank's device: the CPU, or cuda:LOCAL_RANK.
   const torch::Device& device() const { return device_; }
+  // Where tensors handed to the collectives must live (NCCL: the GPU; Gloo: the CPU).
+  torch::Device collective_device() const { return backend_ == "nccl" ? device_ : torch::kCPU; }
   const std::string& backend() const { return backend_; }
 
   // In place: the sum over ranks (async: returns a handle to wait on).

@@ -51,8 +51,7 @@ std::map<std::string, torch::Tensor> rng_states(ProcessGroup* group) {
   const auto own = at::detail::getDefaultCPUGenerator().get_state();
   states["cpu_default"] = own;
   if (group) {
-    const auto device = group->backend() == "nccl" ? group->device() : torch::Device(torch::kCPU);
-    const auto all = group->all_gather(own.to(device));
+    const auto all = group->all_gather(own.to(group->collective_device()));
     for (size_t r = 0; r < all.size(); ++r)
       states["cpu_default.rank" + std::to_string(r)] = all[r].cpu();
     states["cpu_default"] = states["cpu_default.rank0"];
@@ -116,8 +115,7 @@ void check_ranks_agree(ProcessGroup& group, Data2VecImpl& model, int64_t step) {
     (item.key().rfind("teacher.", 0) == 0 ? teacher : student) += sum;
   }
   auto mine = torch::tensor({student, teacher}, torch::kFloat64);
-  const auto device = group.backend() == "nccl" ? group.device() : torch::Device(torch::kCPU);
-  const auto all = group.all_gather(mine.to(device));
+  const auto all = group.all_gather(mine.to(group.collective_device()));
   // Summation order may differ with thread counts: compare to a relative 1e-9.
   const auto reference = all[0].cpu();
   for (size_t r = 1; r < all.size(); ++r) {
@@ -306,8 +304,8 @@ PretrainResult pretrain(PretrainJob& job) {
       // Every rank takes the same decisions from the same numbers.
       auto stats = torch::tensor({step_loss, target_std, pred_std, masked_frac,
                                   double(step_samples), stop_requested ? 1.0 : 0.0},
-                                 torch::kFloat64);
-      if (group->backend() == "nccl") stats = stats.to(device);
+                                 torch::kFloat64)
+                       .to(group->collective_device());
       group->all_reduce_sum(stats);
       stats = stats.cpu();
       const auto v = stats.accessor<double, 1>();
