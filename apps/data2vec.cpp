@@ -1,21 +1,22 @@
 // data2vec: the command-line program. Thin: every command parses its flags and calls the library.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
 
 #include "data2vec/app/builders.h"
 #include "data2vec/app/embed.h"
 #include "data2vec/app/evaluate.h"
+#include "data2vec/audio/data.h"
 #include "data2vec/io/config.h"
+#include "data2vec/text/data.h"
+#include "data2vec/text/tokenizer.h"
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/train/device.h"
 #include "data2vec/train/distributed.h"
 #include "data2vec/train/launch.h"
 #include "data2vec/train/plot.h"
-#include "data2vec/text/data.h"
-#include "data2vec/text/tokenizer.h"
 #include "data2vec/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -29,7 +30,8 @@ struct ConfigFlags {
   std::vector<std::string> overrides;
 
   void add_to(CLI::App* command, bool required) {
-    auto* option = command->add_option("-c,--config", path, "YAML configuration (presets in configs/)");
+    auto* option =
+        command->add_option("-c,--config", path, "YAML configuration (presets in configs/)");
     if (required) option->required()->check(CLI::ExistingFile);
     command->add_option("--set", overrides,
                         "override one key, e.g. --set train.max_steps=200 (repeatable; keys: "
@@ -39,19 +41,21 @@ struct ConfigFlags {
   io::Config load() const { return io::load_config(path, overrides); }
 };
 
-int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resume,
-                 int64_t stop_at, int nproc, const std::vector<std::string>& args) {
+int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resume, int64_t stop_at,
+                 int nproc, const std::vector<std::string>& args) {
   auto distributed = train::distributed_options_from_env();
   if (nproc > 1 && !distributed) return train::launch_local_workers(nproc, args);
   io::Config config;
   const auto existing = resume ? train::resolve_checkpoint_dir(out_dir) : std::nullopt;
   if (existing) {
     // On resume the architecture comes from the checkpoint, not from the command line.
-    io::apply_yaml(config, train::read_checkpoint(*existing).config_yaml, *existing + "/config.yaml");
+    io::apply_yaml(config, train::read_checkpoint(*existing).config_yaml,
+                   *existing + "/config.yaml");
     io::apply_overrides(config, flags.overrides);
     io::validate(config);
   } else {
-    if (flags.path.empty()) throw std::invalid_argument("pretrain: --config is required for a new run");
+    if (flags.path.empty())
+      throw std::invalid_argument("pretrain: --config is required for a new run");
     config = flags.load();
   }
   train::PretrainJob job;
@@ -87,7 +91,8 @@ int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>
   if (!flags.path.empty()) {
     const auto config = flags.load();
     if (out_dir.empty()) out_dir = config.data.tokenizer;
-    if (out_dir.empty()) throw std::invalid_argument("tokenizer train: give --out or set data.tokenizer");
+    if (out_dir.empty())
+      throw std::invalid_argument("tokenizer train: give --out or set data.tokenizer");
     documents = app::tokenizer_training_documents(config);
   } else {
     if (inputs.empty() || out_dir.empty())
@@ -135,28 +140,32 @@ int main(int argc, char** argv) {
   pretrain->add_option("--stop-at", pretrain_stop_at,
                        "stop after this step with a checkpoint, keeping the schedules of "
                        "train.max_steps; continue later with --resume");
-  pretrain->add_option("--nproc", pretrain_nproc,
-                       "data-parallel worker processes on this machine (c10d: gloo on cpu, nccl "
-                       "on cuda); train.batch_size is per process. Under torchrun or Slurm the "
-                       "launcher's environment is used instead")
+  pretrain
+      ->add_option("--nproc", pretrain_nproc,
+                   "data-parallel worker processes on this machine (c10d: gloo on cpu, nccl "
+                   "on cuda); train.batch_size is per process. Under torchrun or Slurm the "
+                   "launcher's environment is used instead")
       ->check(CLI::Range(1, 256));
 
   std::string plot_dir;
-  auto* plot = app.add_subcommand(
-      "plot", "Render DIR/metrics.jsonl to DIR/metrics.png (loss, target/prediction std, lr) with gnuplot.");
+  auto* plot = app.add_subcommand("plot",
+                                  "Render DIR/metrics.jsonl to DIR/metrics.png (loss, "
+                                  "target/prediction std, lr) with gnuplot.");
   plot->add_option("dir", plot_dir, "run directory")->required()->check(CLI::ExistingDirectory);
 
   ConfigFlags show_flags;
   auto* show = app.add_subcommand(
       "config", "Print the resolved configuration (every key with its value) as YAML.");
-  show->add_option("-c,--config", show_flags.path, "YAML configuration (default: built-in defaults)");
+  show->add_option("-c,--config", show_flags.path,
+                   "YAML configuration (default: built-in defaults)");
   show->add_option("--set", show_flags.overrides, "override one key (repeatable)");
 
   // probe / finetune / evaluate share their flags.
   app::EvaluateOptions eval_options;
   auto add_eval_flags = [&](CLI::App* command) {
-    command->add_option("--checkpoint", eval_options.checkpoint,
-                        "run directory (uses checkpoints/last) or checkpoint directory")
+    command
+        ->add_option("--checkpoint", eval_options.checkpoint,
+                     "run directory (uses checkpoints/last) or checkpoint directory")
         ->required();
     command->add_option("-c,--config", eval_options.config_path,
                         "evaluate with this config instead of the checkpoint's");
@@ -205,13 +214,29 @@ int main(int argc, char** argv) {
 
   app::EmbedOptions embed_options;
   auto* embed = app.add_subcommand(
-      "embed", "Features of a file or a folder of files from a checkpoint's encoder, to safetensors.");
-  embed->add_option("--checkpoint", embed_options.checkpoint, "run or checkpoint directory")->required();
-  embed->add_option("--input", embed_options.input, "a file, or a folder searched recursively")->required();
-  embed->add_option("--output", embed_options.output,
-                    "FILE.safetensors: tensor 'features' [N,D], metadata 'files'")
+      "embed",
+      "Features of a file or a folder of files from a checkpoint's encoder, to safetensors.");
+  embed->add_option("--checkpoint", embed_options.checkpoint, "run or checkpoint directory")
+      ->required();
+  embed->add_option("--input", embed_options.input, "a file, or a folder searched recursively")
+      ->required();
+  embed
+      ->add_option("--output", embed_options.output,
+                   "FILE.safetensors: tensor 'features' [N,D], metadata 'files'")
       ->required();
   embed->add_option("--pool", embed_options.pool, "mean | cls");
+
+  std::string manifest_dir, manifest_out;
+  auto* manifest = app.add_subcommand(
+      "manifest",
+      "Write a fairseq-style audio manifest (first line the root, then path<TAB>samples at 16 kHz) "
+      "of the .wav/.flac/.ogg files under DIR; unreadable files are named, skipped and counted. "
+      "Use it as data.dataset (a name ending in .tsv) with model.modality audio.");
+  manifest->add_option("dir", manifest_dir, "folder searched recursively")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  manifest->add_option("-o,--out", manifest_out, "manifest file to write (e.g. train.tsv)")
+      ->required();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -233,6 +258,17 @@ int main(int argc, char** argv) {
     }
     if (*embed) {
       app::embed_files(embed_options);
+      return 0;
+    }
+    if (*manifest) {
+      size_t unreadable = 0;
+      auto written = audio::scan_audio_files(manifest_dir, {}, 16000, &unreadable);
+      audio::save_manifest(written, manifest_out);
+      int64_t samples = 0;
+      for (const auto& entry : written.entries) samples += entry.num_samples;
+      std::cout << manifest_out << ": " << written.entries.size() << " files, "
+                << fmt::format("{:.1f}", samples / 16000.0 / 3600.0) << " h at 16 kHz, "
+                << unreadable << " unreadable skipped\n";
       return 0;
     }
     if (*plot) {

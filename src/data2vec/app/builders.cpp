@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "data2vec/app/audio_builders.h"
 #include "data2vec/core/toy_dataset.h"
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/text/data.h"
@@ -18,7 +19,8 @@ namespace data2vec::app {
 
 namespace {
 
-[[noreturn]] void unknown(const std::string& key, const std::string& value, const std::string& expected) {
+[[noreturn]] void unknown(const std::string& key, const std::string& value,
+                          const std::string& expected) {
   throw std::invalid_argument("config key '" + key + "' = '" + value + "': expected " + expected);
 }
 
@@ -31,7 +33,8 @@ ToyEncoderOptions toy_options(const io::Config& c) {
   } else {
     unknown("model.preset", c.model.preset, "tiny or micro for the toy modality");
   }
-  return o.mask_ratio(c.model.mask_ratio).layer_result(parse_layer_result_kind(c.model.layer_result));
+  return o.mask_ratio(c.model.mask_ratio)
+      .layer_result(parse_layer_result_kind(c.model.layer_result));
 }
 
 ToyDatasetOptions toy_data_options(const io::Config& c, int64_t first_index, int64_t size) {
@@ -78,19 +81,22 @@ EvalSplits vision_splits(const io::Config& c, bool augment) {
                                                       image_transform(c, false))};
   }
   if (c.data.dataset == "image-folder") {
-    return {std::make_shared<vision::ImageFolderDataset>(root + "/train", image_transform(c, augment)),
-            std::make_shared<vision::ImageFolderDataset>(root + "/val", image_transform(c, false))};
+    return {
+        std::make_shared<vision::ImageFolderDataset>(root + "/train", image_transform(c, augment)),
+        std::make_shared<vision::ImageFolderDataset>(root + "/val", image_transform(c, false))};
   }
   unknown("data.dataset", c.data.dataset, "fashion-mnist, mnist or image-folder for vision");
 }
 
 bool has_extension(const std::filesystem::path& path, const std::vector<std::string>& extensions) {
   auto ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char ch) { return std::tolower(ch); });
   return std::find(extensions.begin(), extensions.end(), ext) != extensions.end();
 }
 
-std::vector<std::string> list_files(const std::string& input, const std::vector<std::string>& extensions) {
+std::vector<std::string> list_files(const std::string& input,
+                                    const std::vector<std::string>& extensions) {
   namespace fs = std::filesystem;
   if (!fs::exists(input)) throw std::invalid_argument("input '" + input + "' does not exist");
   if (fs::is_regular_file(input)) return {input};
@@ -140,9 +146,9 @@ text::TextEncoderOptions text_options(const io::Config& c, int64_t vocab_size) {
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.masking().mask_prob(c.model.mask_ratio);
   if (c.model.dropout >= 0) o.dropout(c.model.dropout).attention_dropout(c.model.dropout);
-  TORCH_CHECK(c.data.max_tokens <= o.max_positions(), "config key 'data.max_tokens' = ",
-              c.data.max_tokens, " exceeds the ", c.model.preset, " preset's ", o.max_positions(),
-              " positions");
+  TORCH_CHECK(c.data.max_tokens <= o.max_positions(),
+              "config key 'data.max_tokens' = ", c.data.max_tokens, " exceeds the ", c.model.preset,
+              " preset's ", o.max_positions(), " positions");
   return o;
 }
 
@@ -162,8 +168,6 @@ std::pair<std::vector<text::TextDocument>, std::vector<text::TextDocument>> spli
   return {train, test};
 }
 
-std::vector<std::string> split_list(const std::string& list);
-
 // The documents a text run pretrains on (and trains its tokenizer on): the train split of each
 // corpus of data.dataset (a comma-separated list).
 std::vector<text::TextDocument> text_pretrain_documents(const io::Config& c) {
@@ -179,7 +183,8 @@ std::vector<text::TextDocument> text_pretrain_documents(const io::Config& c) {
 std::function<torch::Tensor(const Batch&)> bag_of_words(int64_t vocab_size) {
   return [vocab_size](const Batch& b) {
     const auto& ids = b.input.source;
-    auto weight = torch::ones(ids.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(ids.device()));
+    auto weight = torch::ones(ids.sizes(),
+                              torch::TensorOptions().dtype(torch::kFloat32).device(ids.device()));
     if (b.input.padding_mask.defined()) weight.masked_fill_(b.input.padding_mask, 0.0);
     weight.masked_fill_(ids < 5, 0.0);  // <s> <pad> </s> <unk> <mask>
     auto counts = torch::zeros({ids.size(0), vocab_size}, weight.options());
@@ -206,6 +211,16 @@ EvalTask text_task(const io::Config& c, const std::string& name) {
   return task;
 }
 
+void require_data(const io::Config& c) {
+  if (!std::filesystem::exists(c.data.root)) {
+    throw std::invalid_argument("config key 'data.root' = '" + c.data.root +
+                                "' does not exist (fetch it first, e.g. scripts/fetch-data.sh " +
+                                c.data.dataset + ")");
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> split_list(const std::string& list) {
   std::vector<std::string> items;
   std::string item;
@@ -220,16 +235,6 @@ std::vector<std::string> split_list(const std::string& list) {
   return items;
 }
 
-void require_data(const io::Config& c) {
-  if (!std::filesystem::exists(c.data.root)) {
-    throw std::invalid_argument("config key 'data.root' = '" + c.data.root +
-                                "' does not exist (fetch it first, e.g. scripts/fetch-data.sh " +
-                                c.data.dataset + ")");
-  }
-}
-
-}  // namespace
-
 EncoderFactory make_encoder_factory(const io::Config& config) {
   if (config.model.modality == "toy") {
     const auto options = toy_options(config);
@@ -239,11 +244,15 @@ EncoderFactory make_encoder_factory(const io::Config& config) {
     const auto options = vision_options(config);
     return [options] { return vision::make_vision_encoder(options); };
   }
+  if (config.model.modality == "audio") {
+    const auto options = audio_encoder_options(config);
+    return [options] { return audio::make_audio_encoder(options); };
+  }
   if (config.model.modality == "text") {
     const auto options = text_options(config, load_tokenizer(config)->vocab_size());
     return [options] { return text::make_text_encoder(options); };
   }
-  unknown("model.modality", config.model.modality, "toy, vision or text");
+  unknown("model.modality", config.model.modality, "toy, vision, audio or text");
 }
 
 Data2VecOptions make_data2vec_options(const io::Config& c) {
@@ -279,30 +288,41 @@ std::shared_ptr<const Dataset> make_pretrain_dataset(const io::Config& config) {
     return text::make_text_dataset(text_pretrain_documents(config), *tokenizer,
                                    text::TextBlockOptions().max_tokens(config.data.max_tokens));
   }
-  unknown("model.modality", config.model.modality, "toy, vision or text");
+  if (config.model.modality == "audio") {
+    require_data(config);
+    return audio_pretrain_dataset(config);
+  }
+  unknown("model.modality", config.model.modality, "toy, vision, audio or text");
 }
 
 std::vector<EvalTask> make_eval_tasks(const io::Config& config) {
   auto flatten = [](const Batch& b) { return b.input.source.flatten(1).to(torch::kFloat32); };
   if (config.model.modality == "toy") {
-    return {{"toy", "which class's sinusoids a noisy sequence mixes",
+    return {{"toy",
+             "which class's sinusoids a noisy sequence mixes",
              {std::make_shared<ToyDataset>(toy_data_options(config, 0, 4096)),
               std::make_shared<ToyDataset>(toy_data_options(config, 1 << 20, 1024))},
-             flatten, "raw input, linear"}};
+             flatten,
+             "raw input, linear"}};
   }
   if (config.model.modality == "vision") {
     require_data(config);
-    return {{config.data.dataset, "object class of an image", vision_splits(config, /*augment=*/false),
-             flatten, "raw pixels, linear"}};
+    return {{config.data.dataset, "object class of an image",
+             vision_splits(config, /*augment=*/false), flatten, "raw pixels, linear"}};
   }
   if (config.model.modality == "text") {
     require_data(config);
     std::vector<EvalTask> tasks;
-    const auto names = split_list(config.eval.tasks.empty() ? config.data.dataset : config.eval.tasks);
+    const auto names =
+        split_list(config.eval.tasks.empty() ? config.data.dataset : config.eval.tasks);
     for (const auto& name : names) tasks.push_back(text_task(config, name));
     return tasks;
   }
-  unknown("model.modality", config.model.modality, "toy, vision or text");
+  if (config.model.modality == "audio") {
+    require_data(config);
+    return audio_eval_tasks(config);
+  }
+  unknown("model.modality", config.model.modality, "toy, vision, audio or text");
 }
 
 EvalSplits make_eval_datasets(const io::Config& config) {
@@ -316,7 +336,8 @@ std::vector<text::TextDocument> tokenizer_training_documents(const io::Config& c
 FilesDataset make_files_dataset(const io::Config& config, const std::string& input) {
   if (config.model.modality == "vision") {
     auto files = list_files(input, {".png", ".jpg", ".jpeg", ".bmp"});
-    return {std::make_shared<ImageFilesDataset>(files, image_transform(config, /*augment=*/false)), files};
+    return {std::make_shared<ImageFilesDataset>(files, image_transform(config, /*augment=*/false)),
+            files};
   }
   if (config.model.modality == "text") {
     // One example per file: its first block of data.max_tokens tokens.
@@ -325,12 +346,13 @@ FilesDataset make_files_dataset(const io::Config& config, const std::string& inp
     TORCH_CHECK(documents.size() == files.size(), "embed: ", files.size() - documents.size(),
                 " of the text files under '", input, "' are empty");
     auto tokenizer = load_tokenizer(config);
-    return {text::make_text_dataset(documents, *tokenizer, text::TextBlockOptions()
-                                                               .max_tokens(config.data.max_tokens)
-                                                               .first_block_only(true)),
+    return {text::make_text_dataset(
+                documents, *tokenizer,
+                text::TextBlockOptions().max_tokens(config.data.max_tokens).first_block_only(true)),
             files};
   }
-  unknown("model.modality", config.model.modality, "vision or text (audio is coming)");
+  if (config.model.modality == "audio") return audio_files_dataset(config, input);
+  unknown("model.modality", config.model.modality, "vision, audio or text");
 }
 
 }  // namespace data2vec::app

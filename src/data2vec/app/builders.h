@@ -14,6 +14,9 @@
 
 namespace data2vec::app {
 
+// The items of a comma-separated config list (e.g. data.dataset, eval.tasks), spaces dropped.
+std::vector<std::string> split_list(const std::string& list);
+
 // Builds encoders of the configured modality and preset.
 EncoderFactory make_encoder_factory(const io::Config& config);
 
@@ -37,11 +40,11 @@ EvalSplits make_eval_datasets(const io::Config& config);
 // One labelled evaluation task: its splits, and the raw-input baseline's features of a batch
 // (pixels for images, a bag of words for text, mean log-mel for speech).
 struct EvalTask {
-  std::string name;         // e.g. "fashion-mnist", "brown genre", "spam-assassin"
-  std::string measures;     // what the task really tests, for the report
+  std::string name;      // e.g. "fashion-mnist", "brown genre", "spam-assassin"
+  std::string measures;  // what the task really tests, for the report
   EvalSplits splits;
   std::function<torch::Tensor(const Batch&)> raw_features;
-  std::string raw_name;     // e.g. "raw pixels, linear"
+  std::string raw_name;  // e.g. "raw pixels, linear"
 };
 // The tasks of eval.tasks (default: the pretraining dataset's own labels).
 std::vector<EvalTask> make_eval_tasks(const io::Config& config);

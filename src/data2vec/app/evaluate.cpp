@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "data2vec/app/builders.h"
@@ -98,13 +100,30 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
         options.probe_train_limit > 0 ? options.probe_train_limit : config.eval.probe_train_limit;
     const auto train_options = extract_options(config, device, train_limit);
     const auto test_options = extract_options(config, device, options.test_limit);
+    // Tasks may share a split (the spoken-digits tasks share their train split): features of a
+    // (method, split) pair are extracted once.
+    std::map<std::pair<std::string, const Dataset*>, eval::FeatureSet> extracted;
+    const auto features =
+        [&](const std::string& method, const Dataset& split,
+            const std::function<eval::FeatureSet()>& extract) -> const eval::FeatureSet& {
+      const auto key = std::make_pair(method, &split);
+      auto found = extracted.find(key);
+      if (found == extracted.end()) found = extracted.emplace(key, extract()).first;
+      return found->second;
+    };
     for (const auto& task : tasks) {
       const int64_t classes = task.splits.train->num_classes();
-      rows.push_back(probe_row(task.name, task.raw_name,
-                               eval::extract_features(task.raw_features, *task.splits.train, train_options),
-                               eval::extract_features(task.raw_features, *task.splits.test, test_options),
-                               classes));
-      const auto short_name = [](const std::string& method) { return method.substr(0, method.find(',')); };
+      rows.push_back(probe_row(
+          task.name, task.raw_name,
+          features(task.raw_name, *task.splits.train,
+                   [&] {
+                     return eval::extract_features(task.raw_features, *task.splits.train,
+                                                   train_options);
+                   }),
+          eval::extract_features(task.raw_features, *task.splits.test, test_options), classes));
+      const auto short_name = [](const std::string& method) {
+        return method.substr(0, method.find(','));
+      };
       for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
                {"random init, linear probe", ""},
                {"data2vec student, linear probe", "student."},
@@ -112,11 +131,17 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
         auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
         encoder->to(device);
         const auto label = short_name(method);
-        rows.push_back(probe_row(
-            task.name, method,
-            eval::extract_features(*encoder, *task.splits.train, with_progress(train_options, label + " train")),
-            eval::extract_features(*encoder, *task.splits.test, with_progress(test_options, label + " test")),
-            classes));
+        rows.push_back(
+            probe_row(task.name, method,
+                      features(method, *task.splits.train,
+                               [&] {
+                                 return eval::extract_features(
+                                     *encoder, *task.splits.train,
+                                     with_progress(train_options, label + " train"));
+                               }),
+                      eval::extract_features(*encoder, *task.splits.test,
+                                             with_progress(test_options, label + " test")),
+                      classes));
       }
     }
   }
@@ -146,9 +171,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     std::ofstream report(options.report_path);
     report << "# data2vec.cpp evaluation\n\n"
            << "Checkpoint: `" << *train::resolve_checkpoint_dir(options.checkpoint) << "` (step "
-           << ckpt.trainer_state.value("step", 0) << ", "
-           << std::fixed << std::setprecision(1) << ckpt.trainer_state.value("elapsed_s", 0.0) / 60.0
-           << " min of pretraining)\n\n"
+           << ckpt.trainer_state.value("step", 0) << ", " << std::fixed << std::setprecision(1)
+           << ckpt.trainer_state.value("elapsed_s", 0.0) / 60.0 << " min of pretraining)\n\n"
            << "Model: " << config.model.modality << " / " << config.model.preset << ", algorithm "
            << config.model.algorithm << ", precision " << config.train.precision << "\n\n"
            << rows_to_markdown(rows) << "\nWhat each task measures:\n\n";
@@ -163,8 +187,8 @@ std::string rows_to_markdown(const std::vector<EvaluationRow>& rows) {
   std::ostringstream out;
   out << "| task | method | test top-1 (%) | train top-1 (%) | detail |\n|---|---|---:|---:|---|\n";
   for (const auto& row : rows) {
-    out << "| " << row.task << " | " << row.method << " | " << percent(row.test_acc) << " | " << percent(row.train_acc)
-        << " | " << row.detail << " |\n";
+    out << "| " << row.task << " | " << row.method << " | " << percent(row.test_acc) << " | "
+        << percent(row.train_acc) << " | " << row.detail << " |\n";
   }
   return out.str();
 }
@@ -174,13 +198,14 @@ train::Monitor make_knn_monitor(const io::Config& config) {
   return [config, splits](Data2VecImpl& model, int64_t step) {
     const torch::Device device = train::resolve_device(config.train.device);
     nlohmann::json metrics;
-    for (const auto& [key, encoder] : std::vector<std::pair<std::string, std::shared_ptr<EncoderImpl>>>{
+    for (const auto& [key, encoder] :
+         std::vector<std::pair<std::string, std::shared_ptr<EncoderImpl>>>{
              {"knn_acc", model.student()}, {"teacher_knn_acc", model.teacher()}}) {
       const bool was_training = encoder->is_training();
-      const auto train = eval::extract_features(*encoder, *splits.train,
-                                                extract_options(config, device, config.eval.knn_train_size));
-      const auto test = eval::extract_features(*encoder, *splits.test,
-                                               extract_options(config, device, config.eval.knn_test_size));
+      const auto train = eval::extract_features(
+          *encoder, *splits.train, extract_options(config, device, config.eval.knn_train_size));
+      const auto test = eval::extract_features(
+          *encoder, *splits.test, extract_options(config, device, config.eval.knn_test_size));
       encoder->train(was_training);
       metrics[key] = eval::knn_accuracy(train.features, train.labels, test.features, test.labels,
                                         eval::KnnOptions().k(config.eval.knn_k));

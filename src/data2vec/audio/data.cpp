@@ -44,40 +44,56 @@ Manifest read_manifest(const std::string& file) {
   return manifest;
 }
 
-Manifest write_manifest(const std::string& dir, const std::string& out_file, int64_t sample_rate) {
-  TORCH_CHECK(fs::is_directory(dir), "write_manifest: ", dir, " is not a directory");
-  const fs::path root = fs::canonical(dir);
+Manifest scan_audio_files(const std::string& root, const std::vector<std::string>& subdirs,
+                          int64_t sample_rate, size_t* num_unreadable) {
+  TORCH_CHECK(fs::is_directory(root), "audio files: ", root, " is not a directory");
+  const fs::path base = fs::canonical(root);
   std::vector<fs::path> files;
-  for (const auto& item : fs::recursive_directory_iterator(root)) {
-    if (!item.is_regular_file()) continue;
-    std::string ext = item.path().extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (ext == ".wav" || ext == ".flac" || ext == ".ogg") files.push_back(item.path());
+  for (const auto& subdir : subdirs.empty() ? std::vector<std::string>{""} : subdirs) {
+    const fs::path dir = base / subdir;
+    TORCH_CHECK(fs::is_directory(dir), "audio files: ", dir.string(), " is not a directory");
+    for (const auto& item : fs::recursive_directory_iterator(dir)) {
+      if (!item.is_regular_file()) continue;
+      std::string ext = item.path().extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      if (ext == ".wav" || ext == ".flac" || ext == ".ogg") files.push_back(item.path());
+    }
   }
   std::sort(files.begin(), files.end());
 
   Manifest manifest;
-  manifest.root = root.string();
-  std::ostringstream text;
-  text << manifest.root << '\n';
-  size_t skipped = 0;
+  manifest.root = base.string();
+  size_t unreadable = 0;
   for (const auto& path : files) {
     AudioInfo info;
     try {
       info = read_audio_info(path.string());
     } catch (const BadSample& e) {
-      spdlog::warn("write_manifest: skipping {}", e.what());
-      ++skipped;
+      spdlog::warn("audio files: skipping {}", e.what());
+      ++unreadable;
       continue;
     }
-    ManifestEntry entry{fs::relative(path, root).string(),
-                        resampled_length(info.frames, info.sample_rate, sample_rate)};
-    text << entry.path << '\t' << entry.num_samples << '\n';
-    manifest.entries.push_back(std::move(entry));
+    manifest.entries.push_back({fs::relative(path, base).string(),
+                                resampled_length(info.frames, info.sample_rate, sample_rate)});
   }
+  if (unreadable > 0)
+    spdlog::warn("audio files under {}: {} unreadable files skipped", root, unreadable);
+  if (num_unreadable != nullptr) *num_unreadable = unreadable;
+  return manifest;
+}
+
+void save_manifest(const Manifest& manifest, const std::string& out_file) {
+  std::ostringstream text;
+  text << manifest.root << '\n';
+  for (const auto& entry : manifest.entries)
+    text << entry.path << '\t' << entry.num_samples << '\n';
   io::write_file_atomically(out_file, text.str());
-  if (skipped > 0) spdlog::warn("write_manifest: {} unreadable files skipped", skipped);
+}
+
+Manifest write_manifest(const std::string& dir, const std::string& out_file, int64_t sample_rate) {
+  auto manifest = scan_audio_files(dir, {}, sample_rate);
+  save_manifest(manifest, out_file);
   return manifest;
 }
 
@@ -95,7 +111,11 @@ LabelFn label_from_component(int index) {
 
 AudioManifestDataset::AudioManifestDataset(const std::string& manifest_file,
                                            const AudioDatasetOptions& options, LabelFn labels)
-    : options_(options), manifest_(read_manifest(manifest_file)) {
+    : AudioManifestDataset(read_manifest(manifest_file), options, std::move(labels)) {}
+
+AudioManifestDataset::AudioManifestDataset(Manifest manifest, const AudioDatasetOptions& options,
+                                           LabelFn labels)
+    : options_(options), manifest_(std::move(manifest)) {
   std::vector<std::string> names;
   for (size_t i = 0; i < manifest_.entries.size(); ++i) {
     if (manifest_.entries[i].num_samples < options_.min_samples()) {
@@ -105,12 +125,25 @@ AudioManifestDataset::AudioManifestDataset(const std::string& manifest_file,
     entries_.push_back(i);
     names.push_back(labels ? labels(manifest_.entries[i].path) : "");
   }
-  std::set<std::string> distinct(names.begin(), names.end());
-  distinct.erase("");
-  class_names_.assign(distinct.begin(), distinct.end());
+  if (options_.class_names().empty()) {
+    std::set<std::string> distinct(names.begin(), names.end());
+    distinct.erase("");
+    class_names_.assign(distinct.begin(), distinct.end());
+  } else {
+    class_names_ = options_.class_names();
+  }
   std::map<std::string, int64_t> class_index;
   for (size_t c = 0; c < class_names_.size(); ++c) class_index[class_names_[c]] = int64_t(c);
-  for (const auto& name : names) labels_.push_back(name.empty() ? -1 : class_index.at(name));
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i].empty()) {
+      labels_.push_back(-1);
+      continue;
+    }
+    const auto found = class_index.find(names[i]);
+    TORCH_CHECK(found != class_index.end(), "audio dataset: ", describe(i), " has label '", names[i],
+                "', not one of the ", class_names_.size(), " classes of the split it is scored against");
+    labels_.push_back(found->second);
+  }
 }
 
 std::string AudioManifestDataset::describe(size_t index) const {

@@ -33,9 +33,17 @@ struct Manifest {
 // Parses a manifest; throws naming the file and line when it is malformed.
 Manifest read_manifest(const std::string& file);
 
-// Scans `dir` recursively for .wav/.flac/.ogg files (any case), in sorted path order, reads
-// their headers and writes the manifest to `out_file` (atomically). Unreadable files are skipped
-// with a warning. Returns what was written.
+// The audio files (.wav/.flac/.ogg, any case) under root/subdir for each of `subdirs` (empty:
+// root itself), searched recursively, in sorted path order, with paths relative to `root` and
+// lengths from their headers. Unreadable files are named in a warning, skipped and counted in
+// `num_unreadable` when given.
+Manifest scan_audio_files(const std::string& root, const std::vector<std::string>& subdirs = {},
+                          int64_t sample_rate = 16000, size_t* num_unreadable = nullptr);
+
+// Writes `manifest` to `out_file` atomically (a crash never leaves half a manifest).
+void save_manifest(const Manifest& manifest, const std::string& out_file);
+
+// scan_audio_files(dir) saved to `out_file`. Returns what was written.
 Manifest write_manifest(const std::string& dir, const std::string& out_file,
                         int64_t sample_rate = 16000);
 
@@ -59,12 +67,18 @@ struct AudioDatasetOptions {
   TORCH_ARG(bool, normalize) = true;
   /// libsamplerate converter. Default fastest (see io.h for the measured speeds).
   TORCH_ARG(ResampleQuality, resample_quality) = ResampleQuality::kFastest;
+  /// Class names in label order, so that a test split numbers its classes as its train split
+  /// does; a label outside them is an error naming the file. Default empty: the sorted distinct
+  /// labels found.
+  TORCH_ARG(std::vector<std::string>, class_names) = {};
 };
 
 class AudioManifestDataset : public Dataset {
  public:
-  // `labels` (may be empty): class names from paths; classes are the sorted distinct names.
+  // `labels` (may be empty): class names from paths; classes as options.class_names says.
   AudioManifestDataset(const std::string& manifest_file, const AudioDatasetOptions& options,
+                       LabelFn labels = nullptr);
+  AudioManifestDataset(Manifest manifest, const AudioDatasetOptions& options,
                        LabelFn labels = nullptr);
 
   size_t size() const override { return entries_.size(); }

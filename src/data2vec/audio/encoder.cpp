@@ -26,6 +26,7 @@ AudioEncoderOptions audio_preset(const std::string& name) {
     int64_t depth, dim, mlp_dim, heads, conv_dim;
   };
   static const std::map<std::string, Size> presets{
+      {"mini", {4, 128, 512, 2, 128}},
       {"tiny", {12, 192, 768, 3, 256}},
       {"small", {12, 384, 1536, 6, 512}},
       {"base", {12, 768, 3072, 12, 512}},
@@ -33,7 +34,7 @@ AudioEncoderOptions audio_preset(const std::string& name) {
   };
   const auto it = presets.find(name);
   TORCH_CHECK(it != presets.end(), "unknown audio preset '", name,
-              "' (expected tiny, small, base or large)");
+              "' (expected mini, tiny, small, base or large)");
   const Size& s = it->second;
   return AudioEncoderOptions()
       .conv_layers(default_conv_layers(s.conv_dim))

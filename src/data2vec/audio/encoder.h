@@ -93,6 +93,8 @@ struct AudioEncoderOptions {
 };
 
 // Presets by name (SPEC 2 sizes, depth x width x mlp x heads):
+//   mini  4 x 128 x 512 x 2,    conv width 128 (CPU demos: the CNN costs ~0.3 GFLOP per second of
+//                               audio forward, a quarter of tiny's)
 //   tiny  12 x 192 x 768 x 3,   conv width 256 (half of 512: the CNN dominates a tiny model's
 //                               cost on CPU; documented deviation)
 //   small 12 x 384 x 1536 x 6,  conv width 512

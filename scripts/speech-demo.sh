@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The speech job: fetch the Asterisk prompts and klettres (Debian packages, unpacked only),
+# synthesise the spoken digits (espeak-ng, flite, festival + sox), pretrain
+# configs/audio/speech-tiny.yaml, and evaluate spoken digits and language ID across speakers:
+# mean log-mel, random init, data2vec student / teacher.
+#   SPEECH_CONFIG  the preset           (default configs/audio/speech-tiny.yaml)
+#   SPEECH_OUT     the run directory    (default runs/speech; replaced)
+#   SPEECH_SET     extra --set overrides, space-separated
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config="${SPEECH_CONFIG:-configs/audio/speech-tiny.yaml}"
+out="${SPEECH_OUT:-runs/speech}"
+bin=build/data2vec
+sets=()
+for kv in ${SPEECH_SET:-}; do sets+=(--set "$kv"); done
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+
+scripts/fetch-data.sh speech
+scripts/fetch-data.sh spoken-digits
+rm -rf "$out"
+echo "== pretraining ($config) -> $out"
+"$bin" pretrain --config "$config" --out "$out" "${sets[@]}"
+"$bin" plot "$out"
+echo "== evaluating: mean log-mel, random init, data2vec (spoken digits, language across speakers)"
+"$bin" evaluate --checkpoint "$out" --report "$out/report.md"
+echo
+cat "$out/report.md"

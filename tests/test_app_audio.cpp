@@ -1,0 +1,231 @@
+// The audio modality end to end through the builders and the command line: the speech corpora
+// (what pretraining reads and what each evaluation task trains and tests on), `data2vec
+// manifest`, and a short pretrain + evaluate + embed run on generated tone "words".
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "data2vec/app/builders.h"
+#include "data2vec/audio/data.h"
+#include "data2vec/audio/io.h"
+#include "data2vec/io/config.h"
+#include "data2vec/io/files.h"
+#include "data2vec/io/safetensors.h"
+#include "support.h"
+
+namespace fs = std::filesystem;
+using namespace data2vec;
+
+namespace {
+
+// A clip of `seconds` at 16 kHz: a tone of `hz` with a little noise, peak 0.5.
+torch::Tensor clip(double hz, double seconds, uint64_t seed) {
+  const auto n = int64_t(seconds * 16000);
+  auto t = torch::arange(n, torch::kFloat64) / 16000.0;
+  torch::manual_seed(seed);
+  return (0.5 * torch::sin(2 * M_PI * hz * t) + 0.05 * torch::randn({n}, torch::kFloat64))
+      .to(torch::kFloat32);
+}
+
+void write(const fs::path& path, const torch::Tensor& wave, int64_t rate = 16000) {
+  fs::create_directories(path.parent_path());
+  audio::write_audio(path.string(), wave, rate);
+}
+
+// data.root with the layout of scripts/fetch-data.sh speech + spoken-digits, in miniature: two
+// "words" (tones), Asterisk packages for five languages with an English digit recording, and
+// klettres with en_GB, fr and de.
+std::string make_speech_root() {
+  const fs::path root = data2vec::testing::make_temp_dir("d2v-speech");
+  const std::vector<std::pair<std::string, double>> words{{"one", 400.0}, {"two", 1200.0}};
+  uint64_t seed = 1;
+  for (const auto& [word, hz] : words) {
+    for (int v = 0; v < 8; ++v) {
+      write(root / "spoken-digits/train" / word / ("voice" + std::to_string(v) + ".wav"),
+            clip(hz * (1 + 0.03 * v), 0.5 + 0.05 * v, seed++));
+    }
+    write(root / "spoken-digits/test-voices" / word / "held-out.wav", clip(hz * 1.1, 0.6, seed++));
+    write(root / "spoken-digits/test-real" / word / "asterisk.wav", clip(hz * 0.95, 0.7, seed++));
+  }
+  int i = 0;
+  for (const std::string lang : {"en", "es", "fr", "it", "ru"}) {
+    const auto dir = root / ("asterisk-core-sounds-" + lang + "-wav") /
+                     "usr/share/asterisk/sounds" / (lang == "en" ? "en_US_f_Allison" : lang);
+    write(dir / "hello.wav", clip(200.0 + 150.0 * i, 0.8, seed++), 8000);
+    write(dir / "digits/12.wav", clip(210.0 + 150.0 * i, 0.8, seed++), 8000);
+    if (lang == "en") write(dir / "digits/3.wav", clip(220.0, 0.8, seed++), 8000);
+    ++i;
+  }
+  for (const std::string lang : {"en_GB", "fr", "de"}) {
+    const auto dir = root / "klettres-data/usr/share/klettres" / lang / "alpha";
+    fs::create_directories(dir);
+    audio::write_audio((dir / "a.ogg").string(), clip(300.0, 0.6, seed++), 22050);
+  }
+  return root.string();
+}
+
+const std::string& speech_root() {
+  static const std::string root = make_speech_root();
+  return root;
+}
+
+io::Config audio_config(const std::string& root) {
+  io::Config c;
+  c.model.modality = "audio";
+  c.model.preset = "mini";
+  c.model.top_k_layers = 4;
+  c.model.layer_result = "ffn";
+  c.model.target_layer_norm = "instance_norm";
+  c.model.target_final_norm = "none";
+  c.model.loss_beta = 0;
+  c.model.loss_scale = 0;
+  c.data.dataset = "asterisk,spoken-digits";
+  c.data.root = root;
+  c.data.max_samples = 16000;
+  c.eval.tasks = "digits,language";
+  c.train.device = "cpu";
+  c.train.threads = 1;
+  return c;
+}
+
+std::vector<std::string> described(const Dataset& data) {
+  std::vector<std::string> paths;
+  for (size_t i = 0; i < data.size(); ++i) paths.push_back(data.describe(i));
+  return paths;
+}
+
+int run(const std::string& command) {
+  return std::system((command + " > /tmp/d2v_audio_cmd.log 2>&1").c_str());
+}
+
+std::string last_output() {
+  return io::read_file("/tmp/d2v_audio_cmd.log");
+}
+
+}  // namespace
+
+TEST(AppAudio, PretrainingReadsAsteriskAndTrainVoicesButNoTestClip) {
+  const auto config = audio_config(speech_root());
+  const auto data = app::make_pretrain_dataset(config);
+  // 5 languages x 2 prompts (the English digit 3 is held out) + 16 training voices.
+  EXPECT_EQ(data->size(), 10u + 16u);
+  for (const auto& path : described(*data)) {
+    EXPECT_EQ(path.find("digits/3.wav"), std::string::npos) << path;
+    EXPECT_EQ(path.find("test-"), std::string::npos) << path;
+    EXPECT_EQ(path.find("klettres"), std::string::npos) << path;
+  }
+  const auto batch = data->collate({data->get(0, 1), data->get(20, 1)});
+  EXPECT_EQ(batch.input.source.dim(), 2);
+  EXPECT_LE(batch.input.source.size(1), config.data.max_samples);
+}
+
+TEST(AppAudio, EvaluationTasksTrainAndTestOnTheRightSpeakers) {
+  const auto tasks = app::make_eval_tasks(audio_config(speech_root()));
+  ASSERT_EQ(tasks.size(), 3u);
+  EXPECT_EQ(tasks[0].name, "spoken digits, held-out voices");
+  EXPECT_EQ(tasks[1].name, "spoken digits, real speaker");
+  EXPECT_EQ(tasks[2].name, "language across speakers");
+  EXPECT_EQ(tasks[0].splits.train->size(), 16u);
+  EXPECT_EQ(tasks[0].splits.train->num_classes(), 2);
+  EXPECT_EQ(tasks[0].splits.test->size(), 2u);
+  EXPECT_EQ(tasks[1].splits.test->size(), 2u);
+  // Labels come from the word's directory, in sorted order: one -> 0, two -> 1.
+  EXPECT_EQ(tasks[0].splits.test->get(1, 0).label, 1);
+  // Language: trained on the 10 Asterisk prompts (5 languages), tested on klettres' en_GB (as
+  // en) and fr; de is not one of the five and is left out.
+  const auto& language = tasks[2];
+  EXPECT_EQ(language.splits.train->size(), 10u);
+  EXPECT_EQ(language.splits.train->num_classes(), 5);
+  ASSERT_EQ(language.splits.test->size(), 2u);
+  // The test split numbers its classes as the train split does (en 0, es 1, fr 2, it 3, ru 4),
+  // although it holds only en and fr.
+  EXPECT_EQ(language.splits.test->num_classes(), 5);
+  std::vector<int64_t> labels;
+  for (size_t i = 0; i < language.splits.test->size(); ++i)
+    labels.push_back(language.splits.test->get(i, 0).label);
+  std::sort(labels.begin(), labels.end());
+  EXPECT_EQ(labels, (std::vector<int64_t>{0, 2}));
+  for (const auto& path : described(*language.splits.test))
+    EXPECT_EQ(path.find("/de/"), std::string::npos);
+}
+
+TEST(AppAudio, UnknownCorpusAndMissingDataNameTheKey) {
+  auto config = audio_config(speech_root());
+  config.data.dataset = "asterisk,librispeech";
+  try {
+    app::make_pretrain_dataset(config);
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("data.dataset"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("librispeech"), std::string::npos) << e.what();
+  }
+  config.data.dataset = "spoken-digits";
+  config.data.root = data2vec::testing::make_temp_dir("d2v-speech-empty");
+  try {
+    app::make_pretrain_dataset(config);
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("fetch-data.sh spoken-digits"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(AppAudio, ManifestCommandSkipsAndCountsBadFiles) {
+  const fs::path dir = data2vec::testing::make_temp_dir("d2v-manifest");
+  write(dir / "a/1.wav", clip(300, 0.5, 1));
+  write(dir / "b/2.flac", clip(300, 0.25, 2), 8000);
+  std::ofstream(dir / "b/broken.wav") << "RIFF this is not a wav file";
+  const auto out = (dir / "train.tsv").string();
+  ASSERT_EQ(run(std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out), 0)
+      << last_output();
+  EXPECT_NE(last_output().find("broken.wav"), std::string::npos) << last_output();
+  EXPECT_NE(last_output().find("1 unreadable"), std::string::npos) << last_output();
+  const auto manifest = audio::read_manifest(out);
+  EXPECT_EQ(manifest.root, fs::canonical(dir).string());
+  ASSERT_EQ(manifest.entries.size(), 2u);
+  EXPECT_EQ(manifest.entries[0].path, "a/1.wav");
+  EXPECT_EQ(manifest.entries[0].num_samples, 8000);
+  EXPECT_EQ(manifest.entries[1].path, "b/2.flac");
+  EXPECT_EQ(manifest.entries[1].num_samples, 8000);  // 4000 samples at 8 kHz, counted at 16 kHz
+  // A manifest is a corpus for pretraining.
+  auto config = audio_config(speech_root());
+  config.data.dataset = out;
+  config.data.root = dir.string();
+  EXPECT_EQ(app::make_pretrain_dataset(config)->size(), 2u);
+}
+
+TEST(AppAudio, PretrainEvaluateAndEmbedThroughTheCommandLine) {
+  const auto& root = speech_root();
+  auto config = audio_config(root);
+  config.train.max_steps = 3;
+  config.train.batch_size = 4;
+  config.log.every = 1;
+  config.log.tensorboard = false;
+  config.eval.tasks = "digits";
+  config.eval.batch_size = 8;
+  const auto config_path = root + "/run.yaml";
+  std::ofstream(config_path) << io::to_yaml(config);
+  const auto out = data2vec::testing::make_temp_dir("d2v-audio-run");
+  const std::string bin = DATA2VEC_BINARY;
+  ASSERT_EQ(run(bin + " pretrain --config " + config_path + " --out " + out), 0) << last_output();
+  ASSERT_EQ(run(bin + " evaluate --checkpoint " + out + " --report " + out + "/report.md"), 0)
+      << last_output();
+  const auto report = io::read_file(out + "/report.md");
+  for (const char* row : {"mean log-mel, linear", "random init, linear probe",
+                          "data2vec student, linear probe", "data2vec teacher, linear probe",
+                          "spoken digits, held-out voices", "spoken digits, real speaker"}) {
+    EXPECT_NE(report.find(row), std::string::npos) << row << "\n" << report;
+  }
+  // The tones are far apart in frequency: the log-mel baseline must get every test clip.
+  EXPECT_NE(report.find("| spoken digits, held-out voices | mean log-mel, linear | 100.00"),
+            std::string::npos)
+      << report;
+  // Features of audio files (one row of D = 128 per file, any rate and format).
+  ASSERT_EQ(run(bin + " embed --checkpoint " + out + " --input " + root +
+                "/spoken-digits/test-real --output " + out + "/features.safetensors"),
+            0)
+      << last_output();
+  const auto file = io::load_safetensors(out + "/features.safetensors");
+  EXPECT_EQ(file.tensors.at("features").sizes(), (std::vector<int64_t>{2, 128}));
+  EXPECT_FALSE(torch::isnan(file.tensors.at("features")).any().item<bool>());
+}
