@@ -45,6 +45,7 @@ std::string make_speech_root() {
             clip(hz * (1 + 0.03 * v), 0.5 + 0.05 * v, seed++));
     }
     write(root / "spoken-digits/test-voices" / word / "held-out.wav", clip(hz * 1.1, 0.6, seed++));
+    write(root / "spoken-digits/test-engines" / word / "other.wav", clip(hz * 0.9, 0.6, seed++));
     write(root / "spoken-digits/test-real" / word / "asterisk.wav", clip(hz * 0.95, 0.7, seed++));
   }
   int i = 0;
@@ -104,13 +105,18 @@ std::string last_output() {
 
 }  // namespace
 
-TEST(AppAudio, PretrainingReadsAsteriskAndTrainVoicesButNoTestClip) {
+// The language task's clips in path order: Asterisk en (digits/12, hello), es, fr, it, ru (two
+// each), then klettres en_GB and fr; every 5th (fr/digits/12.wav and ru/hello.wav) is held out.
+TEST(AppAudio, PretrainingReadsNoTestClip) {
   const auto config = audio_config(speech_root());
   const auto data = app::make_pretrain_dataset(config);
-  // 5 languages x 2 prompts (the English digit 3 is held out) + 16 training voices.
-  EXPECT_EQ(data->size(), 10u + 16u);
+  // 5 languages x 2 prompts, minus the 2 held-out language clips (the English digit 3 is the
+  // digits task's real test clip), + 16 training voices.
+  EXPECT_EQ(data->size(), 8u + 16u);
   for (const auto& path : described(*data)) {
     EXPECT_EQ(path.find("digits/3.wav"), std::string::npos) << path;
+    EXPECT_EQ(path.find("sounds/fr/digits/12.wav"), std::string::npos) << path;
+    EXPECT_EQ(path.find("sounds/ru/hello.wav"), std::string::npos) << path;
     EXPECT_EQ(path.find("test-"), std::string::npos) << path;
     EXPECT_EQ(path.find("klettres"), std::string::npos) << path;
   }
@@ -119,34 +125,36 @@ TEST(AppAudio, PretrainingReadsAsteriskAndTrainVoicesButNoTestClip) {
   EXPECT_LE(batch.input.source.size(1), config.data.max_samples);
 }
 
-TEST(AppAudio, EvaluationTasksTrainAndTestOnTheRightSpeakers) {
+TEST(AppAudio, EvaluationTasksTrainAndTestOnTheRightClips) {
   const auto tasks = app::make_eval_tasks(audio_config(speech_root()));
-  ASSERT_EQ(tasks.size(), 3u);
+  ASSERT_EQ(tasks.size(), 4u);
   EXPECT_EQ(tasks[0].name, "spoken digits, held-out voices");
-  EXPECT_EQ(tasks[1].name, "spoken digits, real speaker");
-  EXPECT_EQ(tasks[2].name, "language across speakers");
+  EXPECT_EQ(tasks[1].name, "spoken digits, other synthesisers");
+  EXPECT_EQ(tasks[2].name, "spoken digits, real speaker");
+  EXPECT_EQ(tasks[3].name, "language, seen speakers");
   EXPECT_EQ(tasks[0].splits.train->size(), 16u);
   EXPECT_EQ(tasks[0].splits.train->num_classes(), 2);
-  EXPECT_EQ(tasks[0].splits.test->size(), 2u);
-  EXPECT_EQ(tasks[1].splits.test->size(), 2u);
+  for (size_t t = 0; t < 3; ++t) {
+    EXPECT_EQ(tasks[t].splits.train, tasks[0].splits.train)
+        << "the digits tasks share one train split";
+    EXPECT_EQ(tasks[t].splits.test->size(), 2u);
+  }
   // Labels come from the word's directory, in sorted order: one -> 0, two -> 1.
   EXPECT_EQ(tasks[0].splits.test->get(1, 0).label, 1);
-  // Language: trained on the 10 Asterisk prompts (5 languages), tested on klettres' en_GB (as
-  // en) and fr; de is not one of the five and is left out.
-  const auto& language = tasks[2];
+  // Language: 12 clips of the five languages (klettres de left out), 10 train, 2 held out.
+  const auto& language = tasks[3];
   EXPECT_EQ(language.splits.train->size(), 10u);
   EXPECT_EQ(language.splits.train->num_classes(), 5);
   ASSERT_EQ(language.splits.test->size(), 2u);
   // The test split numbers its classes as the train split does (en 0, es 1, fr 2, it 3, ru 4),
-  // although it holds only en and fr.
+  // although it holds only fr and ru.
   EXPECT_EQ(language.splits.test->num_classes(), 5);
-  std::vector<int64_t> labels;
-  for (size_t i = 0; i < language.splits.test->size(); ++i)
-    labels.push_back(language.splits.test->get(i, 0).label);
-  std::sort(labels.begin(), labels.end());
-  EXPECT_EQ(labels, (std::vector<int64_t>{0, 2}));
-  for (const auto& path : described(*language.splits.test))
-    EXPECT_EQ(path.find("/de/"), std::string::npos);
+  EXPECT_EQ(language.splits.test->get(0, 0).label, 2);
+  EXPECT_EQ(language.splits.test->get(1, 0).label, 4);
+  for (const auto& path : described(*language.splits.train)) {
+    EXPECT_EQ(path.find("/de/"), std::string::npos) << path;
+    EXPECT_EQ(path.find("digits/3.wav"), std::string::npos) << path;
+  }
 }
 
 TEST(AppAudio, UnknownCorpusAndMissingDataNameTheKey) {
@@ -211,9 +219,10 @@ TEST(AppAudio, PretrainEvaluateAndEmbedThroughTheCommandLine) {
   ASSERT_EQ(run(bin + " evaluate --checkpoint " + out + " --report " + out + "/report.md"), 0)
       << last_output();
   const auto report = io::read_file(out + "/report.md");
-  for (const char* row : {"mean log-mel, linear", "random init, linear probe",
-                          "data2vec student, linear probe", "data2vec teacher, linear probe",
-                          "spoken digits, held-out voices", "spoken digits, real speaker"}) {
+  for (const char* row :
+       {"mean log-mel, linear", "random init, linear probe", "data2vec student, linear probe",
+        "data2vec teacher, linear probe", "spoken digits, held-out voices",
+        "spoken digits, other synthesisers", "spoken digits, real speaker"}) {
     EXPECT_NE(report.find(row), std::string::npos) << row << "\n" << report;
   }
   // The tones are far apart in frequency: the log-mel baseline must get every test clip.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Spoken digits "zero".."nine" for the audio evaluation (issue 5), made with Debian's speech
 # synthesisers and the real Asterisk recordings:
-#   train/<word>/        espeak-ng: 7 English accents x 10 voice variants x 2 speeds x 2 pitches,
+#   train/<word>/        espeak-ng: 7 English accents x 8 voice variants x 2 speeds x 2 pitches,
 #                        flite kal/kal16/awb/rms and festival kal, each at 3 tempos x 3 pitches (sox)
-#   test-voices/<word>/  voices never used for training: flite slt, festival ked (diphone) and
+#   test-voices/<word>/  espeak-ng voice variants never used for training (m7, f5), same accents,
+#                        speeds and pitches
+#   test-engines/<word>/ other synthesisers' voices: flite slt, festival ked (diphone) and
 #                        festival slt (HTS), each at 3 tempos x 3 pitches
 #   test-real/<word>/    the recorded Asterisk English digits (one speaker, 10 clips)
 # Every file is 16 kHz mono 16-bit WAV; the label is the directory name.
@@ -56,17 +58,20 @@ variations() {
 }
 
 accents=(en-us en-gb en-gb-scotland en-gb-x-rp en-029 en-gb-x-gbclan en-gb-x-gbcwmd)
-variants=(m1 m3 m5 m7 f1 f3 f5 klatt croak edward)
+variants=(m1 m3 m5 f1 f3 klatt croak edward)
+held_out_variants=(m7 f5)
 for i in "${!words[@]}"; do
   word="${words[$i]}"
   echo "spoken-digits: $word"
-  mkdir -p "$out/train/$word" "$out/test-voices/$word" "$out/test-real/$word"
+  mkdir -p "$out/train/$word" "$out/test-voices/$word" "$out/test-engines/$word" "$out/test-real/$word"
   for accent in "${accents[@]}"; do
-    for variant in "${variants[@]}"; do
+    for variant in "${variants[@]}" "${held_out_variants[@]}"; do
+      split=train
+      [[ " ${held_out_variants[*]} " == *" $variant "* ]] && split=test-voices
       for speed in 140 190; do
         for pitch in 35 65; do
           espeak-ng -v "$accent+$variant" -s "$speed" -p "$pitch" -w "$tmp/e.wav" "$word"
-          to16k "$tmp/e.wav" "$out/train/$word/espeak-$accent-$variant-s$speed-p$pitch.wav"
+          to16k "$tmp/e.wav" "$out/$split/$word/espeak-$accent-$variant-s$speed-p$pitch.wav"
         done
       done
     done
@@ -79,14 +84,15 @@ for i in "${!words[@]}"; do
   variations train "$word" festival-kal "$tmp/k.wav"
 
   flite -voice slt -t "$word" -o "$tmp/s.wav"
-  variations test-voices "$word" flite-slt "$tmp/s.wav"
+  variations test-engines "$word" flite-slt "$tmp/s.wav"
   echo "$word" | text2wave -eval "(voice_ked_diphone)" -o "$tmp/d.wav"
-  variations test-voices "$word" festival-ked "$tmp/d.wav"
+  variations test-engines "$word" festival-ked "$tmp/d.wav"
   echo "$word" | text2wave -eval "(voice_cmu_us_slt_arctic_hts)" -o "$tmp/h.wav"
-  variations test-voices "$word" festival-slt-hts "$tmp/h.wav"
+  variations test-engines "$word" festival-slt-hts "$tmp/h.wav"
 
   to16k "$asterisk/$i.wav" "$out/test-real/$word/asterisk-en-allison.wav"
 done
 touch "$out/.done"
-echo "spoken-digits: $out: train $(find "$out/train" -name '*.wav' | wc -l), test-voices" \
-  "$(find "$out/test-voices" -name '*.wav' | wc -l), test-real $(find "$out/test-real" -name '*.wav' | wc -l) clips"
+for split in train test-voices test-engines test-real; do
+  echo "spoken-digits: $out/$split: $(find "$out/$split" -name '*.wav' | wc -l) clips"
+done

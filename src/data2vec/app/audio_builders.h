@@ -5,14 +5,16 @@
 // in data.dataset as a comma-separated list; a name ending in .tsv is a manifest file instead
 // (`data2vec manifest DIR --out FILE` makes one):
 //   asterisk       the Asterisk prompts, en es fr it ru (one speaker each), minus the English
-//                  digit recordings that the spoken-digits task tests on
-//   klettres       klettres' letters and syllables, 20 languages
+//                  digit recordings and the language task's held-out clips
+//   klettres       klettres' letters and syllables, 20 languages, minus the language task's
+//                  held-out clips
 //   spoken-digits  the synthetic training voices of the spoken-digits task
 // Evaluation tasks (eval.tasks):
-//   digits    spoken digits: trained on synthetic voices, tested on held-out voices and on the
-//             recorded Asterisk digits (two rows)
-//   language  language ID across speakers: trained on Asterisk (one speaker per language),
-//             tested on klettres' speakers of the same five languages
+//   digits    spoken digits: trained on synthetic voices, tested on held-out espeak-ng voice
+//             variants, on other synthesisers' voices and on the recorded Asterisk digits
+//             (three rows)
+//   language  language ID on held-out clips of the speakers it was trained on (Asterisk and
+//             klettres, en es fr it ru): speaker-and-language identity
 #pragma once
 
 #include <memory>
