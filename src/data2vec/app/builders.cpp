@@ -256,7 +256,20 @@ EncoderFactory make_encoder_factory(const io::Config& config) {
 }
 
 Data2VecOptions make_data2vec_options(const io::Config& c) {
+  // data2vec 2.0 defaults per modality (SPEC section 3); 0 / < 0 in the config = these.
+  const bool image = c.model.modality == "vision";
+  const int64_t clones = c.model.clone_batch > 0   ? c.model.clone_batch
+                         : image                    ? 16
+                         : c.model.modality == "toy" ? 4
+                                                     : 8;
   return Data2VecOptions()
+      .algorithm(parse_algorithm(c.model.algorithm))
+      .clone_batch(clones)
+      .decoder_dim(c.model.decoder_dim)
+      .decoder_kernel(c.model.decoder_kernel)
+      .decoder_groups(c.model.decoder_groups)
+      .decoder_layers(c.model.decoder_layers)
+      .cls_loss_weight(c.model.cls_loss >= 0 ? c.model.cls_loss : image ? 0.01 : 0.0)
       .targets(TargetOptions()
                    .top_k_layers(c.model.top_k_layers)
                    .layer_norm_targets(parse_target_norm(c.model.target_layer_norm))

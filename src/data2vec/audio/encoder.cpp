@@ -3,6 +3,8 @@
 #include <map>
 #include <utility>
 
+#include "data2vec/core/masking.h"
+
 namespace data2vec::audio {
 
 std::vector<ConvLayerSpec> default_conv_layers(int64_t dim) {
@@ -207,6 +209,25 @@ ContextOutput AudioTransformerImpl::forward(const torch::Tensor& x_in,
   return out;
 }
 
+ContextOutput AudioTransformerImpl::forward_kept(const torch::Tensor& x_in,
+                                                 const torch::Tensor& padding_mask,
+                                                 const torch::Tensor& ids_keep, int64_t clones) {
+  // Positions are a convolution over the whole sequence: once per example, before the gather.
+  auto x = padding_mask.defined() ? x_in.masked_fill(padding_mask.unsqueeze(-1), 0.0) : x_in;
+  x = layer_norm(x + pos_conv_embed(x));            // [B,T,D]
+  x = dropout(gather_copies(x, ids_keep, clones));  // [B*M,Tk,D]
+  const auto kept_padding = padding_mask.defined() ? gather_copies(padding_mask, ids_keep, clones)
+                                                   : torch::Tensor();  // [B*M,Tk]
+  ContextOutput out;
+  const bool may_drop = is_training() && layerdrop_ > 0.0;
+  for (auto& layer : layers) {
+    if (may_drop && torch::rand({1}).item<double>() < layerdrop_) continue;
+    x = layer->forward(x, /*attention_bias=*/{}, kept_padding).x;
+  }
+  out.x = x;
+  return out;
+}
+
 // ---- the encoder ----
 
 AudioEncoderImpl::AudioEncoderImpl(const AudioEncoderOptions& options) : options_(options) {
@@ -293,10 +314,44 @@ EncoderOutput AudioEncoderImpl::teacher_features(const EncoderInput& input,
               "audio teacher: the student's output carries no local_features");
   EncoderOutput out;
   out.local_features = student.local_features.detach();  // [B,T,D]
-  out.padding_mask = student.padding_mask;
+  // From the input, not the student's output: a 2.0 student's padding mask covers kept frames.
+  out.padding_mask = frame_padding_mask(input.padding_mask, out.local_features.size(1));
   auto context = encoder(out.local_features, out.padding_mask);
   out.x = context.x;
   out.layer_results = std::move(context.layer_results);
+  return out;
+}
+
+torch::Tensor AudioEncoderImpl::v2_mask(const EncoderInput& input, int64_t clones,
+                                        at::Generator& generator) {
+  TORCH_CHECK(input.source.dim() == 2, "audio encoder: expected waveforms [B,S], got shape ",
+              input.source.sizes());
+  const int64_t batch = input.source.size(0);
+  const int64_t frames = num_frames(input.source.size(1));
+  const torch::Tensor lengths = input.padding_mask.defined()
+                                    ? frame_lengths((~input.padding_mask).sum(/*dim=*/1)).cpu()
+                                    : torch::full({batch}, frames, torch::kLong);
+  const auto mask = block_mask_1d(lengths.repeat_interleave(clones, 0), frames, options_.v2_mask(),
+                                  generator);  // [B*M,T]
+  return mask.to(input.source.device());
+}
+
+EncoderOutput AudioEncoderImpl::extract_kept_features(const EncoderInput& input,
+                                                      const torch::Tensor& ids_keep,
+                                                      int64_t clones) {
+  TORCH_CHECK(input.source.dim() == 2, "audio encoder: expected waveforms [B,S], got shape ",
+              input.source.sizes());
+  EncoderOutput out;
+  const auto features = feature_extractor(input.source).transpose(1, 2);  // [B,T,C], once
+  const int64_t frames = features.size(1);
+  TORCH_CHECK(frames > 0, "audio encoder: ", input.source.size(1),
+              " samples are shorter than the conv stack's receptive field");
+  const auto padding = frame_padding_mask(input.padding_mask, frames);  // [B,T] or undefined
+  out.local_features = feature_projection(features);                    // [B,T,D]
+  auto context =
+      encoder->forward_kept(feature_dropout(out.local_features), padding, ids_keep, clones);
+  out.x = context.x;  // [B*M,Tk,D]
+  if (padding.defined()) out.padding_mask = gather_copies(padding, ids_keep, clones);
   return out;
 }
 

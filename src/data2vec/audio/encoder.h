@@ -90,6 +90,8 @@ struct AudioEncoderOptions {
   TORCH_ARG(LayerResultKind, layer_result) = LayerResultKind::kFfn;
   /// Span masking of the student. Default mask_prob 0.65, mask_length 10, min_masks 1.
   TORCH_ARG(SpanMaskOptions, mask) = SpanMaskOptions();
+  /// data2vec 2.0 masking: blocks of 5 frames, 50% masked.
+  TORCH_ARG(BlockMask1dOptions, v2_mask) = BlockMask1dOptions();
 };
 
 // Presets by name (SPEC 2 sizes, depth x width x mlp x heads):
@@ -179,6 +181,11 @@ class AudioTransformerImpl : public torch::nn::Module {
   explicit AudioTransformerImpl(const AudioEncoderOptions& options);
   // x [B,T,D]; padding_mask [B,T] bool, true = padding (undefined: none).
   ContextOutput forward(const torch::Tensor& x, const torch::Tensor& padding_mask);
+  // data2vec 2.0: the positional convolution and LayerNorm on the whole sequence x [B,T,D]
+  // (once per example), then `clones` copies, of which only ids_keep [B*clones,Tk] go through
+  // dropout and the blocks. Returns x [B*clones,Tk,D] and its layer results.
+  ContextOutput forward_kept(const torch::Tensor& x, const torch::Tensor& padding_mask,
+                             const torch::Tensor& ids_keep, int64_t clones);
 
   PositionalConvEmbedding pos_conv_embed{nullptr};
   torch::nn::LayerNorm layer_norm{nullptr};
@@ -213,6 +220,15 @@ class AudioEncoderImpl : public EncoderImpl {
   EncoderOutput teacher_features(const EncoderInput& input, const EncoderOutput& student) override;
 
   std::vector<std::string> ema_copied_prefixes() const override;
+
+  // data2vec 2.0: 1-D block masks (options.v2_mask) of M copies; the CNN and the positional
+  // convolution once per example, the blocks on kept frames only; a 1-D decoder (384, k 7,
+  // g 16, 4 blocks, residual).
+  bool supports_kept_encoding() const override { return true; }
+  torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
+                        at::Generator& generator) override;
+  EncoderOutput extract_kept_features(const EncoderInput& input, const torch::Tensor& ids_keep,
+                                      int64_t clones) override;
 
   // Frames T for a waveform of `samples` samples.
   int64_t num_frames(int64_t samples) const;

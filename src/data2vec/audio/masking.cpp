@@ -80,4 +80,47 @@ torch::Tensor span_mask(const torch::Tensor& lengths, int64_t time, const SpanMa
   return mask;
 }
 
+torch::Tensor block_mask_1d(const torch::Tensor& lengths, int64_t time,
+                            const BlockMask1dOptions& options, at::Generator& generator) {
+  TORCH_CHECK(lengths.dim() == 1, "block_mask_1d: lengths must be [B], got shape ",
+              lengths.sizes());
+  TORCH_CHECK(options.mask_ratio() > 0.0 && options.mask_ratio() < 1.0,
+              "block_mask_1d: mask_ratio must be in (0, 1), got ", options.mask_ratio());
+  TORCH_CHECK(options.block_length() >= 1, "block_mask_1d: block_length must be >= 1, got ",
+              options.block_length());
+  const auto lengths_cpu = lengths.to(torch::kCPU, torch::kLong).contiguous();
+  const int64_t batch = lengths_cpu.size(0);
+  const auto* len = lengths_cpu.data_ptr<int64_t>();
+  auto mask = torch::zeros({batch, time}, torch::kBool);  // [B,T]
+  if (batch == 0) return mask;
+  const int64_t shortest = *std::min_element(len, len + batch);
+  TORCH_CHECK(shortest >= 2, "block_mask_1d: an example has ", shortest,
+              " real frames; data2vec 2.0 needs at least 2 (one masked, one kept)");
+  const int64_t target =
+      std::clamp<int64_t>(std::llround(options.mask_ratio() * double(shortest)), 1, shortest - 1);
+  auto* m = mask.data_ptr<bool>();
+  for (int64_t b = 0; b < batch; ++b) {
+    TORCH_CHECK(len[b] <= time, "block_mask_1d: example ", b, " has ", len[b],
+                " real frames but the batch has only ", time);
+    const int64_t length = len[b];
+    const int64_t blocks = std::max<int64_t>(1, length - options.block_length() + 1);  // starts
+    int64_t count = 0;
+    while (count < target) {
+      // A batch of candidate starts per generator call; each block adds its new frames in order.
+      const auto starts = torch::randint(blocks, {16}, generator, torch::kLong);
+      const auto* s = starts.data_ptr<int64_t>();
+      for (int64_t i = 0; i < 16 && count < target; ++i) {
+        const int64_t end = std::min(s[i] + options.block_length(), length);
+        for (int64_t f = s[i]; f < end && count < target; ++f) {
+          if (!m[b * time + f]) {
+            m[b * time + f] = true;
+            ++count;
+          }
+        }
+      }
+    }
+  }
+  return mask;
+}
+
 }  // namespace data2vec::audio

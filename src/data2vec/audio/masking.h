@@ -31,4 +31,21 @@ struct SpanMaskOptions {
 torch::Tensor span_mask(const torch::Tensor& lengths, int64_t time, const SpanMaskOptions& options,
                         at::Generator& generator);
 
+// ---- data2vec 2.0: 1-D block masking (SPEC section 3) ----
+
+struct BlockMask1dOptions {
+  /// Fraction of real frames masked. Default 0.5.
+  TORCH_ARG(double, mask_ratio) = 0.5;
+  /// Frames per block. Default 5.
+  TORCH_ARG(int64_t, block_length) = 5;
+};
+
+// [B,T] bool on the CPU (true = masked) from `lengths` [B] int64 real frames per example. Every
+// row masks exactly n = max(1, round(mask_ratio * min_b lengths_b)) real frames (the same count
+// in every row), as blocks of block_length frames at random starts inside the real frames; the
+// block that would overshoot contributes only the frames still missing (its first new ones).
+// Frames at or beyond an example's length (padding) are never masked.
+torch::Tensor block_mask_1d(const torch::Tensor& lengths, int64_t time,
+                            const BlockMask1dOptions& options, at::Generator& generator);
+
 }  // namespace data2vec::audio

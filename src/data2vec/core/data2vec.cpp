@@ -1,5 +1,7 @@
 #include "data2vec/core/data2vec.h"
 
+#include "data2vec/core/masking.h"
+
 namespace data2vec {
 
 namespace {
@@ -12,14 +14,39 @@ torch::nn::Sequential make_head(int64_t dim, int64_t hidden_mult) {
 
 }  // namespace
 
+Algorithm parse_algorithm(const std::string& name) {
+  if (name == "v1") return Algorithm::kV1;
+  if (name == "v2") return Algorithm::kV2;
+  TORCH_CHECK(false, "unknown data2vec algorithm '", name, "' (expected v1 or v2)");
+}
+
+std::string to_string(Algorithm algorithm) {
+  return algorithm == Algorithm::kV1 ? "v1" : "v2";
+}
+
 Data2VecImpl::Data2VecImpl(const EncoderFactory& make_encoder, const Data2VecOptions& options)
     : options_(options) {
   student_ = register_module("student", make_encoder());
   teacher_ = register_module("teacher", make_encoder());
-  TORCH_CHECK(options_.targets().top_k_layers() <= student_->num_layers(), "top_k_layers = ",
-              options_.targets().top_k_layers(), " but the encoder has only ",
+  TORCH_CHECK(options_.targets().top_k_layers() <= student_->num_layers(),
+              "top_k_layers = ", options_.targets().top_k_layers(), " but the encoder has only ",
               student_->num_layers(), " layers");
-  head_ = register_module("head", make_head(student_->embed_dim(), options_.head_hidden_mult()));
+  if (options_.algorithm() == Algorithm::kV1) {
+    head_ = register_module("head", make_head(student_->embed_dim(), options_.head_hidden_mult()));
+  } else {
+    TORCH_CHECK(student_->supports_kept_encoding(),
+                "algorithm v2 needs an encoder that can encode only the kept positions "
+                "(supports_kept_encoding, v2_mask, extract_kept_features; see core/encoder.h); "
+                "this one supports algorithm v1 only");
+    TORCH_CHECK(options_.clone_batch() >= 1, "clone_batch must be >= 1, got ",
+                options_.clone_batch());
+    decoder_ = register_module(
+        "decoder",
+        Decoder(student_->embed_dim(),
+                override_decoder_options(student_->default_decoder_options(),
+                                         options_.decoder_dim(), options_.decoder_kernel(),
+                                         options_.decoder_groups(), options_.decoder_layers())));
+  }
   copy_module_state(*teacher_, *student_);
   for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   teacher_->eval();
@@ -32,12 +59,23 @@ void Data2VecImpl::train(bool on) {
 
 std::vector<torch::Tensor> Data2VecImpl::trainable_parameters() const {
   auto params = student_->parameters();
-  for (auto& p : head_->parameters()) params.push_back(p);
+  const auto predictor = head_ ? head_->parameters() : decoder_->parameters();
+  params.insert(params.end(), predictor.begin(), predictor.end());
   return params;
 }
 
+MaskedInput Data2VecImpl::apply_mask(const EncoderInput& batch, at::Generator& generator) {
+  if (options_.algorithm() == Algorithm::kV1) return student_->apply_mask(batch, generator);
+  return {batch, student_->v2_mask(batch, options_.clone_batch(), generator)};
+}
+
 Data2VecOutput Data2VecImpl::forward(const EncoderInput& batch, at::Generator& generator) {
-  return forward_masked(batch, student_->apply_mask(batch, generator));
+  return forward_masked(batch, apply_mask(batch, generator));
+}
+
+Data2VecOutput Data2VecImpl::forward_masked(const EncoderInput& batch, const MaskedInput& masked) {
+  return options_.algorithm() == Algorithm::kV1 ? forward_v1(batch, masked)
+                                                : forward_v2(batch, masked.mask);
 }
 
 torch::Tensor Data2VecImpl::teacher_targets(const EncoderInput& batch,
@@ -48,7 +86,7 @@ torch::Tensor Data2VecImpl::teacher_targets(const EncoderInput& batch,
                        options_.targets());  // [B,T,D] fp32
 }
 
-Data2VecOutput Data2VecImpl::forward_masked(const EncoderInput& batch, const MaskedInput& masked) {
+Data2VecOutput Data2VecImpl::forward_v1(const EncoderInput& batch, const MaskedInput& masked) {
   const EncoderOutput student_output = student_->extract_features(masked.student, masked.mask);
   const torch::Tensor targets = teacher_targets(batch, student_output);
 
@@ -67,6 +105,67 @@ Data2VecOutput Data2VecImpl::forward_masked(const EncoderInput& batch, const Mas
   const auto real = student_output.padding_mask.defined()
                         ? (~student_output.padding_mask).sum()
                         : torch::full({}, selected.numel(), torch::kLong);
+  out.masked_frac = selected.sum().to(torch::kFloat64) / real.to(torch::kFloat64).clamp_min(1);
+  return out;
+}
+
+Data2VecOutput Data2VecImpl::forward_v2(const EncoderInput& batch, const torch::Tensor& mask_in) {
+  const int64_t m = options_.clone_batch(), b = batch.batch_size();
+  const int64_t prefix = student_->num_prefix_tokens();
+  const torch::Tensor mask = mask_in.to(torch::kBool);  // [B*M,T]
+  TORCH_CHECK(mask.dim() == 2 && mask.size(0) == b * m, "v2: the mask must be [B*M, T] = [", b * m,
+              ", T] for ", b, " examples x clone_batch ", m, ", got ", mask.sizes());
+
+  // Student: only the kept positions of every copy.
+  const torch::Tensor ids_keep = keep_indices(mask);  // [B*M,Tk]
+  const EncoderOutput student_output = student_->extract_kept_features(batch, ids_keep, m);
+  const torch::Tensor& kept = student_output.x;  // [B*M,Tk,D]
+
+  // Teacher: once per original example, on the whole unmasked input; FFN layer results of the
+  // positions after the prefix (CLS) tokens.
+  torch::Tensor targets, padding;  // [B,T-prefix,D] fp32; [B,T] bool or undefined
+  {
+    torch::NoGradGuard no_grad;
+    const EncoderOutput teacher_output = teacher_->teacher_features(batch, student_output);
+    padding = teacher_output.padding_mask;
+    std::vector<torch::Tensor> layers;
+    for (const auto& layer : teacher_output.layer_results) layers.push_back(layer.slice(1, prefix));
+    targets = build_targets(layers, padding.defined() ? padding.slice(1, prefix) : padding,
+                            options_.targets());
+  }
+  const torch::Tensor copies_padding =
+      padding.defined() ? padding.repeat_interleave(m, 0) : padding;  // [B*M,T]
+
+  // Decoder input: encoder output at kept slots, N(0, std) noise at masked slots, original order.
+  const auto t = mask.size(1), d = kept.size(2);
+  const auto noise = torch::randn({b * m, t, d}, kept.options().dtype(torch::kFloat32)) *
+                     decoder_->options().mask_noise_std();
+  const auto restored = restore_positions(kept, ids_keep, noise);  // [B*M,T,D]
+  const auto decoded = decoder_->forward(
+      restored.slice(1, prefix),
+      copies_padding.defined() ? copies_padding.slice(1, prefix) : copies_padding);  // [B*M,T',D]
+
+  // Positions that count: masked and real, in every copy.
+  torch::Tensor selected = mask.slice(1, prefix);  // [B*M,T']
+  if (copies_padding.defined()) selected = selected & ~copies_padding.slice(1, prefix);
+
+  Data2VecOutput out;
+  out.mask = mask;
+  out.padding_mask = copies_padding;
+  out.predictions = decoded.index({selected});                      // [N,D]
+  out.targets = targets.repeat_interleave(m, 0).index({selected});  // [N,D]
+  out.loss = regression_loss(out.predictions, out.targets, options_.loss());
+  if (prefix > 0 && options_.cls_loss_weight() > 0) {
+    // The student's CLS (kept position 0: never masked, first in ascending order) regresses the
+    // mean target over the example's positions.
+    const auto cls_target = targets.mean(1).repeat_interleave(m, 0);  // [B*M,D]
+    out.cls_loss = regression_loss(kept.select(1, 0), cls_target, options_.loss());
+    out.loss = out.loss + options_.cls_loss_weight() * out.cls_loss;
+  }
+  out.target_std = mean_std_over_positions(out.targets);
+  out.pred_std = mean_std_over_positions(out.predictions);
+  const auto real = copies_padding.defined() ? (~copies_padding.slice(1, prefix)).sum()
+                                             : torch::full({}, selected.numel(), torch::kLong);
   out.masked_frac = selected.sum().to(torch::kFloat64) / real.to(torch::kFloat64).clamp_min(1);
   return out;
 }

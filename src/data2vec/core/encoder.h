@@ -8,12 +8,22 @@
 //   extract_features(input, mask)   -> final output [B,T,D], one result per layer, padding mask
 // and, optionally, teacher_features(): how the EMA copy reads the batch (default: the unmasked
 // input through extract_features; audio reads the student's unmasked local features instead).
+//
+// data2vec 2.0 (SPEC section 3) needs one more, optional, capability: encoding only the kept
+// positions of M masked copies of each example. An encoder that has it overrides
+//   supports_kept_encoding() -> true
+//   v2_mask(input, clones, generator)            -> [B*M,T] bool, the same masked count per row
+//   extract_kept_features(input, ids_keep, M)    -> x [B*M,Tk,D] at the kept positions only
+//   default_decoder_options()                    -> the modality's decoder (1-D or 2-D)
+// An encoder without it (a user's own, written for 1.0) still trains with algorithm v1.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <string>
 #include <vector>
+
+#include "data2vec/core/decoder.h"
 
 namespace data2vec {
 
@@ -28,8 +38,9 @@ std::string to_string(LayerResultKind kind);
 
 // One batch as the model sees it.
 struct EncoderInput {
-  torch::Tensor source;        // images [B,C,H,W] | waveforms [B,S] | token ids [B,T] | vectors [B,T,F]
-  torch::Tensor padding_mask;  // [B,S] or [B,T] bool, true = padding; undefined when nothing is padded
+  torch::Tensor source;  // images [B,C,H,W] | waveforms [B,S] | token ids [B,T] | vectors [B,T,F]
+  torch::Tensor
+      padding_mask;  // [B,S] or [B,T] bool, true = padding; undefined when nothing is padded
 
   EncoderInput to(const torch::Device& device) const;
   int64_t batch_size() const { return source.size(0); }
@@ -42,6 +53,8 @@ struct MaskedInput {
 };
 
 // What extract_features returns.
+// (From extract_kept_features: x, layer_results and padding_mask are [B*M,Tk,...] over the kept
+// positions of the copies; local_features stays [B,T,D], once per original example.)
 struct EncoderOutput {
   torch::Tensor x;                           // [B,T,D] final output
   std::vector<torch::Tensor> layer_results;  // L x [B,T,D], in layer order (kind per options)
@@ -78,6 +91,28 @@ class EncoderImpl : public torch::nn::Module {
   // Parameter-name prefixes the teacher copies from the student instead of averaging
   // (e.g. text embeddings). Buffers are always copied.
   virtual std::vector<std::string> ema_copied_prefixes() const { return {}; }
+
+  // ---- data2vec 2.0 (optional) ----
+
+  // Whether the three methods below are implemented. Data2Vec with algorithm v2 requires it.
+  virtual bool supports_kept_encoding() const { return false; }
+
+  // The 2.0 mask strategy for `clones` copies of each example: [B*clones, T] bool (true =
+  // masked), copies of example b in rows b*clones .. b*clones+clones-1, each with its own draw,
+  // EVERY row with the same number of masked positions (so kept positions gather into a
+  // rectangle), never masking padding or prefix tokens.
+  virtual torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
+                                at::Generator& generator);
+
+  // The student's 2.0 forward: local features once per example, repeated `clones` times, then
+  // only the kept positions `ids_keep` [B*clones,Tk] int64 (ascending; see keep_indices) through
+  // the blocks. Returns x [B*clones,Tk,D], padding_mask [B*clones,Tk] (undefined when none),
+  // local_features [B,T,D]; layer_results may be empty (the student's are never read).
+  virtual EncoderOutput extract_kept_features(const EncoderInput& input,
+                                              const torch::Tensor& ids_keep, int64_t clones);
+
+  // The modality's 2.0 decoder (SPEC 3): 1-D 384/k7/g16/4 blocks by default; vision 2-D.
+  virtual DecoderOptions default_decoder_options() const { return DecoderOptions(); }
 };
 
 // Builds a fresh encoder; Data2Vec calls it twice (student and teacher).

@@ -31,4 +31,61 @@ torch::Tensor random_mask(int64_t batch, int64_t time, double ratio,
   return padding_mask.defined() ? mask.to(padding_mask.device()) : mask;
 }
 
+torch::Tensor random_mask_same_count(int64_t batch, int64_t time, double ratio,
+                                     const torch::Tensor& padding_mask, at::Generator& generator) {
+  TORCH_CHECK(ratio > 0.0 && ratio < 1.0, "mask ratio must be in (0, 1), got ", ratio);
+  const auto lengths = real_lengths(padding_mask, batch, time);
+  const int64_t shortest = batch == 0 ? 0 : lengths.min().item<int64_t>();
+  TORCH_CHECK(shortest >= 2 || batch == 0, "same-count mask: an example has ", shortest,
+              " real positions; data2vec 2.0 needs at least 2 (one masked, one kept)");
+  const int64_t n = std::clamp<int64_t>(std::llround(ratio * double(shortest)), 1, shortest - 1);
+  auto scores = torch::rand({batch, time}, generator, torch::kFloat32);
+  if (padding_mask.defined()) scores.masked_fill_(padding_mask.cpu(), 2.0);  // sort last
+  const auto order = scores.argsort(/*dim=*/int64_t{1});                     // [B,T]
+  auto mask = torch::zeros({batch, time}, torch::kBool);
+  mask.scatter_(1, order.slice(1, 0, n), true);
+  return padding_mask.defined() ? mask.to(padding_mask.device()) : mask;
+}
+
+torch::Tensor keep_indices(const torch::Tensor& mask) {
+  TORCH_CHECK(mask.dim() == 2 && mask.scalar_type() == torch::kBool,
+              "keep_indices: mask must be [R,T] bool, got ", mask.sizes(), " ", mask.scalar_type());
+  const auto rows = mask.size(0);
+  const auto kept_per_row = (~mask).sum(1);  // [R]
+  const int64_t kept = rows == 0 ? 0 : kept_per_row[0].item<int64_t>();
+  TORCH_CHECK((kept_per_row == kept).all().item<bool>(),
+              "keep_indices: rows keep different numbers of positions (min ",
+              kept_per_row.min().item<int64_t>(), ", max ", kept_per_row.max().item<int64_t>(),
+              "); data2vec 2.0 masks must mask the same count in every row");
+  // nonzero lists (row, column) pairs in row-major order: columns ascend within a row.
+  return torch::nonzero(~mask).select(1, 1).view({rows, kept});
+}
+
+torch::Tensor gather_positions(const torch::Tensor& x, const torch::Tensor& ids_keep) {
+  TORCH_CHECK(x.dim() == 3 && ids_keep.dim() == 2 && x.size(0) == ids_keep.size(0),
+              "gather_positions: x ", x.sizes(), " and ids_keep ", ids_keep.sizes(),
+              " must be [R,T,D] and [R,Tk]");
+  return x.gather(1, ids_keep.unsqueeze(-1).expand({-1, -1, x.size(2)}));  // [R,Tk,D]
+}
+
+torch::Tensor gather_copies(const torch::Tensor& x, const torch::Tensor& ids_keep, int64_t clones) {
+  TORCH_CHECK(x.dim() >= 2 && ids_keep.dim() == 2 && ids_keep.size(0) == x.size(0) * clones,
+              "gather_copies: x ", x.sizes(), " and ids_keep ", ids_keep.sizes(),
+              " must be [B,T,...] and [B*", clones, ",Tk]");
+  const auto example = torch::arange(ids_keep.size(0), ids_keep.options())
+                           .div(clones, "floor")
+                           .unsqueeze(1);  // [B*M,1]
+  return x.index({example, ids_keep});     // [B*M,Tk,...]
+}
+
+torch::Tensor restore_positions(const torch::Tensor& kept, const torch::Tensor& ids_keep,
+                                const torch::Tensor& fill) {
+  TORCH_CHECK(kept.dim() == 3 && fill.dim() == 3 && kept.size(0) == fill.size(0) &&
+                  kept.size(2) == fill.size(2) && ids_keep.sizes() == kept.sizes().slice(0, 2),
+              "restore_positions: kept ", kept.sizes(), ", ids_keep ", ids_keep.sizes(),
+              " and fill ", fill.sizes(), " do not match");
+  return fill.to(kept.scalar_type())
+      .scatter(1, ids_keep.unsqueeze(-1).expand({-1, -1, kept.size(2)}), kept);  // [R,T,D]
+}
+
 }  // namespace data2vec

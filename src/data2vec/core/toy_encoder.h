@@ -38,12 +38,19 @@ class ToyEncoderImpl : public EncoderImpl {
   MaskedInput apply_mask(const EncoderInput& input, at::Generator& generator) override;
   EncoderOutput extract_features(const EncoderInput& input, const torch::Tensor& mask) override;
 
+  // data2vec 2.0: same-count random masks, kept steps only through the blocks, 1-D decoder.
+  bool supports_kept_encoding() const override { return true; }
+  torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
+                        at::Generator& generator) override;
+  EncoderOutput extract_kept_features(const EncoderInput& input, const torch::Tensor& ids_keep,
+                                      int64_t clones) override;
+
   const ToyEncoderOptions& options() const { return options_; }
 
-  torch::nn::Linear embed{nullptr};            // F -> D
-  torch::Tensor mask_token;                     // [D]
-  torch::Tensor position_embeddings;            // [max_len, D]
-  std::vector<nn::PreNormBlock> layers;         // L blocks
+  torch::nn::Linear embed{nullptr};      // F -> D
+  torch::Tensor mask_token;              // [D]
+  torch::Tensor position_embeddings;     // [max_len, D]
+  std::vector<nn::PreNormBlock> layers;  // L blocks
   torch::nn::LayerNorm final_norm{nullptr};
 
  private:

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "data2vec/io/files.h"
 
@@ -46,6 +47,12 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"model.mask_length", &c.model.mask_length},
       {"model.dropout", &c.model.dropout},
       {"model.layer_scale_init", &c.model.layer_scale_init},
+      {"model.clone_batch", &c.model.clone_batch},
+      {"model.decoder_dim", &c.model.decoder_dim},
+      {"model.decoder_kernel", &c.model.decoder_kernel},
+      {"model.decoder_groups", &c.model.decoder_groups},
+      {"model.decoder_layers", &c.model.decoder_layers},
+      {"model.cls_loss", &c.model.cls_loss},
       {"ema.decay_start", &c.ema.decay_start},
       {"ema.decay_end", &c.ema.decay_end},
       {"ema.anneal_steps", &c.ema.anneal_steps},
@@ -269,6 +276,18 @@ void validate(const Config& c) {
   if (c.train.threads < 0) throw std::invalid_argument("config key 'train.threads' must be >= 0");
   if (c.ema.decay_start < 0 || c.ema.decay_start > 1 || c.ema.decay_end < 0 || c.ema.decay_end > 1) {
     throw std::invalid_argument("config keys 'ema.decay_start' and 'ema.decay_end' must be in [0, 1]");
+  }
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"model.clone_batch", c.model.clone_batch},
+                                   {"model.decoder_dim", c.model.decoder_dim},
+                                   {"model.decoder_kernel", c.model.decoder_kernel},
+                                   {"model.decoder_groups", c.model.decoder_groups},
+                                   {"model.decoder_layers", c.model.decoder_layers}}) {
+    if (value < 0) {
+      throw std::invalid_argument(std::string("config key '") + key + "' must be >= 0 (0 = the modality's default)");
+    }
+  }
+  if (c.model.decoder_kernel > 0 && c.model.decoder_kernel % 2 == 0) {
+    throw std::invalid_argument("config key 'model.decoder_kernel' must be odd (same padding)");
   }
   if (c.model.mask_ratio <= 0 || c.model.mask_ratio >= 1) {
     throw std::invalid_argument("config key 'model.mask_ratio' must be in (0, 1)");

@@ -48,6 +48,13 @@ struct ModelConfig {
   int64_t mask_length = 10;         // audio: span length in frames
   double dropout = -1;              // encoder dropout; < 0 = the preset's
   double layer_scale_init = -1;     // vision layer scale; < 0 = the preset's
+  // data2vec 2.0 (algorithm v2); 0 / < 0 = the modality's default (SPEC section 3)
+  int64_t clone_batch = 0;          // masked copies per example; 0 = image 16, audio / text 8, toy 4
+  int64_t decoder_dim = 0;          // CNN decoder width; 0 = image / text 768, audio 384
+  int64_t decoder_kernel = 0;       // decoder conv kernel (odd); 0 = image 3, audio 7, text 9
+  int64_t decoder_groups = 0;       // decoder conv groups; 0 = image / audio 16, text 1
+  int64_t decoder_layers = 0;       // decoder conv blocks; 0 = image 6, audio 4, text 5
+  double cls_loss = -1;             // CLS loss weight; < 0 = 0.01 for images, else 0
 };
 
 struct EmaConfig {

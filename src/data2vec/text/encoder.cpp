@@ -2,6 +2,8 @@
 
 #include <map>
 
+#include "data2vec/core/masking.h"
+
 namespace data2vec::text {
 
 std::vector<int64_t> special_ids(const TextEncoderOptions& options) {
@@ -116,6 +118,42 @@ EncoderOutput TextEncoderImpl::extract_features(const EncoderInput& input,
   }
   out.x = x;
   return out;
+}
+
+torch::Tensor TextEncoderImpl::v2_mask(const EncoderInput& input, int64_t clones,
+                                       at::Generator& generator) {
+  const auto& ids = input.source;  // [B,T]
+  TORCH_CHECK(ids.dim() == 2, "text encoder: expects token ids [B,T], got ", ids.sizes());
+  const auto padding = input.padding_mask.defined()
+                           ? input.padding_mask.cpu().repeat_interleave(clones, 0)
+                           : torch::Tensor();  // [B*M,T]
+  const auto mask = random_mask_same_count(ids.size(0) * clones, ids.size(1),
+                                           options_.masking().mask_prob(), padding, generator);
+  return mask.to(ids.device());
+}
+
+EncoderOutput TextEncoderImpl::extract_kept_features(const EncoderInput& input,
+                                                     const torch::Tensor& ids_keep,
+                                                     int64_t clones) {
+  const auto& ids = input.source;  // [B,T]
+  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kLong,
+              "text encoder: expects token ids [B,T] int64, got ", ids.sizes(), " ",
+              ids.scalar_type());
+  TORCH_CHECK(ids.size(1) <= options_.max_positions(), "text encoder: sequence of ", ids.size(1),
+              " tokens > max_positions ", options_.max_positions());
+  EncoderOutput out;
+  out.local_features = embeddings(ids);  // [B,T,D], positions included
+  auto x = embedding_dropout(gather_copies(out.local_features, ids_keep, clones));  // [B*M,Tk,D]
+  if (input.padding_mask.defined()) {
+    out.padding_mask = gather_copies(input.padding_mask, ids_keep, clones);  // [B*M,Tk]
+  }
+  for (auto& layer : layers) x = layer->forward(x, /*attention_bias=*/{}, out.padding_mask).x;
+  out.x = x;
+  return out;
+}
+
+DecoderOptions TextEncoderImpl::default_decoder_options() const {
+  return DecoderOptions().dim(768).kernel(9).groups(1).layers(5).residual(false);
 }
 
 std::shared_ptr<TextEncoderImpl> make_text_encoder(const TextEncoderOptions& options) {

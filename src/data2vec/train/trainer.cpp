@@ -75,8 +75,9 @@ void restore_rng_states(const std::map<std::string, torch::Tensor>& states, int 
 
 // Masks are a pure function of (seed, global batch k, position in the global batch), drawn in
 // groups of `group_size` examples: the same masks whatever the number of processes, and no
-// generator state to save for an exact resume.
-MaskedInput draw_masks(EncoderImpl& encoder, const EncoderInput& input, int64_t group_size,
+// generator state to save for an exact resume. Under data2vec 2.0 each group's mask holds the
+// clone_batch copies of its examples, so the joined mask stays in example-major order.
+MaskedInput draw_masks(Data2VecImpl& model, const EncoderInput& input, int64_t group_size,
                        uint64_t seed, int64_t k, int64_t first_position) {
   constexpr uint64_t kMaskStream = 0x6d61736b;  // "mask": a stream apart from the data's seeds
   const int64_t batch = input.batch_size();
@@ -89,7 +90,7 @@ MaskedInput draw_masks(EncoderImpl& encoder, const EncoderInput& input, int64_t 
                                                    : torch::Tensor()};
     auto generator = at::detail::createCPUGenerator(
         mix_seed(seed ^ kMaskStream, uint64_t(k), uint64_t(first_position + start)));
-    parts.push_back(encoder.apply_mask(part, generator));
+    parts.push_back(model.apply_mask(part, generator));
   }
   if (parts.size() == 1) return parts.front();
   std::vector<torch::Tensor> sources, paddings, masks;
@@ -283,7 +284,7 @@ PretrainResult pretrain(PretrainJob& job) {
       bad_samples += int64_t(loaded.bad_samples.size());
       const EncoderInput input = loaded.batch.input.to(device);
       const MaskedInput masked =
-          draw_masks(*model->student(), input, cfg.train.mask_group, uint64_t(cfg.train.seed),
+          draw_masks(*model, input, cfg.train.mask_group, uint64_t(cfg.train.seed),
                      loaded.index, int64_t(rank) * cfg.train.batch_size);
       Data2VecOutput out;
       {

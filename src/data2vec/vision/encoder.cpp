@@ -4,6 +4,8 @@
 #include <map>
 #include <sstream>
 
+#include "data2vec/core/masking.h"
+
 namespace data2vec::vision {
 
 BlockMaskOptions VisionEncoderOptions::block_mask_options() const {
@@ -139,6 +141,16 @@ RelativePositionBiasImpl::RelativePositionBiasImpl(int64_t grid_h, int64_t grid_
       register_buffer("relative_position_index", vision::relative_position_index(grid_h, grid_w));
 }
 
+torch::Tensor RelativePositionBiasImpl::forward_kept(const torch::Tensor& ids_keep) {
+  const auto rows = ids_keep.size(0), kept = ids_keep.size(1);
+  const auto index = relative_position_index.index(
+      {ids_keep.unsqueeze(2), ids_keep.unsqueeze(1)});  // [R,Tk,Tk] rows into the table
+  return relative_position_bias_table.index_select(0, index.reshape({-1}))
+      .view({rows, kept, kept, -1})
+      .permute({0, 3, 1, 2})
+      .contiguous();  // [R,Hd,Tk,Tk]
+}
+
 torch::Tensor RelativePositionBiasImpl::forward() {
   const auto t = relative_position_index.size(0);
   return relative_position_bias_table.index_select(0, relative_position_index.view({-1}))
@@ -181,6 +193,18 @@ torch::Tensor VisionTransformerImpl::forward(torch::Tensor x,
   for (size_t i = 0; i < layers.size(); ++i) {
     const auto block = layers[i]->forward(x, biases[bias_of_layer[i]], /*key_padding_mask=*/{});
     x = block.x;  // [B,T,D]
+    layer_results.push_back(layer_result_(block));
+  }
+  return x;
+}
+
+torch::Tensor VisionTransformerImpl::forward_kept(torch::Tensor x, const torch::Tensor& ids_keep,
+                                                  std::vector<torch::Tensor>& layer_results) {
+  std::vector<torch::Tensor> biases;  // one [R,Hd,Tk,Tk] per table
+  for (auto& bias : position_biases) biases.push_back(bias->forward_kept(ids_keep));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto block = layers[i]->forward(x, biases[bias_of_layer[i]], /*key_padding_mask=*/{});
+    x = block.x;  // [R,Tk,D]
     layer_results.push_back(layer_result_(block));
   }
   return x;
@@ -260,6 +284,43 @@ EncoderOutput VisionEncoderImpl::extract_features(const EncoderInput& input,
   const auto x = encoder->forward(embedded.tokens, out.layer_results);
   out.x = layernorm(x);  // [B,1+N,D]
   return out;
+}
+
+torch::Tensor VisionEncoderImpl::v2_mask(const EncoderInput& input, int64_t clones,
+                                         at::Generator& generator) {
+  const auto rows = input.source.size(0) * clones, g = options_.grid_size();
+  const auto patch_mask = inverse_block_mask(rows, g, g,
+                                             InverseBlockMaskOptions()
+                                                 .mask_ratio(options_.mask_ratio())
+                                                 .block_size(options_.inverse_block_size()),
+                                             generator);  // [B*M,N]
+  const auto mask =
+      torch::cat({torch::zeros({rows, 1}, torch::kBool), patch_mask}, 1);  // [B*M,1+N]
+  return mask.to(input.source.device());
+}
+
+EncoderOutput VisionEncoderImpl::extract_kept_features(const EncoderInput& input,
+                                                       const torch::Tensor& ids_keep,
+                                                       int64_t clones) {
+  const auto& pixels = input.source;  // [B,C,H,W]
+  const auto& o = options_;
+  TORCH_CHECK(pixels.dim() == 4 && pixels.size(1) == o.in_channels() &&
+                  pixels.size(2) == o.image_size() && pixels.size(3) == o.image_size(),
+              "vision encoder: expected images [B,", o.in_channels(), ",", o.image_size(), ",",
+              o.image_size(), "], got ", pixels.sizes());
+  TORCH_CHECK(ids_keep.dim() == 2 && ids_keep.size(0) == pixels.size(0) * clones,
+              "vision encoder: ids_keep must be [B*M, Tk] = [", pixels.size(0) * clones,
+              ", Tk], got ", ids_keep.sizes());
+  EncoderOutput out;
+  out.local_features = embeddings->forward(pixels, /*patch_mask=*/{}).local;  // [B,1+N,D], once
+  const auto x = gather_copies(out.local_features, ids_keep, clones);         // [B*M,Tk,D]
+  out.x = layernorm(encoder->forward_kept(x, ids_keep, out.layer_results));   // [B*M,Tk,D]
+  return out;
+}
+
+DecoderOptions VisionEncoderImpl::default_decoder_options() const {
+  return DecoderOptions().dim(768).kernel(3).groups(16).layers(6).residual(true).grid(
+      {options_.grid_size(), options_.grid_size()});
 }
 
 std::shared_ptr<VisionEncoderImpl> make_vision_encoder(const VisionEncoderOptions& options) {

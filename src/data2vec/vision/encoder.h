@@ -88,6 +88,9 @@ struct VisionEncoderOptions {
   /// Aspect ratio range of mask blocks (log-uniform). Default [0.3, 1/0.3].
   TORCH_ARG(double, min_aspect) = 0.3;
   TORCH_ARG(double, max_aspect) = 1.0 / 0.3;
+  /// data2vec 2.0: side of the kept blocks of the inverse block mask (mask_ratio applies; the
+  /// 2.0 recipe masks 0.8). Default 3.
+  TORCH_ARG(int64_t, inverse_block_size) = 3;
 
  public:  // TORCH_ARG leaves the section private
   int64_t grid_size() const { return image_size() / patch_size(); }
@@ -135,6 +138,8 @@ class RelativePositionBiasImpl : public torch::nn::Module {
  public:
   RelativePositionBiasImpl(int64_t grid_h, int64_t grid_w, int64_t num_heads);
   torch::Tensor forward();  // [Hd,T,T] attention logit bias
+  // The bias between kept positions only: ids_keep [R,Tk] (CLS = 0) -> [R,Hd,Tk,Tk].
+  torch::Tensor forward_kept(const torch::Tensor& ids_keep);
 
   torch::Tensor relative_position_bias_table;  // [(2G_h-1)(2G_w-1)+3, Hd], zeros at init
   torch::Tensor relative_position_index;       // [T,T] int64 buffer: row into the table
@@ -150,6 +155,9 @@ class VisionTransformerImpl : public torch::nn::Module {
   explicit VisionTransformerImpl(const VisionEncoderOptions& options);
   // x [B,T,D] -> block output [B,T,D]; appends one layer result per block to `layer_results`.
   torch::Tensor forward(torch::Tensor x, std::vector<torch::Tensor>& layer_results);
+  // The same on kept tokens only: x [R,Tk,D] at positions ids_keep [R,Tk] of the 1+N tokens.
+  torch::Tensor forward_kept(torch::Tensor x, const torch::Tensor& ids_keep,
+                             std::vector<torch::Tensor>& layer_results);
 
   std::vector<nn::PreNormBlock> layers;               // L blocks, registered as "layer"
   std::vector<RelativePositionBias> position_biases;  // 1 (shared) or L tables
@@ -176,6 +184,16 @@ class VisionEncoderImpl : public data2vec::EncoderImpl {
   // input.source [B,C,H,W]; mask [B,1+N] bool or undefined. x [B,1+N,D] after the final norm;
   // local_features = CLS + unmasked patch embeddings.
   EncoderOutput extract_features(const EncoderInput& input, const torch::Tensor& mask) override;
+
+  // data2vec 2.0: inverse block masks [B*M,1+N] (CLS column false); the kept patches plus CLS
+  // through the blocks, with the relative position bias gathered for them; a 2-D decoder over
+  // the G x G patch grid (768, k 3, g 16, 6 blocks, residual).
+  bool supports_kept_encoding() const override { return true; }
+  torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
+                        at::Generator& generator) override;
+  EncoderOutput extract_kept_features(const EncoderInput& input, const torch::Tensor& ids_keep,
+                                      int64_t clones) override;
+  DecoderOptions default_decoder_options() const override;
 
   const VisionEncoderOptions& options() const { return options_; }
 

@@ -100,4 +100,53 @@ torch::Tensor block_mask(int64_t batch, int64_t grid_h, int64_t grid_w,
   return out;
 }
 
+int64_t inverse_block_keep_count(int64_t num_patches, double mask_ratio) {
+  TORCH_CHECK(mask_ratio > 0.0 && mask_ratio < 1.0,
+              "inverse block mask: mask_ratio must be in (0, 1), got ", mask_ratio);
+  TORCH_CHECK(num_patches >= 2, "inverse block mask: needs at least 2 patches, got ", num_patches);
+  return std::clamp<int64_t>(std::llround((1.0 - mask_ratio) * double(num_patches)), 1,
+                             num_patches - 1);
+}
+
+torch::Tensor inverse_block_mask(int64_t batch, int64_t grid_h, int64_t grid_w,
+                                 const InverseBlockMaskOptions& options, at::Generator& generator) {
+  TORCH_CHECK(grid_h > 0 && grid_w > 0, "inverse block mask: empty patch grid ", grid_h, "x",
+              grid_w);
+  TORCH_CHECK(options.block_size() >= 1, "inverse block mask: block_size must be >= 1, got ",
+              options.block_size());
+  const int64_t n = grid_h * grid_w;
+  const int64_t target = inverse_block_keep_count(n, options.mask_ratio());
+  const int64_t lo = (options.block_size() - 1) / 2, hi = options.block_size() / 2;  // around c
+
+  const auto seeds = torch::randint(0, std::numeric_limits<int64_t>::max(), {batch}, generator,
+                                    torch::TensorOptions().dtype(torch::kLong));
+  auto out = torch::ones({batch, n}, torch::kBool);  // [B,N], true = masked
+  auto* out_data = out.data_ptr<bool>();
+  const auto* seed_data = seeds.data_ptr<int64_t>();
+  std::vector<uint8_t> kept(n);
+  std::vector<int64_t> fresh;
+  for (int64_t b = 0; b < batch; ++b) {
+    Rng rng(uint64_t(seed_data[b]));
+    std::fill(kept.begin(), kept.end(), 0);
+    int64_t count = 0;
+    while (count < target) {
+      // A block centre anywhere on the grid; the block is clipped at the edges.
+      const int64_t ci = rng.randint(0, grid_h - 1), cj = rng.randint(0, grid_w - 1);
+      fresh.clear();
+      for (int64_t i = std::max<int64_t>(0, ci - lo); i <= std::min(grid_h - 1, ci + hi); ++i)
+        for (int64_t j = std::max<int64_t>(0, cj - lo); j <= std::min(grid_w - 1, cj + hi); ++j)
+          if (!kept[i * grid_w + j]) fresh.push_back(i * grid_w + j);
+      // All of the block when it fits; otherwise a random subset of its new patches.
+      const auto take = std::min<int64_t>(int64_t(fresh.size()), target - count);
+      for (int64_t k = 0; k < take; ++k) {
+        std::swap(fresh[k], fresh[rng.randint(k, int64_t(fresh.size()) - 1)]);
+        kept[fresh[k]] = 1;
+      }
+      count += take;
+    }
+    for (int64_t i = 0; i < n; ++i) out_data[b * n + i] = kept[i] == 0;
+  }
+  return out;
+}
+
 }  // namespace data2vec::vision

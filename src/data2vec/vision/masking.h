@@ -35,4 +35,25 @@ int64_t block_mask_count(int64_t num_patches, double mask_ratio);
 torch::Tensor block_mask(int64_t batch, int64_t grid_h, int64_t grid_w,
                          const BlockMaskOptions& options, at::Generator& generator);
 
+// ---- data2vec 2.0: inverse block masking (SPEC section 3) ----
+// The KEPT region is grown as blocks: random block centres, a block_size x block_size square of
+// patches around each (clipped at the grid's edge) marked kept, until exactly
+// inverse_block_keep_count(N, mask_ratio) patches are kept (the last block adds only as many of
+// its new patches as are missing, chosen at random); everything else is masked.
+
+struct InverseBlockMaskOptions {
+  /// Fraction of patches masked (the kept count is exact, see below). Default 0.8.
+  TORCH_ARG(double, mask_ratio) = 0.8;
+  /// Side of a kept block in patches. Default 3.
+  TORCH_ARG(int64_t, block_size) = 3;
+};
+
+// Kept patches per image: max(1, round((1 - mask_ratio) * N)), at most N - 1.
+int64_t inverse_block_keep_count(int64_t num_patches, double mask_ratio);
+
+// [batch, grid_h * grid_w] bool (true = masked), each row keeping exactly
+// inverse_block_keep_count(N, mask_ratio) patches. One seed per image from `generator`.
+torch::Tensor inverse_block_mask(int64_t batch, int64_t grid_h, int64_t grid_w,
+                                 const InverseBlockMaskOptions& options, at::Generator& generator);
+
 }  // namespace data2vec::vision

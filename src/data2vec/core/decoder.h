@@ -1,0 +1,71 @@
+// The data2vec 2.0 decoder (SPEC section 3): a light CNN that fills the masked slots.
+//
+//   input [R,T,D] (encoder output at kept slots, N(0, 0.01) noise at masked slots, in the
+//   original order) -> blocks of Conv(kernel k, groups g) -> LayerNorm(no affine) -> GELU, with a
+//   residual around each block whose input and output widths match -> Linear(Dd, D) -> [R,T,D]
+//
+// 1-D over time (audio, text) or 2-D over a patch grid (images: T = G_h * G_w, row-major).
+// Shapes: R rows (examples x copies), T positions, D encoder width, Dd decoder width.
+//
+// Registered names (fairseq Decoder1d / Decoder2d): blocks.{i}.conv.{weight,bias}, proj.*
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace data2vec {
+
+struct DecoderOptions {
+  /// Decoder width Dd. Default 384 (audio).
+  TORCH_ARG(int64_t, dim) = 384;
+  /// Convolution kernel k (odd: "same" padding). Default 7 (audio).
+  TORCH_ARG(int64_t, kernel) = 7;
+  /// Convolution groups g (D and Dd must divide by it). Default 16.
+  TORCH_ARG(int64_t, groups) = 16;
+  /// Number of conv blocks. Default 4 (audio).
+  TORCH_ARG(int64_t, layers) = 4;
+  /// Residual around each block (where widths match). Default true (text: false).
+  TORCH_ARG(bool, residual) = true;
+  /// Empty: 1-D over time. {G_h, G_w}: 2-D over a row-major patch grid. Default empty.
+  TORCH_ARG(std::vector<int64_t>, grid) = {};
+  /// Std of the noise filling the masked slots. Default 0.01.
+  TORCH_ARG(double, mask_noise_std) = 0.01;
+};
+
+// `base` with every positive field of `overrides` (dim, kernel, groups, layers) taken over;
+// residual / grid / noise stay the base's. For config keys where 0 means "the modality's default".
+DecoderOptions override_decoder_options(DecoderOptions base, int64_t dim, int64_t kernel,
+                                        int64_t groups, int64_t layers);
+
+// One block: Conv -> LayerNorm over channels (no affine) -> GELU.
+class DecoderBlockImpl : public torch::nn::Module {
+ public:
+  DecoderBlockImpl(int64_t in_dim, const DecoderOptions& options);
+  // x [R,C,T] (1-D) or [R,C,G_h,G_w] (2-D) -> the same with Dd channels.
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::AnyModule conv;  // Conv1d or Conv2d, registered as "conv"
+  int64_t dim;
+};
+TORCH_MODULE(DecoderBlock);
+
+class DecoderImpl : public torch::nn::Module {
+ public:
+  // `input_dim` D: the encoder's width (also the output width).
+  DecoderImpl(int64_t input_dim, const DecoderOptions& options);
+  // x [R,T,D]; padding_mask [R,T] bool (true = padding, zeroed before every conv) or undefined.
+  // Returns [R,T,D].
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& padding_mask);
+
+  const DecoderOptions& options() const { return options_; }
+
+  std::vector<DecoderBlock> blocks;  // registered as blocks.{i}
+  torch::nn::Linear proj{nullptr};   // Dd -> D
+
+ private:
+  DecoderOptions options_;
+};
+TORCH_MODULE(Decoder);
+
+}  // namespace data2vec

@@ -1,0 +1,268 @@
+// data2vec 2.0 in each modality (SPEC section 3): the masks (exact counts, shapes, padding and
+// CLS never masked, blocky kept regions), kept-only encoding equal to the full encoding when
+// everything is kept, and one v2 training pass per modality with its decoder's shapes.
+#include <gtest/gtest.h>
+
+#include "data2vec/audio/encoder.h"
+#include "data2vec/audio/masking.h"
+#include "data2vec/core/data2vec.h"
+#include "data2vec/core/masking.h"
+#include "data2vec/text/encoder.h"
+#include "data2vec/vision/encoder.h"
+#include "data2vec/vision/masking.h"
+#include "support.h"
+
+namespace data2vec {
+namespace {
+
+using data2vec::testing::tensors_close;
+
+at::Generator seeded(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+vision::VisionEncoderOptions small_vision() {
+  return vision::VisionEncoderOptions()
+      .image_size(28)
+      .patch_size(4)
+      .in_channels(1)
+      .dim(32)
+      .depth(2)
+      .num_heads(4)
+      .mlp_dim(64)
+      .min_mask_patches(4)
+      .mask_ratio(0.8)
+      .layer_result(LayerResultKind::kFfn);
+}
+
+audio::AudioEncoderOptions small_audio() {
+  return audio::AudioEncoderOptions()
+      .conv_layers(audio::default_conv_layers(16))
+      .dim(32)
+      .depth(2)
+      .num_heads(4)
+      .mlp_dim(64)
+      .pos_conv_depth(2)
+      .pos_conv_kernel(5)
+      .pos_conv_groups(4);
+}
+
+text::TextEncoderOptions small_text() {
+  auto o = text::TextEncoderOptions(50).dim(32).depth(2).num_heads(2).mlp_dim(64).max_positions(24);
+  o.masking().mask_prob(0.45);
+  return o;
+}
+
+// Mean over kept patches of how many of their 4-neighbours are kept. kept [R, g*g] bool.
+double mean_kept_neighbours(const torch::Tensor& kept, int64_t g) {
+  const auto grid = kept.view({-1, g, g}).to(torch::kLong);
+  const auto p = torch::constant_pad_nd(grid, {1, 1, 1, 1}, 0);
+  const auto n = p.slice(1, 0, g).slice(2, 1, g + 1) + p.slice(1, 2, g + 2).slice(2, 1, g + 1) +
+                 p.slice(1, 1, g + 1).slice(2, 0, g) + p.slice(1, 1, g + 1).slice(2, 2, g + 2);
+  return (n * grid).sum().item<double>() / grid.sum().item<double>();
+}
+
+// ---- masks ----
+
+TEST(V2Masks, InverseBlockMaskKeepsAnExactCount) {
+  EXPECT_EQ(vision::inverse_block_keep_count(196, 0.8), 39);  // 39.2
+  EXPECT_EQ(vision::inverse_block_keep_count(49, 0.8), 10);   // 9.8
+  EXPECT_EQ(vision::inverse_block_keep_count(49, 0.99), 1);
+  for (const auto& [g, ratio] : std::vector<std::pair<int64_t, double>>{
+           {7, 0.8}, {14, 0.8}, {14, 0.6}, {5, 0.5}, {16, 0.9}}) {
+    auto gen = seeded(uint64_t(g) * 31);
+    const auto mask = vision::inverse_block_mask(
+        64, g, g, vision::InverseBlockMaskOptions().mask_ratio(ratio), gen);  // [64,g*g]
+    ASSERT_EQ(mask.sizes(), torch::IntArrayRef({64, g * g}));
+    const auto kept = (~mask).sum(1);
+    EXPECT_TRUE((kept == vision::inverse_block_keep_count(g * g, ratio)).all().item<bool>())
+        << g << "x" << g << " ratio " << ratio << ": kept counts " << kept.slice(0, 0, 8);
+  }
+}
+
+TEST(V2Masks, InverseBlockMaskKeepsBlocksNotScatteredPatches) {
+  auto gen = seeded(5);
+  const auto mask = vision::inverse_block_mask(256, 14, 14, vision::InverseBlockMaskOptions(), gen);
+  // Scattered 20% would give ~0.8 kept neighbours per kept patch; 3x3 blocks give ~2.5.
+  EXPECT_GT(mean_kept_neighbours(~mask, 14), 1.8);
+  // Pure function of the generator state; rows differ.
+  auto again = seeded(5);
+  EXPECT_TRUE(torch::equal(
+      mask, vision::inverse_block_mask(256, 14, 14, vision::InverseBlockMaskOptions(), again)));
+  EXPECT_FALSE(torch::equal(mask[0], mask[1]));
+}
+
+TEST(V2Masks, OneDimensionalBlocksMaskAnExactCountInsideRealFrames) {
+  auto gen = seeded(3);
+  const auto lengths = torch::tensor({100, 80, 100, 61}, torch::kLong);
+  const auto mask = audio::block_mask_1d(lengths, 100, audio::BlockMask1dOptions(), gen);
+  const int64_t expected = 31;  // round(0.5 * 61): the shortest example sets every row's count
+  EXPECT_TRUE((mask.sum(1) == expected).all().item<bool>()) << mask.sum(1);
+  for (int64_t b = 0; b < 4; ++b)
+    EXPECT_FALSE(mask[b].slice(0, lengths[b].item<int64_t>()).any().item<bool>()) << b;
+  // Blocks: runs of masked frames average well above one frame.
+  const auto starts = (mask.slice(1, 1) & ~mask.slice(1, 0, -1)).sum() + mask.select(1, 0).sum();
+  EXPECT_GT(double(mask.sum().item<int64_t>()) / starts.item<double>(), 3.0);
+}
+
+TEST(V2Masks, SameCountRandomMaskNeverTouchesPadding) {
+  auto gen = seeded(4);
+  auto padding = torch::zeros({3, 20}, torch::kBool);
+  padding[1].slice(0, 12).fill_(true);
+  const auto mask = random_mask_same_count(3, 20, 0.45, padding, gen);
+  EXPECT_TRUE((mask.sum(1) == 5).all().item<bool>()) << mask.sum(1);  // round(0.45 * 12)
+  EXPECT_FALSE((mask & padding).any().item<bool>());
+}
+
+TEST(V2Masks, EachModalityMasksCopiesIndependentlyWithEqualCounts) {
+  torch::manual_seed(0);
+  auto gen = seeded(8);
+  vision::VisionEncoderImpl vision_encoder(small_vision());
+  const auto vm = vision_encoder.v2_mask(EncoderInput{torch::randn({2, 1, 28, 28}), {}}, 3, gen);
+  ASSERT_EQ(vm.sizes(), torch::IntArrayRef({6, 50}));
+  EXPECT_FALSE(vm.select(1, 0).any().item<bool>()) << "CLS masked";
+  EXPECT_TRUE(((~vm).sum(1) == 1 + 10).all().item<bool>());
+  EXPECT_FALSE(torch::equal(vm[0], vm[1]));
+
+  text::TextEncoderImpl text_encoder(small_text());
+  auto padding = torch::zeros({2, 20}, torch::kBool);
+  padding[1].slice(0, 15).fill_(true);
+  const auto tm = text_encoder.v2_mask(
+      EncoderInput{torch::randint(5, 50, {2, 20}, torch::kLong), padding}, 4, gen);
+  ASSERT_EQ(tm.sizes(), torch::IntArrayRef({8, 20}));
+  EXPECT_TRUE((tm.sum(1) == 7).all().item<bool>()) << tm.sum(1);  // round(0.45 * 15)
+  EXPECT_FALSE((tm & padding.repeat_interleave(4, 0)).any().item<bool>());
+
+  audio::AudioEncoderImpl audio_encoder(small_audio());
+  const auto am = audio_encoder.v2_mask(EncoderInput{torch::randn({2, 8000}), {}}, 2, gen);
+  ASSERT_EQ(am.sizes(), torch::IntArrayRef({4, audio_encoder.num_frames(8000)}));
+  EXPECT_TRUE((am.sum(1) == int64_t(std::llround(0.5 * double(am.size(1))))).all().item<bool>());
+}
+
+// ---- kept-only encoding ----
+
+TEST(V2KeptEncoding, EveryPositionKeptEqualsTheFullEncodingInEachModality) {
+  torch::manual_seed(0);
+  {
+    vision::VisionEncoderImpl encoder(small_vision());
+    encoder.eval();
+    torch::NoGradGuard no_grad;
+    // Non-zero position tables, so a wrongly gathered bias would show.
+    encoder.encoder->position_biases[0]->relative_position_bias_table.normal_();
+    const EncoderInput batch{torch::randn({2, 1, 28, 28}), {}};
+    const auto ids = torch::arange(50).repeat({4, 1});
+    const auto kept = encoder.extract_kept_features(batch, ids, 2).x;  // [4,50,D]
+    const auto full = encoder.extract_features(batch, {}).x;
+    EXPECT_TRUE(tensors_close("vision", kept.index({torch::tensor({0, 2})}), full, 1e-4));
+    // A subset: the gathered bias equals the full bias at the kept rows and columns.
+    const auto sub = torch::tensor({0, 3, 7, 20, 49}, torch::kLong).unsqueeze(0);
+    auto bias = encoder.encoder->position_biases[0];
+    const auto gathered = bias->forward_kept(sub)[0];  // [Hd,5,5]
+    const auto index = sub[0];
+    EXPECT_TRUE(
+        torch::equal(gathered, bias->forward().index_select(1, index).index_select(2, index)));
+  }
+  {
+    text::TextEncoderImpl encoder(small_text());
+    encoder.eval();
+    torch::NoGradGuard no_grad;
+    auto padding = torch::zeros({2, 12}, torch::kBool);
+    padding[1].slice(0, 9).fill_(true);
+    const EncoderInput batch{torch::randint(5, 50, {2, 12}, torch::kLong), padding};
+    const auto kept = encoder.extract_kept_features(batch, torch::arange(12).repeat({2, 1}), 1);
+    const auto full = encoder.extract_features(batch, {});
+    const auto real = ~padding.unsqueeze(-1);
+    EXPECT_TRUE(tensors_close("text", kept.x * real, full.x * real, 1e-4));
+    EXPECT_TRUE(torch::equal(kept.padding_mask, padding));
+  }
+  {
+    audio::AudioEncoderImpl encoder(small_audio());
+    encoder.eval();
+    torch::NoGradGuard no_grad;
+    const EncoderInput batch{torch::randn({2, 8000}), {}};
+    const auto t = encoder.num_frames(8000);
+    const auto kept = encoder.extract_kept_features(batch, torch::arange(t).repeat({2, 1}), 1);
+    const auto full = encoder.extract_features(batch, {});
+    EXPECT_TRUE(tensors_close("audio", kept.x, full.x, 1e-4));
+    EXPECT_TRUE(tensors_close("audio local", kept.local_features, full.local_features, 0));
+  }
+}
+
+// ---- one v2 pass per modality ----
+
+Data2VecOptions v2(int64_t top_k, TargetNorm final_norm, double cls) {
+  return Data2VecOptions()
+      .algorithm(Algorithm::kV2)
+      .clone_batch(3)
+      .decoder_dim(16)
+      .decoder_layers(2)
+      .decoder_groups(4)
+      .cls_loss_weight(cls)
+      .targets(TargetOptions()
+                   .top_k_layers(top_k)
+                   .layer_norm_targets(TargetNorm::kInstance)
+                   .final_norm(final_norm));
+}
+
+TEST(V2Pass, VisionDecodesTheGridAndAddsTheClsLoss) {
+  torch::manual_seed(0);
+  Data2Vec model([] { return vision::make_vision_encoder(small_vision()); },
+                 v2(2, TargetNorm::kLayer, 0.01));
+  EXPECT_EQ(model->decoder()->options().grid(), std::vector<int64_t>({7, 7}));
+  EXPECT_EQ(model->decoder()->options().kernel(), 3);
+  auto gen = seeded(1);
+  const EncoderInput batch{torch::randn({2, 1, 28, 28}), {}};
+  const auto masked = model->apply_mask(batch, gen);
+  const auto out = model->forward_masked(batch, masked);
+  EXPECT_EQ(out.predictions.sizes(), torch::IntArrayRef({2 * 3 * 39, 32}));
+  ASSERT_TRUE(out.cls_loss.defined());
+  EXPECT_GT(out.cls_loss.item<double>(), 0.0);
+  EXPECT_NEAR(
+      out.loss.item<double>(),
+      regression_loss(out.predictions, out.targets, model->options().loss()).item<double>() +
+          0.01 * out.cls_loss.item<double>(),
+      1e-5);
+  out.loss.backward();
+  EXPECT_GT(model->student()
+                ->named_parameters()["embeddings.cls_token"]
+                .grad()
+                .abs()
+                .sum()
+                .item<double>(),
+            0.0);
+}
+
+TEST(V2Pass, TextAndAudioTrainWithPadding) {
+  torch::manual_seed(0);
+  {
+    Data2Vec model([] { return text::make_text_encoder(small_text()); },
+                   v2(2, TargetNorm::kNone, 0.0));
+    EXPECT_EQ(model->decoder()->options().kernel(), 9);
+    EXPECT_FALSE(model->decoder()->options().residual());
+    auto padding = torch::zeros({2, 16}, torch::kBool);
+    padding[0].slice(0, 11).fill_(true);
+    auto gen = seeded(2);
+    const auto out =
+        model->forward(EncoderInput{torch::randint(5, 50, {2, 16}, torch::kLong), padding}, gen);
+    EXPECT_EQ(out.predictions.size(0), 2 * 3 * 5);  // round(0.45 * 11) per copy
+    EXPECT_FALSE(out.cls_loss.defined());
+    out.loss.backward();
+  }
+  {
+    Data2Vec model([] { return audio::make_audio_encoder(small_audio()); },
+                   v2(2, TargetNorm::kNone, 0.0));
+    EXPECT_EQ(model->decoder()->options().kernel(), 7);
+    auto source = torch::randn({2, 8000});
+    auto padding = torch::zeros({2, 8000}, torch::kBool);
+    padding[1].slice(0, 5000).fill_(true);
+    auto gen = seeded(3);
+    const auto out = model->forward(EncoderInput{source, padding}, gen);
+    const auto real_frames = model->student()->as<audio::AudioEncoderImpl>()->num_frames(5000);
+    EXPECT_EQ(out.predictions.size(0), 2 * 3 * std::llround(0.5 * double(real_frames)));
+    EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
+    out.loss.backward();
+  }
+}
+
+}  // namespace
+}  // namespace data2vec
