@@ -17,7 +17,10 @@
 //   train step = 3 x student forward (backward = 2 x forward) + teacher forward
 //              + 3 x head over the masked positions;   extract = 1 x forward.
 // The per-modality front ends (patch conv, audio CNN, positional convs) are counted the same way.
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <chrono>
@@ -27,14 +30,10 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
-#include <nlohmann/json.hpp>
-#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "data2vec/audio/encoder.h"
 #include "data2vec/core/data2vec.h"
@@ -87,18 +86,30 @@ Args parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) usage("missing value after " + flag);
     const std::string value = argv[++i];
-    if (flag == "--config") a.config = value;
-    else if (flag == "--mode") a.mode = value;
-    else if (flag == "--batch") a.batch = std::stoll(value);
-    else if (flag == "--dtype") a.dtype = value;
-    else if (flag == "--threads") a.threads = std::stoi(value);
-    else if (flag == "--warmup") a.warmup = std::stoi(value);
-    else if (flag == "--reps") a.reps = std::stoi(value);
-    else if (flag == "--seed") a.seed = std::stoll(value);
-    else if (flag == "--gemm-size") a.gemm_size = std::stoll(value);
-    else if (flag == "--dump") a.dump = value;
-    else if (flag == "--profile") a.profile = value;
-    else usage("unknown flag " + flag);
+    if (flag == "--config")
+      a.config = value;
+    else if (flag == "--mode")
+      a.mode = value;
+    else if (flag == "--batch")
+      a.batch = std::stoll(value);
+    else if (flag == "--dtype")
+      a.dtype = value;
+    else if (flag == "--threads")
+      a.threads = std::stoi(value);
+    else if (flag == "--warmup")
+      a.warmup = std::stoi(value);
+    else if (flag == "--reps")
+      a.reps = std::stoi(value);
+    else if (flag == "--seed")
+      a.seed = std::stoll(value);
+    else if (flag == "--gemm-size")
+      a.gemm_size = std::stoll(value);
+    else if (flag == "--dump")
+      a.dump = value;
+    else if (flag == "--profile")
+      a.profile = value;
+    else
+      usage("unknown flag " + flag);
   }
   if (a.mode != "train" && a.mode != "extract" && a.mode != "gemm") usage("bad --mode " + a.mode);
   if (a.dtype != "fp32" && a.dtype != "bf16") usage("bad --dtype " + a.dtype);
@@ -109,9 +120,9 @@ Args parse(int argc, char** argv) {
 // ---- the benchmark configurations (bench/reference.py holds the same table) ----
 
 // Sequence sizes of the synthetic inputs.
-constexpr int64_t kTextTokens = 128;     // tokens per text example
-constexpr int64_t kTextVocab = 8000;     // the brown-tiny tokenizer's size
-constexpr int64_t kAudioSamples = 32000; // 2 s at 16 kHz -> 99 frames
+constexpr int64_t kTextTokens = 128;      // tokens per text example
+constexpr int64_t kTextVocab = 8000;      // the brown-tiny tokenizer's size
+constexpr int64_t kAudioSamples = 32000;  // 2 s at 16 kHz -> 99 frames
 
 struct OptimSpec {
   bool adamw;
@@ -143,14 +154,15 @@ Model build(const std::string& config, bool no_dropout) {
     auto o = data2vec::vision::vision_preset(size);
     const auto g = o.grid_size();
     m.tokens = 1 + g * g;
-    m.front_flops = 2.0 * double(g * g) * double(o.in_channels() * o.patch_size() * o.patch_size()) *
-                    double(o.dim());
+    m.front_flops = 2.0 * double(g * g) *
+                    double(o.in_channels() * o.patch_size() * o.patch_size()) * double(o.dim());
     m.teacher_front_flops = m.front_flops;
     m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
-    options.targets(data2vec::TargetOptions()
-                        .top_k_layers(6)
-                        .layer_norm_targets(data2vec::TargetNorm::kLayer)
-                        .final_norm(data2vec::TargetNorm::kLayer))
+    options
+        .targets(data2vec::TargetOptions()
+                     .top_k_layers(6)
+                     .layer_norm_targets(data2vec::TargetNorm::kLayer)
+                     .final_norm(data2vec::TargetNorm::kLayer))
         .loss(data2vec::LossOptions().beta(2.0).scale(1.0))
         .ema(data2vec::EmaOptions().decay_start(0.9998).decay_end(0.9999).anneal_steps(300000));
     m.optim = {true, 2e-3, 0.9, 0.999, 1e-8, 0.05, 3.0};
@@ -160,10 +172,11 @@ Model build(const std::string& config, bool no_dropout) {
     if (no_dropout) o.dropout(0).attention_dropout(0);
     m.tokens = kTextTokens;
     m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
-    options.targets(data2vec::TargetOptions()
-                        .top_k_layers(10)
-                        .layer_norm_targets(data2vec::TargetNorm::kLayer)
-                        .final_norm(data2vec::TargetNorm::kNone))
+    options
+        .targets(data2vec::TargetOptions()
+                     .top_k_layers(10)
+                     .layer_norm_targets(data2vec::TargetNorm::kLayer)
+                     .final_norm(data2vec::TargetNorm::kNone))
         .loss(data2vec::LossOptions().beta(4.0).scale(1.0))
         .ema(data2vec::EmaOptions().decay_start(0.999).decay_end(0.9999).anneal_steps(100000))
         .head_hidden_mult(2);
@@ -187,10 +200,11 @@ Model build(const std::string& config, bool no_dropout) {
                             double(o.dim() / o.pos_conv_groups() * o.pos_conv_kernel()) *
                             double(o.pos_conv_depth());  // the teacher runs the pos convs
     m.front_flops += m.teacher_front_flops;
-    options.targets(data2vec::TargetOptions()
-                        .top_k_layers(8)
-                        .layer_norm_targets(data2vec::TargetNorm::kInstance)
-                        .final_norm(data2vec::TargetNorm::kNone))
+    options
+        .targets(data2vec::TargetOptions()
+                     .top_k_layers(8)
+                     .layer_norm_targets(data2vec::TargetNorm::kInstance)
+                     .final_norm(data2vec::TargetNorm::kNone))
         .loss(data2vec::LossOptions().beta(0.0).scale(-1.0))
         .ema(data2vec::EmaOptions().decay_start(0.999).decay_end(0.9999).anneal_steps(30000));
     m.optim = {false, 5e-4, 0.9, 0.98, 1e-6, 0.01, 0.0};
@@ -275,8 +289,9 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(Model& m) {
   std::vector<torch::optim::OptimizerParamGroup> groups;
   if (o.adamw) {
     auto opts = torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps);
-    groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(
-                                     torch::optim::AdamWOptions(opts).weight_decay(o.weight_decay)));
+    groups.emplace_back(decayed,
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(opts).weight_decay(o.weight_decay)));
     groups.emplace_back(exempt, std::make_unique<torch::optim::AdamWOptions>(
                                     torch::optim::AdamWOptions(opts).weight_decay(0.0)));
     return std::make_unique<torch::optim::AdamW>(std::move(groups), opts);
@@ -296,9 +311,14 @@ int64_t count_parameters(torch::nn::Module& module) {
 }
 
 nlohmann::json header(const Args& a, int threads) {
-  return {{"impl", a.plain ? "cpp-plain" : "cpp"}, {"config", a.config}, {"mode", a.mode},
-          {"batch", a.batch},     {"dtype", a.dtype},    {"threads", threads},
-          {"torch", TORCH_VERSION}, {"blas", blas_name()}};
+  return {{"impl", a.plain ? "cpp-plain" : "cpp"},
+          {"config", a.config},
+          {"mode", a.mode},
+          {"batch", a.batch},
+          {"dtype", a.dtype},
+          {"threads", threads},
+          {"torch", TORCH_VERSION},
+          {"blas", blas_name()}};
 }
 
 int run_gemm(const Args& a, int threads) {
@@ -416,7 +436,8 @@ int main(int argc, char** argv) {
       if (i >= a.warmup) times.push_back(s);
     }
     const double student = forward_flops(m, false), teacher = forward_flops(m, true);
-    j["flops"] = double(a.batch) * (3.0 * student + teacher) + 3.0 * masked_positions * head_flops(m);
+    j["flops"] =
+        double(a.batch) * (3.0 * student + teacher) + 3.0 * masked_positions * head_flops(m);
     j["losses"] = losses;
   }
   profiler.reset();  // writes the trace

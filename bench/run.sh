@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/data2vec_bench}
 PYTHON=${PYTHON:-/usr/bin/python3}
+args_given="$*"
 quick=0 bf16=0 base=0 rounds="" threads=$(nproc) out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -53,8 +54,8 @@ fi
                    "text-base train 8 fp32 1 1")
 
 echo "# data2vec.cpp vs PyTorch (Python) — $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "command: bench/run.sh $*"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(uptime | sed 's/.*load/load/')"
+echo "command: bench/run.sh $args_given"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1) ($(grep -o -m1 -w 'avx512_bf16\|amx_bf16\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')), $(nproc) cores; $(uptime | sed 's/.*load/load/')"
 echo "threads: $threads; rounds: $rounds (C++ and Python alternate, order swapped each round)"
 echo "results: $out"
 

@@ -46,8 +46,8 @@ void expect_same(Block& fast, Block& plain, const torch::Tensor& x, const torch:
   if (bias.defined()) EXPECT_TRUE(tensors_close("bias gradient", bf.grad(), bp.grad(), 1e-5));
   auto plain_params = plain->named_parameters();
   for (const auto& p : fast->named_parameters()) {
-    EXPECT_TRUE(tensors_close(p.key() + " gradient", p.value().grad(),
-                              plain_params[p.key()].grad(), 1e-5));
+    EXPECT_TRUE(
+        tensors_close(p.key() + " gradient", p.value().grad(), plain_params[p.key()].grad(), 1e-5));
   }
 }
 

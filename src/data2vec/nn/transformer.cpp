@@ -22,7 +22,8 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_)
               " does not divide into ", options.num_heads(), " heads");
   const auto d = options.dim();
   query = register_module("query", torch::nn::Linear(d, d));
-  key = register_module("key", torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(options.key_bias())));
+  key = register_module("key",
+                        torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(options.key_bias())));
   value = register_module("value", torch::nn::Linear(d, d));
   output = register_module("output", torch::nn::Linear(d, d));
 }
@@ -36,11 +37,12 @@ torch::Tensor logit_mask(const torch::Tensor& bias, const torch::Tensor& key_pad
                          int64_t b, int64_t t, const torch::TensorOptions& options) {
   if (!key_padding_mask.defined()) return bias;
   const auto dtype = options.dtype().toScalarType();
-  const double lowest = dtype == torch::kBFloat16 ? double(std::numeric_limits<c10::BFloat16>::lowest())
-                        : dtype == torch::kHalf   ? double(std::numeric_limits<c10::Half>::lowest())
-                                                  : double(std::numeric_limits<float>::lowest());
-  const auto pad = torch::zeros({b, 1, 1, t}, options)
-                       .masked_fill(key_padding_mask.view({b, 1, 1, t}), lowest);
+  const double lowest = dtype == torch::kBFloat16
+                            ? double(std::numeric_limits<c10::BFloat16>::lowest())
+                        : dtype == torch::kHalf ? double(std::numeric_limits<c10::Half>::lowest())
+                                                : double(std::numeric_limits<float>::lowest());
+  const auto pad =
+      torch::zeros({b, 1, 1, t}, options).masked_fill(key_padding_mask.view({b, 1, 1, t}), lowest);
   return bias.defined() ? bias.to(dtype) + pad : pad;
 }
 
@@ -77,7 +79,8 @@ torch::Tensor SelfAttentionImpl::forward_plain(const torch::Tensor& x, const tor
   return output(context.transpose(1, 2).reshape({b, t, h * dh}));
 }
 
-torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x, const torch::Tensor& attn_bias,
+torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,
+                                               const torch::Tensor& attn_bias,
                                                const torch::Tensor& key_padding_mask) {
   const auto b = x.size(0), t = x.size(1), h = options.num_heads(), d = options.dim(), dh = d / h;
 #if TORCH_VERSION_MAJOR >= 2
@@ -90,13 +93,14 @@ torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x, const tor
   // scale rides on the query weights instead of a pass over the [B,H,T,T] logits.
   const auto k_bias = key->bias.defined() ? key->bias : torch::zeros_like(query->bias);
   const auto weight = torch::cat({query->weight * scale, key->weight, value->weight});  // [3D,D]
-  const auto bias = torch::cat({query->bias * scale, k_bias, value->bias});            // [3D]
-  const auto qkv = torch::linear(x, weight, bias)                                      // [B,T,3D]
+  const auto bias = torch::cat({query->bias * scale, k_bias, value->bias});             // [3D]
+  const auto qkv = torch::linear(x, weight, bias)                                       // [B,T,3D]
                        .view({b, t, 3, h, dh})
                        .permute({2, 0, 3, 1, 4})
-                       .contiguous();  // [3,B,H,T,Dh]: one copy into the heads layout
-  const auto q = qkv[0].view({b * h, t, dh}), k = qkv[1].view({b * h, t, dh}),
-             v = qkv[2].view({b * h, t, dh});
+                       .contiguous()  // [3,B,H,T,Dh]: one copy into the heads layout
+                       .view({3, b * h, t, dh})
+                       .unbind(0);  // backward: one stack (select would zero-fill 3 copies)
+  const auto &q = qkv[0], &k = qkv[1], &v = qkv[2];  // [B*H,T,Dh] each
   const auto logit_bias = logit_mask(attn_bias, key_padding_mask, b, t, q.options());
 #if TORCH_VERSION_MAJOR >= 2
   const double p = is_training() ? options.attention_dropout() : 0.0;
@@ -106,8 +110,9 @@ torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x, const tor
                      .view({b * h, t, dh});
 #else
   auto logits = torch::bmm(q, k.transpose(1, 2)).view({b, h, t, t});  // [B,H,T,T], scaled
-  // In place: bmm's backward needs q and k, not its output.
-  if (logit_bias.defined()) logits.add_(logit_bias.to(logits.scalar_type()));
+  // Out of place: an in-place add on this view costs more in autograd's view bookkeeping
+  // (CopySlices, as_strided backward) than the allocation it saves.
+  if (logit_bias.defined()) logits = logits + logit_bias.to(logits.scalar_type());
   auto probs = torch::softmax(logits, -1);
   probs = torch::dropout(probs, options.attention_dropout(), is_training());
   auto context = torch::bmm(probs.view({b * h, t, t}), v);  // [B*H,T,Dh]
@@ -152,10 +157,10 @@ PreNormBlockImpl::PreNormBlockImpl(const BlockOptions& options) {
   feed_forward = register_module("feed_forward", make_feed_forward(options));
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
   if (options.layer_scale_init() > 0) {
-    lambda_1 = register_parameter("lambda_1",
-                                  torch::full({options.dim()}, options.layer_scale_init()));
-    lambda_2 = register_parameter("lambda_2",
-                                  torch::full({options.dim()}, options.layer_scale_init()));
+    lambda_1 =
+        register_parameter("lambda_1", torch::full({options.dim()}, options.layer_scale_init()));
+    lambda_2 =
+        register_parameter("lambda_2", torch::full({options.dim()}, options.layer_scale_init()));
   }
   fused_residual_ = g_fast_paths && lambda_1.defined() && options.dropout() == 0.0;
 }

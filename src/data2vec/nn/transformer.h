@@ -38,7 +38,7 @@ class SelfAttentionImpl : public torch::nn::Module {
 
   AttentionOptions options;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};  // D -> D each
-  torch::nn::Linear output{nullptr};                                // D -> D
+  torch::nn::Linear output{nullptr};                               // D -> D
 
  private:
   // The two implementations of forward (same math; `fused_` chosen at construction).
