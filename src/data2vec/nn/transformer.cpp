@@ -5,18 +5,57 @@
 
 namespace data2vec::nn {
 
-SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_) : options(options_) {
+namespace {
+bool g_fast_paths = true;
+}  // namespace
+
+void set_fast_paths(bool enabled) {
+  g_fast_paths = enabled;
+}
+bool fast_paths() {
+  return g_fast_paths;
+}
+
+SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_)
+    : options(options_), fused_(g_fast_paths) {
   TORCH_CHECK(options.dim() % options.num_heads() == 0, "attention: width ", options.dim(),
               " does not divide into ", options.num_heads(), " heads");
   const auto d = options.dim();
   query = register_module("query", torch::nn::Linear(d, d));
-  key = register_module("key", torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(options.key_bias())));
+  key = register_module("key",
+                        torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(options.key_bias())));
   value = register_module("value", torch::nn::Linear(d, d));
   output = register_module("output", torch::nn::Linear(d, d));
 }
 
+namespace {
+
+// The additive logit mask [B or 1,H or 1,T,T] in `dtype` (the logits'): the relative position
+// bias and, on padded keys, the dtype's lowest finite value (not -inf: a fully padded row then
+// gives a uniform softmax instead of NaN, which would spread to every gradient of the step).
+torch::Tensor logit_mask(const torch::Tensor& bias, const torch::Tensor& key_padding_mask,
+                         int64_t b, int64_t t, const torch::TensorOptions& options) {
+  if (!key_padding_mask.defined()) return bias;
+  const auto dtype = options.dtype().toScalarType();
+  const double lowest = dtype == torch::kBFloat16
+                            ? double(std::numeric_limits<c10::BFloat16>::lowest())
+                        : dtype == torch::kHalf ? double(std::numeric_limits<c10::Half>::lowest())
+                                                : double(std::numeric_limits<float>::lowest());
+  const auto pad =
+      torch::zeros({b, 1, 1, t}, options).masked_fill(key_padding_mask.view({b, 1, 1, t}), lowest);
+  return bias.defined() ? bias.to(dtype) + pad : pad;
+}
+
+}  // namespace
+
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
                                          const torch::Tensor& key_padding_mask) {
+  return fused_ ? forward_fused(x, bias, key_padding_mask)
+                : forward_plain(x, bias, key_padding_mask);
+}
+
+torch::Tensor SelfAttentionImpl::forward_plain(const torch::Tensor& x, const torch::Tensor& bias,
+                                               const torch::Tensor& key_padding_mask) {
   const auto b = x.size(0), t = x.size(1), h = options.num_heads(), dh = options.dim() / h;
   auto split_heads = [&](const torch::Tensor& y) {  // [B,T,D] -> [B,H,T,Dh]
     return y.view({b, t, h, dh}).transpose(1, 2);
@@ -24,20 +63,7 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   const auto q = split_heads(query(x));
   const auto k = split_heads(key(x));
   const auto v = split_heads(value(x));
-  // Additive logit mask [B or 1,H or 1,T,T]: relative position bias and -inf on padded keys.
-  torch::Tensor logit_bias = bias;
-  if (key_padding_mask.defined()) {
-    // The dtype's lowest finite value, not -inf: a fully padded row then gives a uniform
-    // softmax instead of NaN, which would spread to every gradient of the step.
-    const double lowest = q.scalar_type() == torch::kBFloat16
-                              ? double(std::numeric_limits<c10::BFloat16>::lowest())
-                          : q.scalar_type() == torch::kHalf
-                              ? double(std::numeric_limits<c10::Half>::lowest())
-                              : double(std::numeric_limits<float>::lowest());
-    const auto pad = torch::zeros({b, 1, 1, t}, q.options())
-                         .masked_fill(key_padding_mask.view({b, 1, 1, t}), lowest);
-    logit_bias = logit_bias.defined() ? logit_bias.to(q.scalar_type()) + pad : pad;
-  }
+  const auto logit_bias = logit_mask(bias, key_padding_mask, b, t, q.options());
   torch::Tensor context;  // [B,H,T,Dh]
 #if TORCH_VERSION_MAJOR >= 2
   const double p = is_training() ? options.attention_dropout() : 0.0;
@@ -51,6 +77,47 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   context = torch::matmul(probs, v);
 #endif
   return output(context.transpose(1, 2).reshape({b, t, h * dh}));
+}
+
+torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,
+                                               const torch::Tensor& attn_bias,
+                                               const torch::Tensor& key_padding_mask) {
+  const auto b = x.size(0), t = x.size(1), h = options.num_heads(), d = options.dim(), dh = d / h;
+#if TORCH_VERSION_MAJOR >= 2
+  const double scale = 1.0;  // scaled_dot_product_attention scales
+#else
+  const double scale = 1.0 / std::sqrt(double(dh));
+#endif
+  // One GEMM for q, k and v. The parameters stay separate (checkpoint names); their
+  // concatenation is a [3D,D] copy per forward, small next to the activations. The softmax
+  // scale rides on the query weights instead of a pass over the [B,H,T,T] logits.
+  const auto k_bias = key->bias.defined() ? key->bias : torch::zeros_like(query->bias);
+  const auto weight = torch::cat({query->weight * scale, key->weight, value->weight});  // [3D,D]
+  const auto bias = torch::cat({query->bias * scale, k_bias, value->bias});             // [3D]
+  const auto qkv = torch::linear(x, weight, bias)                                       // [B,T,3D]
+                       .view({b, t, 3, h, dh})
+                       .permute({2, 0, 3, 1, 4})
+                       .contiguous()  // [3,B,H,T,Dh]: one copy into the heads layout
+                       .view({3, b * h, t, dh})
+                       .unbind(0);  // backward: one stack (select would zero-fill 3 copies)
+  const auto &q = qkv[0], &k = qkv[1], &v = qkv[2];  // [B*H,T,Dh] each
+  const auto logit_bias = logit_mask(attn_bias, key_padding_mask, b, t, q.options());
+#if TORCH_VERSION_MAJOR >= 2
+  const double p = is_training() ? options.attention_dropout() : 0.0;
+  auto context = at::scaled_dot_product_attention(
+                     q.view({b, h, t, dh}), k.view({b, h, t, dh}), v.view({b, h, t, dh}),
+                     logit_bias.defined() ? logit_bias.to(q.scalar_type()) : logit_bias, p)
+                     .view({b * h, t, dh});
+#else
+  auto logits = torch::bmm(q, k.transpose(1, 2)).view({b, h, t, t});  // [B,H,T,T], scaled
+  // Out of place: an in-place add on this view costs more in autograd's view bookkeeping
+  // (CopySlices, as_strided backward) than the allocation it saves.
+  if (logit_bias.defined()) logits = logits + logit_bias.to(logits.scalar_type());
+  auto probs = torch::softmax(logits, -1);
+  probs = torch::dropout(probs, options.attention_dropout(), is_training());
+  auto context = torch::bmm(probs.view({b * h, t, t}), v);  // [B*H,T,Dh]
+#endif
+  return output(context.view({b, h, t, dh}).transpose(1, 2).reshape({b, t, d}));
 }
 
 FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options) {
@@ -90,16 +157,22 @@ PreNormBlockImpl::PreNormBlockImpl(const BlockOptions& options) {
   feed_forward = register_module("feed_forward", make_feed_forward(options));
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
   if (options.layer_scale_init() > 0) {
-    lambda_1 = register_parameter("lambda_1",
-                                  torch::full({options.dim()}, options.layer_scale_init()));
-    lambda_2 = register_parameter("lambda_2",
-                                  torch::full({options.dim()}, options.layer_scale_init()));
+    lambda_1 =
+        register_parameter("lambda_1", torch::full({options.dim()}, options.layer_scale_init()));
+    lambda_2 =
+        register_parameter("lambda_2", torch::full({options.dim()}, options.layer_scale_init()));
   }
+  fused_residual_ = g_fast_paths && lambda_1.defined() && options.dropout() == 0.0;
 }
 
 BlockOutput PreNormBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& attention_bias,
                                       const torch::Tensor& key_padding_mask) {
   auto attn = attention(layernorm_before(x), attention_bias, key_padding_mask);  // [B,T,D]
+  if (fused_residual_) {  // x + attn * lambda_1, one pass (dropout is off)
+    const auto h = torch::addcmul(x, attn, lambda_1);
+    auto ffn = feed_forward(layernorm_after(h));  // [B,T,D]
+    return {torch::addcmul(h, ffn, lambda_2), ffn};
+  }
   if (lambda_1.defined()) attn = attn * lambda_1;
   auto h = x + dropout(attn);
   auto ffn = feed_forward(layernorm_after(h));  // [B,T,D]

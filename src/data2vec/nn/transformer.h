@@ -8,6 +8,13 @@
 
 namespace data2vec::nn {
 
+// The fast paths of these blocks (fused q/k/v GEMM with the softmax scale folded into the query
+// weights, in-place logit bias, layer scale fused into the residual add) are on by default.
+// Blocks read the switch when they are constructed; the plain paths stay as the reference the
+// tests compare against (tests/test_nn_fast_paths.cpp) and as the benchmark's A/B baseline.
+void set_fast_paths(bool enabled);
+bool fast_paths();
+
 struct AttentionOptions {
   AttentionOptions(int64_t dim, int64_t num_heads) : dim_(dim), num_heads_(num_heads) {}
   /// Model width D.
@@ -31,7 +38,15 @@ class SelfAttentionImpl : public torch::nn::Module {
 
   AttentionOptions options;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};  // D -> D each
-  torch::nn::Linear output{nullptr};                                // D -> D
+  torch::nn::Linear output{nullptr};                               // D -> D
+
+ private:
+  // The two implementations of forward (same math; `fused_` chosen at construction).
+  torch::Tensor forward_plain(const torch::Tensor& x, const torch::Tensor& bias,
+                              const torch::Tensor& key_padding_mask);
+  torch::Tensor forward_fused(const torch::Tensor& x, const torch::Tensor& bias,
+                              const torch::Tensor& key_padding_mask);
+  bool fused_ = true;
 };
 TORCH_MODULE(SelfAttention);
 
@@ -91,6 +106,10 @@ class PreNormBlockImpl : public torch::nn::Module {
   FeedForward feed_forward{nullptr};
   torch::nn::Dropout dropout{nullptr};
   torch::Tensor lambda_1, lambda_2;  // [D] layer scale; undefined when disabled
+
+ private:
+  // x + dropout(y * scale) as one addcmul when dropout is off and layer scale on.
+  bool fused_residual_ = false;
 };
 TORCH_MODULE(PreNormBlock);
 

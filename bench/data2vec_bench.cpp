@@ -1,0 +1,451 @@
+// data2vec_bench: times one data2vec training step, feature extraction, or a large GEMM, and
+// prints one JSON line per run. bench/reference.py times the same things in plain PyTorch;
+// bench/run.sh interleaves the two and bench/table.py merges their lines into one table.
+//
+//   data2vec_bench --config vision-tiny --mode train --batch 16 --dtype fp32 --threads 2 --reps 3
+//   data2vec_bench --mode gemm --dtype fp32 --threads 2
+//   data2vec_bench --config vision-tiny --batch 2 --dump parity.safetensors   (parity fixture)
+//
+// A training step, as the trainer runs it (train/trainer.cpp): draw the mask -> student forward
+// (under bf16 autocast when --dtype bf16) -> teacher forward (no grad) -> targets -> loss ->
+// backward -> clip -> optimizer step -> EMA update; the loss and the logged statistics are read
+// back (.item()) as the trainer does. Inputs are random tensors made before the clock starts:
+// data loading is not timed.
+//
+// Model FLOPs (matmul and convolution multiply-adds x 2; elementwise ops not counted):
+//   forward of one transformer layer over T tokens:  2 T (4 D^2 + 2 D F) + 4 T^2 D
+//   train step = 3 x student forward (backward = 2 x forward) + teacher forward
+//              + 3 x head over the masked positions;   extract = 1 x forward.
+// The per-modality front ends (patch conv, audio CNN, positional convs) are counted the same way.
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "data2vec/audio/encoder.h"
+#include "data2vec/core/data2vec.h"
+#include "data2vec/io/safetensors.h"
+#include "data2vec/text/encoder.h"
+#include "data2vec/train/device.h"
+#include "data2vec/vision/encoder.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using data2vec::Data2Vec;
+using data2vec::Data2VecOptions;
+using data2vec::EncoderInput;
+
+struct Args {
+  std::string config = "vision-tiny";
+  std::string mode = "train";  // train | extract | gemm
+  int64_t batch = 16;
+  std::string dtype = "fp32";  // fp32 | bf16
+  int threads = 0;             // 0 = all cores
+  int warmup = 1;
+  int reps = 3;
+  int64_t seed = 0;
+  int64_t gemm_size = 0;  // 0 = 2048 (fp32) / 1024 (bf16)
+  std::string dump;       // parity fixture path (train mode, fp32, dropout off)
+  std::string profile;    // chrome trace of the timed steps (bench/profile.py sums it by op)
+  bool plain = false;     // the blocks' plain paths (nn::set_fast_paths(false)): A/B of the fusions
+};
+
+[[noreturn]] void usage(const std::string& error) {
+  std::cerr << "data2vec_bench: " << error << "\n"
+            << "usage: data2vec_bench [--config vision-{tiny,small,base} | text-{tiny,base} |\n"
+               "                       audio-{tiny,base}] [--mode train|extract|gemm]\n"
+               "                      [--batch N] [--dtype fp32|bf16] [--threads N (0 = all)]\n"
+               "                      [--warmup N] [--reps N] [--seed N] [--gemm-size N]\n"
+               "                      [--dump FILE.safetensors] [--plain]\n"
+               "                      [--profile FILE.trace]\n";
+  std::exit(2);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") usage("help");
+    if (flag == "--plain") {
+      a.plain = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage("missing value after " + flag);
+    const std::string value = argv[++i];
+    if (flag == "--config")
+      a.config = value;
+    else if (flag == "--mode")
+      a.mode = value;
+    else if (flag == "--batch")
+      a.batch = std::stoll(value);
+    else if (flag == "--dtype")
+      a.dtype = value;
+    else if (flag == "--threads")
+      a.threads = std::stoi(value);
+    else if (flag == "--warmup")
+      a.warmup = std::stoi(value);
+    else if (flag == "--reps")
+      a.reps = std::stoi(value);
+    else if (flag == "--seed")
+      a.seed = std::stoll(value);
+    else if (flag == "--gemm-size")
+      a.gemm_size = std::stoll(value);
+    else if (flag == "--dump")
+      a.dump = value;
+    else if (flag == "--profile")
+      a.profile = value;
+    else
+      usage("unknown flag " + flag);
+  }
+  if (a.mode != "train" && a.mode != "extract" && a.mode != "gemm") usage("bad --mode " + a.mode);
+  if (a.dtype != "fp32" && a.dtype != "bf16") usage("bad --dtype " + a.dtype);
+  if (a.reps < 1 || a.batch < 1) usage("--reps and --batch must be >= 1");
+  return a;
+}
+
+// ---- the benchmark configurations (bench/reference.py holds the same table) ----
+
+// Sequence sizes of the synthetic inputs.
+constexpr int64_t kTextTokens = 128;      // tokens per text example
+constexpr int64_t kTextVocab = 8000;      // the brown-tiny tokenizer's size
+constexpr int64_t kAudioSamples = 32000;  // 2 s at 16 kHz -> 99 frames
+
+struct OptimSpec {
+  bool adamw;
+  double lr, beta1, beta2, eps, weight_decay, clip;
+};
+
+struct Model {
+  std::string modality;  // vision | text | audio
+  Data2Vec model{nullptr};
+  OptimSpec optim{};
+  int64_t dim = 0, depth = 0, mlp = 0, tokens = 0;  // tokens T seen by the transformer
+  double front_flops = 0;                           // forward FLOPs of the local encoder / example
+  double teacher_front_flops = 0;                   // ... of the part the teacher runs too
+  int64_t head_mult = 0;
+};
+
+std::pair<std::string, std::string> split_config(const std::string& config) {
+  const auto dash = config.find('-');
+  if (dash == std::string::npos) usage("bad --config " + config);
+  return {config.substr(0, dash), config.substr(dash + 1)};
+}
+
+Model build(const std::string& config, bool no_dropout) {
+  const auto [modality, size] = split_config(config);
+  Model m;
+  m.modality = modality;
+  Data2VecOptions options;
+  if (modality == "vision") {
+    auto o = data2vec::vision::vision_preset(size);
+    const auto g = o.grid_size();
+    m.tokens = 1 + g * g;
+    m.front_flops = 2.0 * double(g * g) *
+                    double(o.in_channels() * o.patch_size() * o.patch_size()) * double(o.dim());
+    m.teacher_front_flops = m.front_flops;
+    m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
+    options
+        .targets(data2vec::TargetOptions()
+                     .top_k_layers(6)
+                     .layer_norm_targets(data2vec::TargetNorm::kLayer)
+                     .final_norm(data2vec::TargetNorm::kLayer))
+        .loss(data2vec::LossOptions().beta(2.0).scale(1.0))
+        .ema(data2vec::EmaOptions().decay_start(0.9998).decay_end(0.9999).anneal_steps(300000));
+    m.optim = {true, 2e-3, 0.9, 0.999, 1e-8, 0.05, 3.0};
+    m.model = Data2Vec([o] { return data2vec::vision::make_vision_encoder(o); }, options);
+  } else if (modality == "text") {
+    auto o = data2vec::text::text_preset(size, kTextVocab);
+    if (no_dropout) o.dropout(0).attention_dropout(0);
+    m.tokens = kTextTokens;
+    m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
+    options
+        .targets(data2vec::TargetOptions()
+                     .top_k_layers(10)
+                     .layer_norm_targets(data2vec::TargetNorm::kLayer)
+                     .final_norm(data2vec::TargetNorm::kNone))
+        .loss(data2vec::LossOptions().beta(4.0).scale(1.0))
+        .ema(data2vec::EmaOptions().decay_start(0.999).decay_end(0.9999).anneal_steps(100000))
+        .head_hidden_mult(2);
+    m.head_mult = 2;
+    m.optim = {false, 2e-4, 0.9, 0.98, 1e-6, 0.01, 5.0};
+    m.model = Data2Vec([o] { return data2vec::text::make_text_encoder(o); }, options);
+  } else if (modality == "audio") {
+    // Layerdrop off on both sides: a skipped block would make step times a lottery.
+    auto o = data2vec::audio::audio_preset(size).layerdrop(0.0);
+    if (no_dropout) o.dropout(0).attention_dropout(0);
+    m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
+    int64_t length = kAudioSamples, in_dim = 1;
+    for (const auto& c : o.conv_layers()) {
+      length = (length - c.kernel) / c.stride + 1;
+      m.front_flops += 2.0 * double(length) * double(c.dim * in_dim * c.kernel);
+      in_dim = c.dim;
+    }
+    m.tokens = length;
+    m.front_flops += 2.0 * double(length) * double(in_dim * o.dim());  // projection
+    m.teacher_front_flops = 2.0 * double(length) * double(o.dim()) *
+                            double(o.dim() / o.pos_conv_groups() * o.pos_conv_kernel()) *
+                            double(o.pos_conv_depth());  // the teacher runs the pos convs
+    m.front_flops += m.teacher_front_flops;
+    options
+        .targets(data2vec::TargetOptions()
+                     .top_k_layers(8)
+                     .layer_norm_targets(data2vec::TargetNorm::kInstance)
+                     .final_norm(data2vec::TargetNorm::kNone))
+        .loss(data2vec::LossOptions().beta(0.0).scale(-1.0))
+        .ema(data2vec::EmaOptions().decay_start(0.999).decay_end(0.9999).anneal_steps(30000));
+    m.optim = {false, 5e-4, 0.9, 0.98, 1e-6, 0.01, 0.0};
+    m.model = Data2Vec([o] { return data2vec::audio::make_audio_encoder(o); }, options);
+  } else {
+    usage("unknown modality in --config " + config);
+  }
+  return m;
+}
+
+// Synthetic batch, made before timing. Text: example i has T - 8 (i mod 4) real tokens.
+EncoderInput make_input(const Model& m, int64_t batch) {
+  EncoderInput in;
+  if (m.modality == "vision") {
+    in.source = torch::randn({batch, 3, 224, 224});
+  } else if (m.modality == "text") {
+    in.source = torch::randint(5, kTextVocab, {batch, kTextTokens}, torch::kLong);
+    auto pad = torch::zeros({batch, kTextTokens}, torch::kBool);
+    for (int64_t i = 0; i < batch; ++i) {
+      const int64_t real = kTextTokens - 8 * (i % 4);
+      pad[i].slice(0, real).fill_(true);
+      in.source[i].slice(0, real).fill_(1);  // <pad>
+    }
+    in.source.select(1, 0).fill_(0);  // <s>
+    in.padding_mask = pad;
+  } else {
+    in.source = torch::randn({batch, kAudioSamples});
+  }
+  return in;
+}
+
+double forward_flops(const Model& m, bool teacher) {
+  const double t = double(m.tokens), d = double(m.dim), f = double(m.mlp);
+  const double layer = 2.0 * t * (4.0 * d * d + 2.0 * d * f) + 4.0 * t * t * d;
+  return double(m.depth) * layer + (teacher ? m.teacher_front_flops : m.front_flops);
+}
+
+double head_flops(const Model& m) {
+  const double d = double(m.dim);
+  return m.head_mult > 0 ? 2.0 * 2.0 * d * double(m.head_mult) * d : 2.0 * d * d;
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string blas_name() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    for (const char* name : {"openblas", "libmkl", "blis", "libblas.so"}) {
+      if (line.find(name) != std::string::npos) {
+        const auto slash = line.find('/');
+        return slash == std::string::npos ? name : line.substr(slash);
+      }
+    }
+  }
+  return "unknown";
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(Model& m) {
+  // Two groups as the trainer makes them: no weight decay on biases, norms, scales, tokens,
+  // position tables (train/optimizer.cpp).
+  std::vector<torch::Tensor> decayed, exempt;
+  for (const auto& p : m.model->named_parameters()) {
+    if (!p.value().requires_grad()) continue;
+    const auto& name = p.key();
+    const bool no_decay = p.value().dim() <= 1 || name.find("token") != std::string::npos ||
+                          name.find("position") != std::string::npos ||
+                          name.find("masked_spec_embed") != std::string::npos;
+    (no_decay ? exempt : decayed).push_back(p.value());
+  }
+  const auto& o = m.optim;
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (o.adamw) {
+    auto opts = torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps);
+    groups.emplace_back(decayed,
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(opts).weight_decay(o.weight_decay)));
+    groups.emplace_back(exempt, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(opts).weight_decay(0.0)));
+    return std::make_unique<torch::optim::AdamW>(std::move(groups), opts);
+  }
+  auto opts = torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps);
+  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamOptions>(
+                                   torch::optim::AdamOptions(opts).weight_decay(o.weight_decay)));
+  groups.emplace_back(exempt, std::make_unique<torch::optim::AdamOptions>(
+                                  torch::optim::AdamOptions(opts).weight_decay(0.0)));
+  return std::make_unique<torch::optim::Adam>(std::move(groups), opts);
+}
+
+int64_t count_parameters(torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+nlohmann::json header(const Args& a, int threads) {
+  return {{"impl", a.plain ? "cpp-plain" : "cpp"},
+          {"config", a.config},
+          {"mode", a.mode},
+          {"batch", a.batch},
+          {"dtype", a.dtype},
+          {"threads", threads},
+          {"torch", TORCH_VERSION},
+          {"blas", blas_name()}};
+}
+
+int run_gemm(const Args& a, int threads) {
+  const bool bf16 = a.dtype == "bf16";
+  const int64_t n = a.gemm_size > 0 ? a.gemm_size : (bf16 ? 1024 : 2048);
+  const auto dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+  const auto x = torch::randn({n, n}).to(dtype), y = torch::randn({n, n}).to(dtype);
+  auto out = torch::empty({n, n}, dtype);
+  std::vector<double> times;
+  for (int i = 0; i < a.warmup + a.reps; ++i) {
+    const auto t0 = Clock::now();
+    torch::mm_out(out, x, y);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (i >= a.warmup) times.push_back(s);
+  }
+  const double flops = 2.0 * double(n) * double(n) * double(n);
+  auto j = header(a, threads);
+  j["config"] = "gemm-" + std::to_string(n);
+  j["batch"] = n;
+  j["flops"] = flops;
+  j["times_s"] = times;
+  j["median_s"] = median(times);
+  j["gflops"] = flops / median(times) / 1e9;
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = parse(argc, argv);
+  const int threads = data2vec::train::set_threads(a.threads);
+  torch::manual_seed(a.seed);
+  if (a.mode == "gemm") return run_gemm(a, threads);
+
+  data2vec::nn::set_fast_paths(!a.plain);
+  const bool dumping = !a.dump.empty();
+  Model m = build(a.config, /*no_dropout=*/dumping);
+  const EncoderInput input = make_input(m, a.batch);
+  const torch::Device device(torch::kCPU);
+  const std::string precision = a.dtype;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(uint64_t(a.seed) + 1);
+
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profiler;
+  auto start_profile = [&](int i) {
+    if (i == a.warmup && !a.profile.empty())
+      profiler = std::make_unique<torch::autograd::profiler::RecordProfile>(a.profile);
+  };
+  auto j = header(a, threads);
+  j["params"] = count_parameters(*m.model->student());
+  j["params_total"] = count_parameters(*m.model);
+  std::vector<double> times;
+
+  if (a.mode == "extract") {
+    auto encoder = m.model->student();
+    encoder->eval();
+    j["flops"] = double(a.batch) * forward_flops(m, /*teacher=*/false);
+    for (int i = 0; i < a.warmup + a.reps; ++i) {
+      start_profile(i);
+      const auto t0 = Clock::now();
+      {
+        c10::InferenceMode inference;
+        data2vec::train::AutocastGuard autocast(device, precision);
+        const auto out = encoder->extract_features(input, torch::Tensor());
+        // Read one value back, as a caller would before using the features.
+        (void)out.x.sum().item<double>();
+      }
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (i >= a.warmup) times.push_back(s);
+    }
+  } else {
+    m.model->train();
+    auto optimizer = make_optimizer(m);
+    const auto trainable = m.model->trainable_parameters();
+    double masked_positions = 0;
+    std::vector<double> losses;
+    data2vec::MaskedInput fixed_mask;
+    if (dumping) fixed_mask = m.model->student()->apply_mask(input, generator);
+    if (dumping) {
+      // Weights and inputs before any step; the losses of two steps are appended below.
+      data2vec::io::NamedTensors tensors;
+      for (const auto& p : m.model->named_parameters()) tensors.emplace_back(p.key(), p.value());
+      for (const auto& b : m.model->named_buffers()) tensors.emplace_back(b.key(), b.value());
+      tensors.emplace_back("input.source", input.source);
+      if (input.padding_mask.defined())
+        tensors.emplace_back("input.padding_mask", input.padding_mask);
+      tensors.emplace_back("input.student_source", fixed_mask.student.source);
+      tensors.emplace_back("input.mask", fixed_mask.mask);
+      const auto out = m.model->forward_masked(input, fixed_mask);
+      tensors.emplace_back("output.targets", out.targets);
+      data2vec::io::save_safetensors(a.dump, tensors, {{"config", a.config}});
+    }
+    for (int i = 0; i < a.warmup + a.reps; ++i) {
+      start_profile(i);
+      const auto t0 = Clock::now();
+      optimizer->zero_grad();
+      const auto masked = dumping ? fixed_mask : m.model->student()->apply_mask(input, generator);
+      data2vec::Data2VecOutput out;
+      {
+        data2vec::train::AutocastGuard autocast(device, precision);
+        out = m.model->forward_masked(input, masked);
+      }
+      out.loss.backward();
+      const double loss = out.loss.item<double>();
+      (void)out.target_std.item<double>();
+      (void)out.pred_std.item<double>();
+      (void)out.masked_frac.item<double>();
+      if (m.optim.clip > 0) torch::nn::utils::clip_grad_norm_(trainable, m.optim.clip);
+      optimizer->step();
+      m.model->ema_step(i);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      losses.push_back(loss);
+      masked_positions = double(out.predictions.size(0));
+      if (i >= a.warmup) times.push_back(s);
+    }
+    const double student = forward_flops(m, false), teacher = forward_flops(m, true);
+    j["flops"] =
+        double(a.batch) * (3.0 * student + teacher) + 3.0 * masked_positions * head_flops(m);
+    j["losses"] = losses;
+  }
+  profiler.reset();  // writes the trace
+  j["times_s"] = times;
+  j["median_s"] = median(times);
+  j["samples_per_s"] = double(a.batch) / median(times);
+  j["gflops"] = j["flops"].get<double>() / median(times) / 1e9;
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}

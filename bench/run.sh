@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The benchmark table: data2vec.cpp (build/data2vec_bench) against the same step in plain PyTorch
+# (bench/reference.py under /usr/bin/python3), A/B interleaved in one session, medians of all
+# timed steps. Builds nothing: build first (cmake --build build --target data2vec_bench).
+#
+#   bench/run.sh            default set, about 10 minutes on 2 cores
+#   bench/run.sh --quick    smoke set, about 2 minutes
+#   bench/run.sh --bf16     add bf16 rows (small batches: bf16 is slow on CPUs without
+#                           AVX512-BF16 / AMX)
+#   bench/run.sh --base     add vision-small/base and text-base rows
+#   options: --rounds N (default 2; quick 1), --threads N (default: all cores),
+#            --out FILE (JSON lines; default bench/results/<date>.jsonl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=${BENCH:-build/data2vec_bench}
+PYTHON=${PYTHON:-/usr/bin/python3}
+args_given="$*"
+quick=0 bf16=0 base=0 rounds="" threads=$(nproc) out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --bf16) bf16=1 ;;
+    --base) base=1 ;;
+    --rounds) rounds=$2; shift ;;
+    --threads) threads=$2; shift ;;
+    --out) out=$2; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ ! -x $BENCH ]]; then
+  echo "run.sh: $BENCH not found: build it first:" >&2
+  echo "  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target data2vec_bench" >&2
+  exit 1
+fi
+[[ -z $rounds ]] && rounds=$((quick ? 1 : 2))
+mkdir -p bench/results
+[[ -z $out ]] && out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl
+: > "$out"
+
+# config mode batch dtype warmup reps  (reps per process; every round adds that many)
+rows=()
+if ((quick)); then
+  rows+=("vision-tiny train 16 fp32 1 2" "vision-tiny extract 16 fp32 1 3"
+         "text-tiny train 16 fp32 1 2")
+else
+  rows+=("vision-tiny train 16 fp32 1 2" "vision-tiny train 128 fp32 1 1"
+         "vision-tiny extract 16 fp32 1 3" "vision-tiny extract 128 fp32 1 1"
+         "text-tiny train 16 fp32 1 2" "audio-tiny train 8 fp32 1 2")
+fi
+((bf16)) && rows+=("vision-tiny train 4 bf16 1 1" "vision-tiny extract 4 bf16 1 1")
+((base)) && rows+=("vision-small train 16 fp32 1 1" "vision-base train 8 fp32 1 1"
+                   "text-base train 8 fp32 1 1")
+
+echo "# data2vec.cpp vs PyTorch (Python) — $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "command: bench/run.sh $args_given"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1) ($(grep -o -m1 -w 'avx512_bf16\|amx_bf16\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')), $(nproc) cores; $(uptime | sed 's/.*load/load/')"
+echo "threads: $threads; rounds: $rounds (C++ and Python alternate, order swapped each round)"
+echo "results: $out"
+
+gemm() {  # the matmul peak of each dtype, measured in the same session
+  "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 1 --reps 3 >> "$out"
+}
+for ((round = 1; round <= rounds; round++)); do
+  gemm fp32
+  ((bf16)) && gemm bf16
+  for row in "${rows[@]}"; do
+    read -r config mode batch dtype warmup reps <<< "$row"
+    args=(--config "$config" --mode "$mode" --batch "$batch" --dtype "$dtype"
+          --threads "$threads" --warmup "$warmup" --reps "$reps" --seed "$round")
+    cpp() { "$BENCH" "${args[@]}" >> "$out"; }
+    py() { "$PYTHON" bench/reference.py "${args[@]}" >> "$out"; }
+    if ((round % 2)); then cpp; py; else py; cpp; fi
+    echo "  round $round: $config $mode b$batch $dtype done ($(uptime | sed 's/.*load average: //'))" >&2
+  done
+done
+echo "load after: $(uptime | sed 's/.*load/load/')"
+echo "BLAS: $(grep -m1 -o '"blas": *"[^"]*"' "$out" | sed 's/.*: *//')"
+echo "torch: $(grep -m1 -o '"torch": *"[^"]*"' "$out" | sed 's/.*: *//') (C++ and Python)"
+echo
+"$PYTHON" bench/table.py "$out"

@@ -1,0 +1,81 @@
+#!/usr/bin/python3
+"""Merges the JSON lines of data2vec_bench and reference.py into one Markdown table.
+
+    python3 bench/table.py results.jsonl
+
+Step times of every round are pooled per (configuration, implementation) and the median is
+reported. MFU = model FLOPs per second / the median measured GEMM rate of the same dtype and
+thread count (data2vec_bench --mode gemm, same run).
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def main(paths):
+    runs = [json.loads(line) for p in paths for line in open(p) if line.startswith("{")]
+    gemm = defaultdict(list)  # (dtype, threads) -> GFLOP/s of each run
+    times = defaultdict(list)  # (config, mode, batch, dtype, threads) -> impl -> step times
+    info = {}
+    for r in runs:
+        if r["mode"] == "gemm":
+            gemm[(r["dtype"], r["threads"])].append(r["gflops"])
+            continue
+        key = (r["config"], r["mode"], r["batch"], r["dtype"], r["threads"])
+        times.setdefault(key, defaultdict(list))[r["impl"]].extend(r["times_s"])
+        info.setdefault(key, {})[r["impl"]] = r
+    peaks = {k: statistics.median(v) for k, v in gemm.items()}
+    for (dtype, threads), peak in sorted(peaks.items()):
+        print(f"GEMM peak ({dtype}, {threads} threads, torch.mm square): {peak:.1f} GFLOP/s "
+              f"(median of {len(gemm[(dtype, threads)])} runs)")
+    print()
+    print("| configuration | C++ samples/s | Python samples/s | C++ / Python | MFU C++ | MFU Python "
+          "| GFLOP/step | peak RSS C++ / Python (MB) | steps C++ / Py | params |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    problems, extra_rows = [], []
+    for key in sorted(times, key=lambda k: (k[3], k[0], k[1], k[2])):
+        config, mode, batch, dtype, threads = key
+        per = times[key]
+        row = info[key]
+        rate, mfu, rss, steps = {}, {}, {}, {}
+        for impl in ("cpp", "python"):
+            if impl not in per:
+                continue
+            med = statistics.median(per[impl])
+            rate[impl] = batch / med
+            steps[impl] = len(per[impl])
+            peak = peaks.get((dtype, threads))
+            mfu[impl] = row[impl]["flops"] / med / 1e9 / peak if peak else None
+            rss[impl] = row[impl]["peak_rss_mb"]
+        if "cpp-plain" in per:  # data2vec_bench --plain: the blocks without their fast paths
+            med = statistics.median(per["cpp-plain"])
+            plain_rate = batch / med
+            extra_rows.append(f"| {config} {mode} b{batch} {dtype}, C++ plain paths "
+                              f"| {plain_rate:.2f} | - | fast / plain: "
+                              f"{rate.get('cpp', float('nan')) / plain_rate:.2f}x | - | - | - "
+                              f"| - | {len(per['cpp-plain'])} / - | - |")
+        fmt = lambda d, k, f: (f % d[k]) if d.get(k) is not None else "-"
+        ratio = f"{rate['cpp'] / rate['python']:.2f}x" if len(rate) == 2 else "-"
+        params = "-"
+        if len(row) == 2:
+            same = row["cpp"]["params"] == row["python"]["params"]
+            params = f"{row['cpp']['params']:,} {'equal' if same else 'DIFFER'}"
+            if not same:
+                problems.append(f"{config}: parameter counts differ: {row['cpp']['params']} vs "
+                                f"{row['python']['params']}")
+        flops = next(iter(row.values()))["flops"] / 1e9
+        name = f"{config} {mode} b{batch} {dtype}"
+        print(f"| {name} | {fmt(rate, 'cpp', '%.2f')} | {fmt(rate, 'python', '%.2f')} | {ratio} "
+              f"| {fmt(mfu, 'cpp', '%.2f')} | {fmt(mfu, 'python', '%.2f')} "
+              f"| {flops:.1f} | {fmt(rss, 'cpp', '%.0f')} / {fmt(rss, 'python', '%.0f')} "
+              f"| {steps.get('cpp', 0)} / {steps.get('python', 0)} | {params} |")
+    for row in extra_rows:
+        print(row)
+    for p in problems:
+        print("PROBLEM:", p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,82 @@
+// The fast paths of the shared transformer blocks (fused q/k/v with the softmax scale in the
+// query weights, in-place logit bias, fused layer-scale residual) against their plain twins:
+// same outputs and same gradients for the same weights.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "data2vec/nn/transformer.h"
+#include "support.h"
+
+namespace data2vec::nn {
+namespace {
+
+using data2vec::testing::tensors_close;
+
+// Builds the block twice (fast paths on and off) with the same weights.
+template <typename Block>
+std::pair<Block, Block> twins(const BlockOptions& options) {
+  set_fast_paths(true);
+  Block fast(options);
+  set_fast_paths(false);
+  Block plain(options);
+  set_fast_paths(true);
+  torch::NoGradGuard no_grad;
+  auto source = fast->named_parameters();
+  for (auto& p : plain->named_parameters()) {
+    // Non-trivial values everywhere, including the layer scales and biases.
+    source[p.key()].copy_(torch::randn_like(source[p.key()]) * 0.2);
+    p.value().copy_(source[p.key()]);
+  }
+  return {fast, plain};
+}
+
+template <typename Block>
+void expect_same(Block& fast, Block& plain, const torch::Tensor& x, const torch::Tensor& bias,
+                 const torch::Tensor& padding) {
+  auto xf = x.clone().requires_grad_(true), xp = x.clone().requires_grad_(true);
+  auto bf = bias.defined() ? bias.clone().requires_grad_(true) : bias;
+  auto bp = bias.defined() ? bias.clone().requires_grad_(true) : bias;
+  const auto of = fast->forward(xf, bf, padding), op = plain->forward(xp, bp, padding);
+  EXPECT_TRUE(tensors_close("block output", of.x, op.x, 1e-5));
+  EXPECT_TRUE(tensors_close("ffn result", of.ffn, op.ffn, 1e-5));
+  const auto go = torch::randn_like(of.x);
+  (of.x * go).sum().backward();
+  (op.x * go).sum().backward();
+  EXPECT_TRUE(tensors_close("input gradient", xf.grad(), xp.grad(), 1e-5));
+  if (bias.defined()) EXPECT_TRUE(tensors_close("bias gradient", bf.grad(), bp.grad(), 1e-5));
+  auto plain_params = plain->named_parameters();
+  for (const auto& p : fast->named_parameters()) {
+    EXPECT_TRUE(
+        tensors_close(p.key() + " gradient", p.value().grad(), plain_params[p.key()].grad(), 1e-5));
+  }
+}
+
+TEST(FastPaths, PreNormBlockWithLayerScaleNoKeyBiasAndRelativeBias) {
+  torch::manual_seed(0);
+  auto [fast, plain] = twins<PreNormBlock>(
+      BlockOptions(24, 3, 48).layer_norm_eps(1e-6).layer_scale_init(0.1).key_bias(false));
+  const auto x = torch::randn({2, 7, 24});
+  const auto bias = torch::randn({3, 7, 7});  // [H,T,T]
+  expect_same(fast, plain, x, bias, torch::Tensor());
+}
+
+TEST(FastPaths, PostNormBlockWithPaddingMask) {
+  torch::manual_seed(1);
+  auto [fast, plain] = twins<PostNormBlock>(BlockOptions(16, 2, 32));
+  fast->eval();  // no dropout randomness (its defaults are 0 anyway)
+  plain->eval();
+  const auto x = torch::randn({3, 5, 16});
+  auto padding = torch::zeros({3, 5}, torch::kBool);
+  padding[1].slice(0, 3).fill_(true);
+  padding[2].fill_(true);  // a fully padded row stays finite
+  expect_same(fast, plain, x, torch::Tensor(), padding);
+}
+
+TEST(FastPaths, PreNormBlockWithoutLayerScaleTakesThePlainResidual) {
+  torch::manual_seed(2);
+  auto [fast, plain] = twins<PreNormBlock>(BlockOptions(8, 2, 16));
+  expect_same(fast, plain, torch::randn({2, 4, 8}), torch::Tensor(), torch::Tensor());
+}
+
+}  // namespace
+}  // namespace data2vec::nn
