@@ -7,7 +7,7 @@
 #   bench/run.sh --quick    smoke set, about 2 minutes
 #   bench/run.sh --bf16     add bf16 rows (small batches: bf16 is slow on CPUs without
 #                           AVX512-BF16 / AMX)
-#   bench/run.sh --base     add vision-small/base and text-base rows
+#   bench/run.sh --base     add vision-small/base, text-base and audio-base rows
 #   bench/run.sh --plain    also time C++ with the blocks' plain paths (the fusions' A/B)
 #   options: --rounds N (default 2; quick 1), --threads N (default: all cores),
 #            --out FILE (JSON lines; default bench/results/<date>.jsonl)
@@ -53,7 +53,7 @@ else
 fi
 ((bf16)) && rows+=("vision-tiny train 4 bf16 1 1" "vision-tiny extract 4 bf16 1 1")
 ((base)) && rows+=("vision-small train 16 fp32 1 1" "vision-base train 8 fp32 1 1"
-                   "text-base train 8 fp32 1 1")
+                   "text-base train 8 fp32 1 1" "audio-base train 4 fp32 1 1")
 
 echo "# data2vec.cpp vs PyTorch (Python) — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "command: bench/run.sh $args_given"
