@@ -7,7 +7,8 @@
 #   bench/run.sh --quick    smoke set, about 2 minutes
 #   bench/run.sh --bf16     add bf16 rows (small batches: bf16 is slow on CPUs without
 #                           AVX512-BF16 / AMX)
-#   bench/run.sh --base     add vision-small/base and text-base rows
+#   bench/run.sh --base     add vision-small/base, text-base and audio-base rows
+#   bench/run.sh --plain    also time C++ with the blocks' plain paths (the fusions' A/B)
 #   options: --rounds N (default 2; quick 1), --threads N (default: all cores),
 #            --out FILE (JSON lines; default bench/results/<date>.jsonl)
 set -euo pipefail
@@ -15,16 +16,17 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/data2vec_bench}
 PYTHON=${PYTHON:-/usr/bin/python3}
 args_given="$*"
-quick=0 bf16=0 base=0 rounds="" threads=$(nproc) out=""
+quick=0 bf16=0 base=0 plain=0 rounds="" threads=$(nproc) out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
     --bf16) bf16=1 ;;
     --base) base=1 ;;
+    --plain) plain=1 ;;
     --rounds) rounds=$2; shift ;;
     --threads) threads=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,7 +53,7 @@ else
 fi
 ((bf16)) && rows+=("vision-tiny train 4 bf16 1 1" "vision-tiny extract 4 bf16 1 1")
 ((base)) && rows+=("vision-small train 16 fp32 1 1" "vision-base train 8 fp32 1 1"
-                   "text-base train 8 fp32 1 1")
+                   "text-base train 8 fp32 1 1" "audio-base train 4 fp32 1 1")
 
 echo "# data2vec.cpp vs PyTorch (Python) — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "command: bench/run.sh $args_given"
@@ -71,7 +73,8 @@ for ((round = 1; round <= rounds; round++)); do
           --threads "$threads" --warmup "$warmup" --reps "$reps" --seed "$round")
     cpp() { "$BENCH" "${args[@]}" >> "$out"; }
     py() { "$PYTHON" bench/reference.py "${args[@]}" >> "$out"; }
-    if ((round % 2)); then cpp; py; else py; cpp; fi
+    cpp_plain() { if ((plain)); then "$BENCH" "${args[@]}" --plain >> "$out"; fi; }
+    if ((round % 2)); then cpp; py; cpp_plain; else cpp_plain; py; cpp; fi
     echo "  round $round: $config $mode b$batch $dtype done ($(uptime | sed 's/.*load average: //'))" >&2
   done
 done

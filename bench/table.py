@@ -58,7 +58,7 @@ def main(paths):
         fmt = lambda d, k, f: (f % d[k]) if d.get(k) is not None else "-"
         ratio = f"{rate['cpp'] / rate['python']:.2f}x" if len(rate) == 2 else "-"
         params = "-"
-        if len(row) == 2:
+        if "cpp" in row and "python" in row:
             same = row["cpp"]["params"] == row["python"]["params"]
             params = f"{row['cpp']['params']:,} {'equal' if same else 'DIFFER'}"
             if not same:

@@ -9,7 +9,7 @@
 namespace data2vec::nn {
 
 // The fast paths of these blocks (fused q/k/v GEMM with the softmax scale folded into the query
-// weights, in-place logit bias, layer scale fused into the residual add) are on by default.
+// weights, layer scale fused into the residual add) are on by default.
 // Blocks read the switch when they are constructed; the plain paths stay as the reference the
 // tests compare against (tests/test_nn_fast_paths.cpp) and as the benchmark's A/B baseline.
 void set_fast_paths(bool enabled);
