@@ -43,7 +43,9 @@ void expect_same(Block& fast, Block& plain, const torch::Tensor& x, const torch:
   (of.x * go).sum().backward();
   (op.x * go).sum().backward();
   EXPECT_TRUE(tensors_close("input gradient", xf.grad(), xp.grad(), 1e-5));
-  if (bias.defined()) EXPECT_TRUE(tensors_close("bias gradient", bf.grad(), bp.grad(), 1e-5));
+  if (bias.defined()) {
+    EXPECT_TRUE(tensors_close("bias gradient", bf.grad(), bp.grad(), 1e-5));
+  }
   auto plain_params = plain->named_parameters();
   for (const auto& p : fast->named_parameters()) {
     EXPECT_TRUE(
