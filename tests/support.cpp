@@ -1,6 +1,9 @@
 #include "support.h"
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 
@@ -21,9 +24,9 @@ namespace data2vec::testing {
   for (int64_t i = 0; i < n; ++i) {
     first << " (" << a[i].item<double>() << " vs " << e[i].item<double>() << ")";
   }
-  return ::testing::AssertionFailure() << label << ": max |diff| " << max_diff << " > tolerance "
-                                       << tolerance << "; first values (actual vs expected):"
-                                       << first.str();
+  return ::testing::AssertionFailure()
+         << label << ": max |diff| " << max_diff << " > tolerance " << tolerance
+         << "; first values (actual vs expected):" << first.str();
 }
 
 std::string fixture_path(const std::string& name) {
@@ -36,6 +39,22 @@ std::string make_temp_dir(const std::string& prefix) {
              (prefix + "-" + std::to_string(rd()) + std::to_string(rd()));
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+namespace {
+const std::string& command_log_path() {
+  static const std::string path = make_temp_dir("d2v-cmd") + "/output.log";
+  return path;
+}
+}  // namespace
+
+int run_command(const std::string& command) {
+  return std::system((command + " > '" + command_log_path() + "' 2>&1").c_str());
+}
+
+std::string last_command_output() {
+  std::ifstream in(command_log_path(), std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace data2vec::testing

@@ -18,4 +18,10 @@ std::string fixture_path(const std::string& name);
 // A fresh empty directory under the system temp dir, unique per call.
 std::string make_temp_dir(const std::string& prefix);
 
+// Runs a shell command with stdout and stderr captured to a log private to this test process
+// (ctest runs tests of one suite in parallel, so a shared log path would be overwritten);
+// returns std::system's status. `last_command_output` reads what the latest one printed.
+int run_command(const std::string& command);
+std::string last_command_output();
+
 }  // namespace data2vec::testing

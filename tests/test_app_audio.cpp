@@ -15,6 +15,8 @@
 
 namespace fs = std::filesystem;
 using namespace data2vec;
+using data2vec::testing::last_command_output;
+using data2vec::testing::run_command;
 
 namespace {
 
@@ -93,14 +95,6 @@ std::vector<std::string> described(const Dataset& data) {
   std::vector<std::string> paths;
   for (size_t i = 0; i < data.size(); ++i) paths.push_back(data.describe(i));
   return paths;
-}
-
-int run(const std::string& command) {
-  return std::system((command + " > /tmp/d2v_audio_cmd.log 2>&1").c_str());
-}
-
-std::string last_output() {
-  return io::read_file("/tmp/d2v_audio_cmd.log");
 }
 
 }  // namespace
@@ -184,10 +178,11 @@ TEST(AppAudio, ManifestCommandSkipsAndCountsBadFiles) {
   write(dir / "b/2.flac", clip(300, 0.25, 2), 8000);
   std::ofstream(dir / "b/broken.wav") << "RIFF this is not a wav file";
   const auto out = (dir / "train.tsv").string();
-  ASSERT_EQ(run(std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out), 0)
-      << last_output();
-  EXPECT_NE(last_output().find("broken.wav"), std::string::npos) << last_output();
-  EXPECT_NE(last_output().find("1 unreadable"), std::string::npos) << last_output();
+  ASSERT_EQ(
+      run_command(std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out), 0)
+      << last_command_output();
+  EXPECT_NE(last_command_output().find("broken.wav"), std::string::npos) << last_command_output();
+  EXPECT_NE(last_command_output().find("1 unreadable"), std::string::npos) << last_command_output();
   const auto manifest = audio::read_manifest(out);
   EXPECT_EQ(manifest.root, fs::canonical(dir).string());
   ASSERT_EQ(manifest.entries.size(), 2u);
@@ -215,9 +210,11 @@ TEST(AppAudio, PretrainEvaluateAndEmbedThroughTheCommandLine) {
   std::ofstream(config_path) << io::to_yaml(config);
   const auto out = data2vec::testing::make_temp_dir("d2v-audio-run");
   const std::string bin = DATA2VEC_BINARY;
-  ASSERT_EQ(run(bin + " pretrain --config " + config_path + " --out " + out), 0) << last_output();
-  ASSERT_EQ(run(bin + " evaluate --checkpoint " + out + " --report " + out + "/report.md"), 0)
-      << last_output();
+  ASSERT_EQ(run_command(bin + " pretrain --config " + config_path + " --out " + out), 0)
+      << last_command_output();
+  ASSERT_EQ(run_command(bin + " evaluate --checkpoint " + out + " --report " + out + "/report.md"),
+            0)
+      << last_command_output();
   const auto report = io::read_file(out + "/report.md");
   for (const char* row :
        {"mean log-mel, linear", "random init, linear probe", "data2vec student, linear probe",
@@ -230,10 +227,10 @@ TEST(AppAudio, PretrainEvaluateAndEmbedThroughTheCommandLine) {
             std::string::npos)
       << report;
   // Features of audio files (one row of D = 128 per file, any rate and format).
-  ASSERT_EQ(run(bin + " embed --checkpoint " + out + " --input " + root +
-                "/spoken-digits/test-real --output " + out + "/features.safetensors"),
+  ASSERT_EQ(run_command(bin + " embed --checkpoint " + out + " --input " + root +
+                        "/spoken-digits/test-real --output " + out + "/features.safetensors"),
             0)
-      << last_output();
+      << last_command_output();
   const auto file = io::load_safetensors(out + "/features.safetensors");
   EXPECT_EQ(file.tensors.at("features").sizes(), (std::vector<int64_t>{2, 128}));
   EXPECT_FALSE(torch::isnan(file.tensors.at("features")).any().item<bool>());

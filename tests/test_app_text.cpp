@@ -14,6 +14,8 @@
 
 namespace fs = std::filesystem;
 using namespace data2vec;
+using data2vec::testing::last_command_output;
+using data2vec::testing::run_command;
 
 namespace {
 
@@ -66,23 +68,15 @@ io::Config text_config(const std::string& root) {
   return c;
 }
 
-int run(const std::string& command) {
-  return std::system((command + " > /tmp/d2v_text_cmd.log 2>&1").c_str());
-}
-
-std::string last_output() {
-  return io::read_file("/tmp/d2v_text_cmd.log");
-}
-
 // Trains the corpus's tokenizer once for the suite, through the command line.
 const std::string& corpus_with_tokenizer() {
   static const std::string root = [] {
     const auto root = make_corpus();
     const auto config_path = root + "/config.yaml";
     std::ofstream(config_path) << io::to_yaml(text_config(root));
-    const int status = run(std::string(DATA2VEC_BINARY) + " tokenizer train --config " +
-                           config_path + " --vocab-size 40");
-    EXPECT_EQ(status, 0) << last_output();
+    const int status = run_command(std::string(DATA2VEC_BINARY) + " tokenizer train --config " +
+                                   config_path + " --vocab-size 40");
+    EXPECT_EQ(status, 0) << last_command_output();
     return root;
   }();
   return root;
@@ -158,23 +152,25 @@ TEST(AppText, PretrainThenEvaluateReportsAllBaselines) {
   std::ofstream(config_path) << io::to_yaml(config);
   const auto out = data2vec::testing::make_temp_dir("d2v-text-run");
   const std::string bin = DATA2VEC_BINARY;
-  ASSERT_EQ(run(bin + " pretrain --config " + config_path + " --out " + out), 0) << last_output();
-  ASSERT_EQ(run(bin + " evaluate --checkpoint " + out + " --report " + out + "/report.md"), 0)
-      << last_output();
+  ASSERT_EQ(run_command(bin + " pretrain --config " + config_path + " --out " + out), 0)
+      << last_command_output();
+  ASSERT_EQ(run_command(bin + " evaluate --checkpoint " + out + " --report " + out + "/report.md"),
+            0)
+      << last_command_output();
   // Features of text files from the checkpoint: one row of D = 128 (mini preset) per file.
   const auto inputs = data2vec::testing::make_temp_dir("d2v-text-embed");
   std::ofstream(inputs + "/a.txt") << "the market and the senate vote\n";
   std::ofstream(inputs + "/b.txt") << "the editor should argue\n";
-  ASSERT_EQ(run(bin + " embed --checkpoint " + out + " --input " + inputs + " --output " + out +
-                "/features.safetensors"),
+  ASSERT_EQ(run_command(bin + " embed --checkpoint " + out + " --input " + inputs + " --output " +
+                        out + "/features.safetensors"),
             0)
-      << last_output();
+      << last_command_output();
   const auto features = io::load_safetensors(out + "/features.safetensors").tensors.at("features");
   EXPECT_EQ(features.sizes(), (std::vector<int64_t>{2, 128}));
   const auto report = io::read_file(out + "/report.md");
-  for (const char* row : {"bag of words, linear", "random init, linear probe",
-                          "data2vec student, linear probe", "data2vec teacher, linear probe",
-                          "brown genre"}) {
+  for (const char* row :
+       {"bag of words, linear", "random init, linear probe", "data2vec student, linear probe",
+        "data2vec teacher, linear probe", "brown genre"}) {
     EXPECT_NE(report.find(row), std::string::npos) << row << "\n" << report;
   }
 }
