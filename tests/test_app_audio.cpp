@@ -5,6 +5,7 @@
 #include <fstream>
 #include <random>
 
+#include "data2vec/app/audio_builders.h"
 #include "data2vec/app/builders.h"
 #include "data2vec/audio/data.h"
 #include "data2vec/audio/io.h"
@@ -117,6 +118,22 @@ TEST(AppAudio, PretrainingReadsNoTestClip) {
   const auto batch = data->collate({data->get(0, 1), data->get(20, 1)});
   EXPECT_EQ(batch.input.source.dim(), 2);
   EXPECT_LE(batch.input.source.size(1), config.data.max_samples);
+}
+
+TEST(AppAudio, PackAndPositionalKernelKeys) {
+  auto config = audio_config(speech_root());
+  EXPECT_EQ(app::audio_encoder_options(config).pos_conv_kernel(), 19) << "the preset's";
+  config.model.pos_conv_kernel = 7;
+  EXPECT_EQ(app::audio_encoder_options(config).pos_conv_kernel(), 7);
+
+  config.data.pack = true;
+  const auto packed = app::make_pretrain_dataset(config);
+  ASSERT_NE(dynamic_cast<const audio::PackedAudioDataset*>(packed.get()), nullptr);
+  EXPECT_EQ(packed->size(), 8u + 16u) << "one packed example per utterance";
+  for (size_t i = 0; i < packed->size(); ++i) {
+    EXPECT_EQ(packed->get(i, 3).source.size(0), config.data.max_samples) << packed->describe(i);
+    EXPECT_EQ(packed->describe(i).find("test-"), std::string::npos) << "nothing held out is packed";
+  }
 }
 
 TEST(AppAudio, EvaluationTasksTrainAndTestOnTheRightClips) {

@@ -248,3 +248,75 @@ TEST(AudioData, LengthBucketedBatches) {
   EXPECT_EQ(length_bucketed_batches(lengths, 8, 3), batches);
   EXPECT_NE(length_bucketed_batches(lengths, 8, 4), batches);
 }
+
+namespace {
+
+// Utterance k is the constant k + 1 for lengths[k] samples; `bad` throws BadSample.
+class ConstantUtterances : public Dataset {
+ public:
+  ConstantUtterances(std::vector<int64_t> lengths, std::set<size_t> bad = {})
+      : lengths_(std::move(lengths)), bad_(std::move(bad)) {}
+  size_t size() const override { return lengths_.size(); }
+  Example get(size_t index, uint64_t) const override {
+    if (bad_.count(index)) throw BadSample(describe(index) + ": unreadable");
+    return {torch::full({lengths_[index]}, float(index + 1)), 3};
+  }
+  std::string describe(size_t index) const override {
+    return "utt" + std::to_string(index) + ".wav";
+  }
+
+ private:
+  std::vector<int64_t> lengths_;
+  std::set<size_t> bad_;
+};
+
+}  // namespace
+
+TEST(AudioData, PackedExamplesJoinUtterancesToOneLength) {
+  const auto utterances =
+      std::make_shared<ConstantUtterances>(std::vector<int64_t>{300, 500, 700, 1500});
+  PackedAudioDataset packed(utterances, 1000);
+  ASSERT_EQ(packed.size(), 4u);
+  std::set<float> seen_after_first;
+  for (size_t i = 0; i < packed.size(); ++i) {
+    for (uint64_t seed = 0; seed < 6; ++seed) {
+      const auto example = packed.get(i, seed);
+      ASSERT_EQ(example.source.sizes(), torch::IntArrayRef({1000})) << i << "/" << seed;
+      EXPECT_EQ(example.label, -1) << "packed examples are unlabelled";
+      EXPECT_EQ(example.source[0].item<float>(), float(i + 1))
+          << "the window starts inside utterance i";
+      EXPECT_TRUE(torch::equal(example.source, packed.get(i, seed).source)) << "same (index, seed)";
+      const auto values = std::get<0>(at::_unique(example.source));
+      for (int64_t v = 0; v < values.size(0); ++v) {
+        const float value = values[v].item<float>();
+        EXPECT_TRUE(value >= 1 && value <= 4) << value;
+        if (value != float(i + 1)) seen_after_first.insert(value);
+      }
+      if (i == 3) {  // longer than the window: no other utterance is needed
+        EXPECT_EQ(values.size(0), 1);
+      }
+    }
+  }
+  EXPECT_GE(seen_after_first.size(), 3u) << "the following utterances are drawn from the corpus";
+  std::set<std::string> windows;  // the cut moves with the seed
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    const auto s = packed.get(2, seed).source;
+    windows.insert(std::to_string((s == 3.0f).sum().item<int64_t>()));
+  }
+  EXPECT_GT(windows.size(), 1u);
+  const auto batch = packed.collate({packed.get(0, 1), packed.get(1, 1)});
+  EXPECT_EQ(batch.input.source.sizes(), torch::IntArrayRef({2, 1000}));
+  EXPECT_FALSE(batch.input.padding_mask.defined()) << "packed examples need no padding";
+  EXPECT_NE(packed.describe(1).find("utt1.wav"), std::string::npos);
+
+  PackedAudioDataset with_bad(
+      std::make_shared<ConstantUtterances>(std::vector<int64_t>{300, 500}, std::set<size_t>{1}),
+      1000);
+  try {
+    with_bad.get(1, 0);
+    ADD_FAILURE() << "no error";
+  } catch (const BadSample& e) {
+    EXPECT_NE(std::string(e.what()).find("utt1.wav"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(PackedAudioDataset(utterances, 0), c10::Error);
+}

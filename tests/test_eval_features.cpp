@@ -144,6 +144,43 @@ TEST(ExtractFeatures, MatchesOneForwardInEvalModeAndRestoresMode) {
   EXPECT_TRUE(tensors_close("features", set.features, expected, 1e-5));
 }
 
+TEST(ExtractFeatures, ProbeLayerPoolsTheChosenTensor) {
+  EXPECT_EQ(parse_probe_layer("final"), kFinalLayer);
+  EXPECT_EQ(parse_probe_layer("0"), 0);
+  EXPECT_EQ(parse_probe_layer("12"), 12);
+  EXPECT_THROW(parse_probe_layer("last"), std::invalid_argument);
+  EXPECT_THROW(parse_probe_layer("-1"), std::invalid_argument);
+
+  auto encoder = make_encoder();  // 2 layers
+  auto data = make_dataset(5);
+  std::vector<Example> all;
+  for (size_t i = 0; i < 5; ++i) all.push_back(data.get(i, 0));
+  encoder->eval();
+  const auto out = [&] {
+    torch::NoGradGuard no_grad;
+    return encoder->extract_features(data.collate(all).input, {});
+  }();
+  ASSERT_EQ(out.layer_results.size(), 2u);
+  const std::vector<std::pair<int64_t, torch::Tensor>> expected{{kFinalLayer, out.x},
+                                                                {0, out.local_features},
+                                                                {1, out.layer_results[0]},
+                                                                {2, out.layer_results[1]}};
+  for (const auto& [layer, tensor] : expected) {
+    const auto set = extract_features(*encoder, data, ExtractOptions().layer(layer));
+    EXPECT_TRUE(
+        tensors_close("layer " + std::to_string(layer), set.features, tensor.mean(1), 1e-5));
+  }
+  // The layers differ, so a wrong choice cannot pass by accident.
+  EXPECT_GT((out.layer_results[0] - out.layer_results[1]).abs().max().item<double>(), 1e-3);
+  EXPECT_GT((out.x - out.local_features).abs().max().item<double>(), 1e-3);
+  try {
+    extract_features(*encoder, data, ExtractOptions().layer(3));
+    ADD_FAILURE() << "no error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("has 2 layers"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ExtractFeatures, PaddedExampleEqualsItselfAlone) {
   auto encoder = make_encoder();
   auto data = make_dataset(3, {6, 3, 5});

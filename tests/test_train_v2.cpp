@@ -4,61 +4,28 @@
 #include <fstream>
 
 #include "data2vec/app/builders.h"
-#include "data2vec/io/files.h"
 #include "data2vec/train/trainer.h"
+#include "pretrain_support.h"
 #include "support.h"
 
 using namespace data2vec;
+using data2vec::testing::last_model_bytes;
+using data2vec::testing::run_pretraining;
 
 namespace {
 
+// The trainer tests' toy run with 2.0 on: 3 copies per example, a small decoder.
 io::Config v2_config(int64_t max_steps) {
-  io::Config c;
-  c.model.modality = "toy";
-  c.model.preset = "micro";
+  io::Config c = data2vec::testing::toy_run_config(max_steps);
   c.model.algorithm = "v2";
   c.model.clone_batch = 3;
   c.model.decoder_dim = 16;
   c.model.decoder_layers = 2;
-  c.model.top_k_layers = 2;
-  c.model.layer_result = "ffn";
-  c.model.target_layer_norm = "instance_norm";
-  c.model.target_final_norm = "none";
-  c.model.loss_beta = 0;
-  c.model.loss_scale = 0;
-  c.model.mask_ratio = 0.5;
-  c.ema.decay_start = 0.99;
-  c.ema.decay_end = 0.999;
-  c.ema.anneal_steps = 40;
-  c.optim.lr = 1e-3;
   c.optim.warmup_steps = 2;
-  c.train.max_steps = max_steps;
-  c.train.batch_size = 8;
-  c.train.threads = 2;
   c.train.num_workers = 1;
-  c.train.device = "cpu";
-  c.data.dataset = "toy-variable";  // padding on every path
-  c.data.limit = 64;
   c.log.every = 2;
-  c.log.tensorboard = false;
   c.checkpoint.every = 4;
   return c;
-}
-
-train::PretrainResult run(const io::Config& config, const std::string& dir, bool resume,
-                          int64_t stop_at = 0) {
-  train::PretrainJob job;
-  job.stop_at_step = stop_at;
-  job.config = config;
-  job.run_dir = dir;
-  job.resume = resume;
-  job.model = app::make_model(config);
-  job.train_data = app::make_pretrain_dataset(config);
-  return train::pretrain(job);
-}
-
-std::string model_bytes(const std::string& run_dir) {
-  return io::read_file(run_dir + "/checkpoints/last/model.safetensors");
 }
 
 }  // namespace
@@ -83,13 +50,13 @@ TEST(TrainV2, ConfigBuildsTheDecoderAndClones) {
 TEST(TrainV2, PretrainsAndResumesToTheSameBytes) {
   const auto straight = data2vec::testing::make_temp_dir("v2_straight");
   const auto halves = data2vec::testing::make_temp_dir("v2_halves");
-  const auto result = run(v2_config(8), straight, false);
+  const auto result = run_pretraining(v2_config(8), straight, false);
   EXPECT_EQ(result.steps_done, 8);
   EXPECT_TRUE(result.stopped_because.empty()) << result.stopped_because;
   EXPECT_TRUE(std::isfinite(result.last_loss));
-  EXPECT_EQ(run(v2_config(8), halves, false, /*stop_at=*/4).steps_done, 4);
-  EXPECT_EQ(run(v2_config(8), halves, true).steps_done, 8);
-  EXPECT_EQ(model_bytes(straight), model_bytes(halves));
+  EXPECT_EQ(run_pretraining(v2_config(8), halves, false, /*stop_at=*/4).steps_done, 4);
+  EXPECT_EQ(run_pretraining(v2_config(8), halves, true).steps_done, 8);
+  EXPECT_EQ(last_model_bytes(straight), last_model_bytes(halves));
 
   // The masked fraction is over the copies' real steps: mask_ratio of the SHORTEST example in the
   // batch (every row masks the same count), so at most mask_ratio with variable lengths.

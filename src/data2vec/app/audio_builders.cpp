@@ -229,13 +229,16 @@ audio::AudioEncoderOptions audio_encoder_options(const io::Config& c) {
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.mask().mask_prob(c.model.mask_prob).mask_length(c.model.mask_length);
   if (c.model.dropout >= 0) o.dropout(c.model.dropout).attention_dropout(c.model.dropout);
+  if (c.model.pos_conv_kernel > 0) o.pos_conv_kernel(c.model.pos_conv_kernel);
   return o;
 }
 
 std::shared_ptr<const Dataset> audio_pretrain_dataset(const io::Config& c) {
   std::vector<audio::Manifest> parts;
   for (const auto& name : split_list(c.data.dataset)) parts.push_back(corpus_manifest(c, name));
-  return make_dataset(concatenate(parts), c);
+  auto utterances = make_dataset(concatenate(parts), c);
+  if (!c.data.pack) return utterances;
+  return std::make_shared<audio::PackedAudioDataset>(utterances, c.data.max_samples);
 }
 
 std::vector<EvalTask> audio_eval_tasks(const io::Config& c) {

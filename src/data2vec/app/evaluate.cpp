@@ -64,20 +64,24 @@ std::string percent(double fraction) {
 
 EvaluationRow probe_row(const std::string& task, const std::string& method,
                         const eval::FeatureSet& train, const eval::FeatureSet& test,
-                        int64_t num_classes) {
+                        int64_t num_classes, const std::string& source = "") {
   const auto result = eval::linear_probe(train.features, train.labels, test.features, test.labels,
                                          eval::LinearProbeOptions().num_classes(num_classes));
   std::ostringstream detail;
   detail << "L2 " << result.chosen_l2 << ", " << train.features.size(1) << " features";
+  if (!source.empty()) detail << ", " << source;
   spdlog::info("{}, {}: test {}%, train {}% ({})", task, method, percent(result.test_acc),
                percent(result.train_acc), detail.str());
   return {task, method, result.test_acc, result.train_acc, detail.str()};
 }
 
 // The encoder of `config` with the student's weights from the checkpoint (or fresh weights).
-std::shared_ptr<EncoderImpl> load_encoder(const io::Config& config,
+// `block_results`: layer_results are the blocks' outputs (what a probe of block k reads) whatever
+// model.layer_result pretraining used; the weights are the same either way.
+std::shared_ptr<EncoderImpl> load_encoder(io::Config config,
                                           const std::map<std::string, torch::Tensor>* state,
-                                          const std::string& prefix) {
+                                          const std::string& prefix, bool block_results = false) {
+  if (block_results) config.model.layer_result = "block";
   torch::manual_seed(uint64_t(config.train.seed));
   auto encoder = make_encoder_factory(config)();
   if (state) train::load_module_state(*encoder, *state, /*strict=*/true, prefix);
@@ -100,6 +104,10 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
         options.probe_train_limit > 0 ? options.probe_train_limit : config.eval.probe_train_limit;
     const auto train_options = extract_options(config, device, train_limit);
     const auto test_options = extract_options(config, device, options.test_limit);
+    const int64_t layer = eval::parse_probe_layer(config.eval.probe_layer);
+    const std::string source = layer == eval::kFinalLayer ? ""
+                               : layer == 0               ? "local features"
+                                                          : "block " + std::to_string(layer);
     // Tasks may share a split (the spoken-digits tasks share their train split): features of a
     // (method, split) pair are extracted once.
     std::map<std::pair<std::string, const Dataset*>, eval::FeatureSet> extracted;
@@ -128,20 +136,21 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                {"random init, linear probe", ""},
                {"data2vec student, linear probe", "student."},
                {"data2vec teacher, linear probe", "teacher."}}) {
-        auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
+        auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix,
+                                    /*block_results=*/layer >= 1);
         encoder->to(device);
         const auto label = short_name(method);
-        rows.push_back(
-            probe_row(task.name, method,
-                      features(method, *task.splits.train,
-                               [&] {
-                                 return eval::extract_features(
-                                     *encoder, *task.splits.train,
-                                     with_progress(train_options, label + " train"));
-                               }),
-                      eval::extract_features(*encoder, *task.splits.test,
-                                             with_progress(test_options, label + " test")),
-                      classes));
+        rows.push_back(probe_row(
+            task.name, method,
+            features(method, *task.splits.train,
+                     [&] {
+                       return eval::extract_features(
+                           *encoder, *task.splits.train,
+                           with_progress(train_options, label + " train").layer(layer));
+                     }),
+            eval::extract_features(*encoder, *task.splits.test,
+                                   with_progress(test_options, label + " test").layer(layer)),
+            classes, source));
       }
     }
   }

@@ -164,6 +164,40 @@ Example AudioManifestDataset::get(size_t index, uint64_t seed) const {
   return example;
 }
 
+PackedAudioDataset::PackedAudioDataset(std::shared_ptr<const Dataset> utterances, int64_t length)
+    : utterances_(std::move(utterances)), length_(length) {
+  TORCH_CHECK(utterances_ && utterances_->size() > 0, "packed audio: no utterances to pack");
+  TORCH_CHECK(length_ > 0, "packed audio: length must be > 0 samples, got ", length_);
+}
+
+Example PackedAudioDataset::get(size_t index, uint64_t seed) const {
+  auto generator =
+      at::detail::createCPUGenerator(~seed ^ (0xD1B54A32D192ED03ULL * (index + 1)));
+  const auto first = utterances_->get(index, seed).source;  // [S0]
+  std::vector<torch::Tensor> parts{first};
+  int64_t total = first.size(0);
+  const auto count = static_cast<int64_t>(utterances_->size());
+  while (total < length_) {
+    const auto next = torch::randint(count, {1}, generator).item<int64_t>();
+    parts.push_back(utterances_->get(static_cast<size_t>(next), seed).source);
+    total += parts.back().size(0);
+  }
+  // The window starts inside utterance i, so every utterance is the start of some example.
+  const int64_t last_start = std::min(first.size(0) - 1, total - length_);
+  const auto start = torch::randint(last_start + 1, {1}, generator).item<int64_t>();
+  Example example;
+  example.source = torch::cat(parts).slice(0, start, start + length_).contiguous();  // [length]
+  return example;
+}
+
+Batch PackedAudioDataset::collate(std::vector<Example> examples) const {
+  return utterances_->collate(std::move(examples));
+}
+
+std::string PackedAudioDataset::describe(size_t index) const {
+  return utterances_->describe(index) + " (packed with others)";
+}
+
 Batch AudioManifestDataset::collate(std::vector<Example> examples) const {
   TORCH_CHECK(!examples.empty(), "audio collate: empty batch");
   const auto batch = static_cast<int64_t>(examples.size());

@@ -27,6 +27,7 @@ AudioEncoderOptions audio_preset(const std::string& name) {
   struct Size {
     int64_t depth, dim, mlp_dim, heads, conv_dim;
   };
+  // clang-format off
   static const std::map<std::string, Size> presets{
       {"mini", {4, 128, 512, 2, 128}},
       {"tiny", {12, 192, 768, 3, 256}},
@@ -34,6 +35,7 @@ AudioEncoderOptions audio_preset(const std::string& name) {
       {"base", {12, 768, 3072, 12, 512}},
       {"large", {24, 1024, 4096, 16, 512}},
   };
+  // clang-format on
   const auto it = presets.find(name);
   TORCH_CHECK(it != presets.end(), "unknown audio preset '", name,
               "' (expected mini, tiny, small, base or large)");
@@ -285,8 +287,7 @@ MaskedInput AudioEncoderImpl::apply_mask(const EncoderInput& input, at::Generato
   return {input, mask.to(input.source.device())};
 }
 
-EncoderOutput AudioEncoderImpl::extract_features(const EncoderInput& input,
-                                                 const torch::Tensor& mask) {
+EncoderOutput AudioEncoderImpl::local_features(const EncoderInput& input) {
   TORCH_CHECK(input.source.dim() == 2, "audio encoder: expected waveforms [B,S], got shape ",
               input.source.sizes());
   EncoderOutput out;
@@ -296,6 +297,13 @@ EncoderOutput AudioEncoderImpl::extract_features(const EncoderInput& input,
               " samples are shorter than the conv stack's receptive field");
   out.padding_mask = frame_padding_mask(input.padding_mask, frames);  // [B,T] or undefined
   out.local_features = feature_projection(features);                  // [B,T,D]
+  return out;
+}
+
+EncoderOutput AudioEncoderImpl::extract_features(const EncoderInput& input,
+                                                 const torch::Tensor& mask) {
+  EncoderOutput out = local_features(input);
+  const int64_t frames = out.local_features.size(1);
   auto x = feature_dropout(out.local_features);
   if (mask.defined()) {
     TORCH_CHECK(mask.size(1) == frames, "audio encoder: mask has ", mask.size(1),
@@ -339,15 +347,8 @@ torch::Tensor AudioEncoderImpl::v2_mask(const EncoderInput& input, int64_t clone
 EncoderOutput AudioEncoderImpl::extract_kept_features(const EncoderInput& input,
                                                       const torch::Tensor& ids_keep,
                                                       int64_t clones) {
-  TORCH_CHECK(input.source.dim() == 2, "audio encoder: expected waveforms [B,S], got shape ",
-              input.source.sizes());
-  EncoderOutput out;
-  const auto features = feature_extractor(input.source).transpose(1, 2);  // [B,T,C], once
-  const int64_t frames = features.size(1);
-  TORCH_CHECK(frames > 0, "audio encoder: ", input.source.size(1),
-              " samples are shorter than the conv stack's receptive field");
-  const auto padding = frame_padding_mask(input.padding_mask, frames);  // [B,T] or undefined
-  out.local_features = feature_projection(features);                    // [B,T,D]
+  EncoderOutput out = local_features(input);  // once per example
+  const auto padding = out.padding_mask;      // [B,T] or undefined
   auto context =
       encoder->forward_kept(feature_dropout(out.local_features), padding, ids_keep, clones);
   out.x = context.x;  // [B*M,Tk,D]

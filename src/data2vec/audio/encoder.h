@@ -248,6 +248,10 @@ class AudioEncoderImpl : public EncoderImpl {
   AudioTransformer encoder{nullptr};
 
  private:
+  // The CNN and projection once per example: out.local_features [B,T,D] and out.padding_mask
+  // [B,T] (undefined when the input has none); x and layer_results left empty.
+  EncoderOutput local_features(const EncoderInput& input);
+
   AudioEncoderOptions options_;
 };
 TORCH_MODULE(AudioEncoder);

@@ -19,6 +19,33 @@ std::string to_string(PoolMode mode) {
   return mode == PoolMode::kMean ? "mean" : "cls";
 }
 
+int64_t parse_probe_layer(const std::string& name) {
+  if (name == "final") return kFinalLayer;
+  if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
+    throw std::invalid_argument("probe layer '" + name +
+                                "': expected final, 0 (local features) or a block number 1..L");
+  }
+  return std::stoll(name);
+}
+
+EncoderOutput select_layer(const EncoderOutput& out, int64_t layer) {
+  if (layer == kFinalLayer) return out;
+  EncoderOutput chosen = out;
+  if (layer == 0) {
+    TORCH_CHECK(out.local_features.defined(),
+                "probe layer 0: this encoder's output carries no local features");
+    TORCH_CHECK(out.local_features.sizes() == out.x.sizes(), "probe layer 0: local features ",
+                out.local_features.sizes(), " are not aligned with the output ", out.x.sizes());
+    chosen.x = out.local_features;
+    return chosen;
+  }
+  const auto layers = static_cast<int64_t>(out.layer_results.size());
+  TORCH_CHECK(layer >= 1 && layer <= layers, "probe layer ", layer, ": the encoder has ", layers,
+              " layers (use final, 0 or 1..", layers, ")");
+  chosen.x = out.layer_results[size_t(layer - 1)];
+  return chosen;
+}
+
 torch::Tensor pool_features(const EncoderOutput& out, int64_t num_prefix_tokens, PoolMode mode) {
   TORCH_CHECK(out.x.defined() && out.x.dim() == 3, "pool_features: expected x [B,T,D], got ",
               out.x.defined() ? out.x.sizes() : torch::IntArrayRef{});
@@ -118,9 +145,11 @@ FeatureSet extract_features(EncoderImpl& encoder, const Dataset& dataset,
   encoder.eval();
   const int64_t prefix = encoder.num_prefix_tokens();
   const PoolMode pool = options.pool();
+  const int64_t layer = options.layer();
   return extract_features(
       [&](const Batch& batch) {
-        return pool_features(encoder.extract_features(batch.input, torch::Tensor()), prefix, pool);
+        const auto out = encoder.extract_features(batch.input, torch::Tensor());
+        return pool_features(select_layer(out, layer), prefix, pool);
       },
       dataset, options);
 }

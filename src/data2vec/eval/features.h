@@ -24,6 +24,18 @@ enum class PoolMode {
 PoolMode parse_pool_mode(const std::string& name);
 std::string to_string(PoolMode mode);
 
+// Which tensor of an EncoderOutput is pooled: kFinalLayer = out.x; 0 = out.local_features (what
+// the transformer reads, before any mask); k >= 1 = out.layer_results[k-1] (block k's output when
+// the encoder was built with LayerResultKind::kBlock).
+constexpr int64_t kFinalLayer = -1;
+
+// "final" -> kFinalLayer, "k" -> k (config key eval.probe_layer).
+int64_t parse_probe_layer(const std::string& name);
+
+// `out` with x replaced by the chosen layer's [B,T,D] (padding mask and the rest unchanged);
+// an error names the layer when the encoder does not have it.
+EncoderOutput select_layer(const EncoderOutput& out, int64_t layer);
+
 // One vector per example from out.x [B,T,D] -> [B,D] fp32. Mean mode averages positions
 // num_prefix_tokens.. of each example that are not padding; out.padding_mask may cover all T
 // positions ([B,T]) or only the T - num_prefix_tokens sequence positions. Differentiable.
@@ -38,6 +50,8 @@ struct ExtractOptions {
   TORCH_ARG(bool, bf16) = false;
   /// How an encoder output becomes one vector. Default mean.
   TORCH_ARG(PoolMode, pool) = PoolMode::kMean;
+  /// Which layer is pooled (see select_layer). Default kFinalLayer.
+  TORCH_ARG(int64_t, layer) = kFinalLayer;
   /// Only the first `limit` examples (of `indices` when given, else of the dataset); 0 = all.
   /// Default 0.
   TORCH_ARG(int64_t, limit) = 0;
@@ -60,7 +74,7 @@ using BatchFeaturizer = std::function<torch::Tensor(const Batch&)>;
 
 // Encoder features: eval mode (the previous train/eval mode is restored afterwards), no grad,
 // dataset.get(i, 0) (the dataset decides whether seed 0 means "no augmentation"), no mask,
-// pooled by options.pool.
+// options.layer pooled by options.pool.
 FeatureSet extract_features(EncoderImpl& encoder, const Dataset& dataset,
                             const ExtractOptions& options = {});
 

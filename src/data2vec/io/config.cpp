@@ -45,6 +45,7 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"model.mask_ratio", &c.model.mask_ratio},
       {"model.mask_prob", &c.model.mask_prob},
       {"model.mask_length", &c.model.mask_length},
+      {"model.pos_conv_kernel", &c.model.pos_conv_kernel},
       {"model.dropout", &c.model.dropout},
       {"model.layer_scale_init", &c.model.layer_scale_init},
       {"model.clone_batch", &c.model.clone_batch},
@@ -76,6 +77,7 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"data.augment", &c.data.augment},
       {"data.crop_scale_min", &c.data.crop_scale_min},
       {"data.max_samples", &c.data.max_samples},
+      {"data.pack", &c.data.pack},
       {"data.max_tokens", &c.data.max_tokens},
       {"data.limit", &c.data.limit},
       {"log.every", &c.log.every},
@@ -89,6 +91,7 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"eval.knn_test_size", &c.eval.knn_test_size},
       {"eval.tasks", &c.eval.tasks},
       {"eval.probe_train_limit", &c.eval.probe_train_limit},
+      {"eval.probe_layer", &c.eval.probe_layer},
       {"eval.batch_size", &c.eval.batch_size},
   };
 }
@@ -291,6 +294,17 @@ void validate(const Config& c) {
   }
   if (c.model.mask_ratio <= 0 || c.model.mask_ratio >= 1) {
     throw std::invalid_argument("config key 'model.mask_ratio' must be in (0, 1)");
+  }
+  if (c.model.pos_conv_kernel < 0) {
+    throw std::invalid_argument("config key 'model.pos_conv_kernel' must be >= 0 (0 = the preset's)");
+  }
+  if (c.data.pack && c.data.max_samples <= 0) {
+    throw std::invalid_argument("config key 'data.pack' needs data.max_samples > 0 (the packed length)");
+  }
+  const auto& layer = c.eval.probe_layer;
+  if (layer != "final" && (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos)) {
+    throw std::invalid_argument("config key 'eval.probe_layer' is '" + layer +
+                                "': expected final, 0 (local features) or a block number 1..L");
   }
 }
 

@@ -46,6 +46,7 @@ struct ModelConfig {
   double mask_ratio = 0.6;          // vision: masked patch fraction; text: selected token fraction
   double mask_prob = 0.65;          // audio: span start probability
   int64_t mask_length = 10;         // audio: span length in frames
+  int64_t pos_conv_kernel = 0;     // audio: kernel of each positional conv layer; 0 = the preset's (19)
   double dropout = -1;              // encoder dropout; < 0 = the preset's
   double layer_scale_init = -1;     // vision layer scale; < 0 = the preset's
   // data2vec 2.0 (algorithm v2); 0 / < 0 = the modality's default (SPEC section 3)
@@ -87,6 +88,7 @@ struct DataConfig {
   bool augment = true;           // vision: random resized crop + flip during pretraining
   double crop_scale_min = 0.35;  // vision: smallest crop area fraction
   int64_t max_samples = 250000;  // audio: random crop length in samples (16 kHz)
+  bool pack = false;             // audio pretraining: join short utterances into max_samples
   int64_t max_tokens = 512;      // text: tokens per block
   int64_t limit = 0;             // use only the first N examples; 0 = all
 };
@@ -110,6 +112,7 @@ struct EvalConfig {
   int64_t batch_size = 256;
   std::string tasks = "";         // comma-separated labelled tasks to evaluate; empty = data.dataset's
   int64_t probe_train_limit = 0;  // train examples the linear probes fit on; 0 = all
+  std::string probe_layer = "final";  // what the probes pool: final | 0 (local features) | k (block k)
 };
 
 struct Config {
