@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The speech job: fetch the Asterisk prompts and klettres (Debian packages, unpacked only),
 # synthesise the spoken digits (espeak-ng, flite, festival + sox), pretrain
-# configs/audio/speech-tiny.yaml, and evaluate spoken digits and language ID across speakers:
+# configs/audio/speech-tiny.yaml, and evaluate spoken digits and language ID:
 # mean log-mel, random init, data2vec student / teacher.
 #   SPEECH_CONFIG  the preset           (default configs/audio/speech-tiny.yaml)
 #   SPEECH_OUT     the run directory    (default runs/speech; replaced)
@@ -21,7 +21,7 @@ rm -rf "$out"
 echo "== pretraining ($config) -> $out"
 "$bin" pretrain --config "$config" --out "$out" "${sets[@]}"
 "$bin" plot "$out"
-echo "== evaluating: mean log-mel, random init, data2vec (spoken digits, language across speakers)"
+echo "== evaluating: mean log-mel, random init, data2vec (spoken digits, language)"
 "$bin" evaluate --checkpoint "$out" --report "$out/report.md"
 echo
 cat "$out/report.md"
