@@ -275,14 +275,25 @@ torch::Tensor AudioEncoderImpl::frame_padding_mask(const torch::Tensor& sample_p
   return steps >= lengths.unsqueeze(1);                                      // [B,T]
 }
 
-MaskedInput AudioEncoderImpl::apply_mask(const EncoderInput& input, at::Generator& generator) {
+namespace {
+
+// What the mask samplers read: frames T of the batch and the real frames of each example, [B]
+// int64 on the CPU, from the waveforms' sample padding.
+std::pair<int64_t, torch::Tensor> frames_and_lengths(const AudioEncoderImpl& encoder,
+                                                     const EncoderInput& input) {
   TORCH_CHECK(input.source.dim() == 2, "audio encoder: expected waveforms [B,S], got shape ",
               input.source.sizes());
-  const int64_t batch = input.source.size(0);
-  const int64_t frames = num_frames(input.source.size(1));
-  const torch::Tensor lengths = input.padding_mask.defined()
-                                    ? frame_lengths((~input.padding_mask).sum(/*dim=*/1)).cpu()
-                                    : torch::full({batch}, frames, torch::kLong);
+  const int64_t frames = encoder.num_frames(input.source.size(1));
+  if (!input.padding_mask.defined()) {
+    return {frames, torch::full({input.source.size(0)}, frames, torch::kLong)};
+  }
+  return {frames, encoder.frame_lengths((~input.padding_mask).sum(/*dim=*/1)).cpu()};
+}
+
+}  // namespace
+
+MaskedInput AudioEncoderImpl::apply_mask(const EncoderInput& input, at::Generator& generator) {
+  const auto [frames, lengths] = frames_and_lengths(*this, input);
   const auto mask = span_mask(lengths, frames, options_.mask(), generator);  // [B,T]
   return {input, mask.to(input.source.device())};
 }
@@ -332,13 +343,7 @@ EncoderOutput AudioEncoderImpl::teacher_features(const EncoderInput& input,
 
 torch::Tensor AudioEncoderImpl::v2_mask(const EncoderInput& input, int64_t clones,
                                         at::Generator& generator) {
-  TORCH_CHECK(input.source.dim() == 2, "audio encoder: expected waveforms [B,S], got shape ",
-              input.source.sizes());
-  const int64_t batch = input.source.size(0);
-  const int64_t frames = num_frames(input.source.size(1));
-  const torch::Tensor lengths = input.padding_mask.defined()
-                                    ? frame_lengths((~input.padding_mask).sum(/*dim=*/1)).cpu()
-                                    : torch::full({batch}, frames, torch::kLong);
+  const auto [frames, lengths] = frames_and_lengths(*this, input);
   const auto mask = block_mask_1d(lengths.repeat_interleave(clones, 0), frames, options_.v2_mask(),
                                   generator);  // [B*M,T]
   return mask.to(input.source.device());
