@@ -8,6 +8,7 @@
 #include "data2vec/app/builders.h"
 #include "data2vec/app/embed.h"
 #include "data2vec/app/evaluate.h"
+#include "data2vec/app/hf.h"
 #include "data2vec/audio/data.h"
 #include "data2vec/io/config.h"
 #include "data2vec/text/data.h"
@@ -41,8 +42,17 @@ struct ConfigFlags {
   io::Config load() const { return io::load_config(path, overrides); }
 };
 
+// The encoder weights of `init` (a run or checkpoint directory, e.g. from import-hf) as the start
+// of a new run: student and teacher both, as the original project starts from a checkpoint.
+void initialise_from(Data2Vec& model, const std::string& init) {
+  const auto ckpt = train::read_checkpoint(init);
+  train::load_module_state(*model->student(), ckpt.model, /*strict=*/true, "student.");
+  train::load_module_state(*model->teacher(), ckpt.model, /*strict=*/true, "student.");
+  spdlog::info("student and teacher start from the encoder of {}", init);
+}
+
 int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resume, int64_t stop_at,
-                 int nproc, const std::vector<std::string>& args) {
+                 const std::string& init, int nproc, const std::vector<std::string>& args) {
   auto distributed = train::distributed_options_from_env();
   if (nproc > 1 && !distributed) return train::launch_local_workers(nproc, args);
   io::Config config;
@@ -51,6 +61,17 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
     // On resume the architecture comes from the checkpoint, not from the command line.
     io::apply_yaml(config, train::read_checkpoint(*existing).config_yaml,
                    *existing + "/config.yaml");
+    io::apply_overrides(config, flags.overrides);
+    io::validate(config);
+  } else if (!init.empty()) {
+    // The architecture is the init checkpoint's; training keys come from --config (if given).
+    if (!flags.path.empty()) config = flags.load();
+    io::Config source;
+    io::apply_yaml(source, train::read_checkpoint(init).config_yaml, init + " (config.yaml)");
+    config.model.modality = source.model.modality;
+    config.model.preset = source.model.preset;
+    config.model.hf_config = source.model.hf_config;
+    if (flags.path.empty()) config = source;
     io::apply_overrides(config, flags.overrides);
     io::validate(config);
   } else {
@@ -74,6 +95,7 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
   }
   const bool is_main = !job.group || job.group->is_main();
   job.model = app::make_model(config);
+  if (!init.empty() && !existing) initialise_from(job.model, init);
   job.train_data = app::make_pretrain_dataset(config);
   if (config.eval.knn_every > 0 && is_main) job.monitor = app::make_knn_monitor(config);
   const auto result = train::pretrain(job);
@@ -128,6 +150,7 @@ int main(int argc, char** argv) {
   bool pretrain_resume = false;
   int64_t pretrain_stop_at = 0;
   int pretrain_nproc = 1;
+  std::string pretrain_init;
   auto* pretrain = app.add_subcommand(
       "pretrain",
       "Pretrain an encoder the data2vec way. Writes DIR/metrics.jsonl, DIR/tb/ (TensorBoard), "
@@ -140,6 +163,12 @@ int main(int argc, char** argv) {
   pretrain->add_option("--stop-at", pretrain_stop_at,
                        "stop after this step with a checkpoint, keeping the schedules of "
                        "train.max_steps; continue later with --resume");
+  pretrain
+      ->add_option("--init", pretrain_init,
+                   "start student and teacher from this run's encoder (e.g. one made by "
+                   "import-hf); the architecture is taken from it, training keys from "
+                   "--config or from it")
+      ->check(CLI::ExistingDirectory);
   pretrain
       ->add_option("--nproc", pretrain_nproc,
                    "data-parallel worker processes on this machine (c10d: gloo on cpu, nccl "
@@ -238,12 +267,56 @@ int main(int argc, char** argv) {
   manifest->add_option("-o,--out", manifest_out, "manifest file to write (e.g. train.tsv)")
       ->required();
 
+  app::ImportHfOptions import_options;
+  auto* import_hf = app.add_subcommand(
+      "import-hf",
+      "Import a Hugging Face data2vec folder (config.json + model.safetensors or "
+      "pytorch_model.bin; facebook/data2vec-vision/-audio/-text, base or task models) as a run "
+      "directory for embed, probe, finetune, evaluate, export-hf and pretrain --init.");
+  import_hf->add_option("hf_dir", import_options.hf_dir, "the Hugging Face folder")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  import_hf->add_option("-o,--out", import_options.out_dir, "run directory to create")->required();
+  import_hf->add_option("-c,--config", import_options.config_path,
+                        "YAML whose training keys the run uses (default: data2vec 1.0's for the "
+                        "modality); the architecture always comes from config.json");
+  import_hf->add_option("--set", import_options.overrides, "override one key (repeatable)");
+
+  app::ExportHfOptions export_options;
+  auto* export_hf = app.add_subcommand(
+      "export-hf",
+      "Write a run's encoder as a Hugging Face folder (config.json + model.safetensors) that "
+      "transformers' Data2Vec*Model.from_pretrained loads.");
+  export_hf->add_option("checkpoint", export_options.checkpoint, "run or checkpoint directory")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  export_hf->add_option("-o,--out", export_options.out_dir, "folder to write")->required();
+  export_hf->add_flag("--teacher", export_options.teacher,
+                      "export the EMA teacher instead of the student");
+
+  std::string forward_dir, forward_inputs, forward_output;
+  auto* hf_forward = app.add_subcommand(
+      "hf-forward",
+      "Run a Hugging Face folder's model (or a run's encoder) on inputs stored as "
+      "<variant>.<name> tensors (pixel_values, bool_masked_pos, input_values, attention_mask, "
+      "input_ids, token_type_ids; metadata 'variants') and write every hidden state, "
+      "last_hidden_state, pooler_output, extract_features and logits under the same keys as "
+      "Hugging Face's outputs.");
+  hf_forward->add_option("model", forward_dir, "Hugging Face folder, run or checkpoint directory")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  hf_forward->add_option("--inputs", forward_inputs, "inputs (.safetensors)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  hf_forward->add_option("--output", forward_output, "outputs to write (.safetensors)")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (*pretrain) {
       return run_pretrain(pretrain_flags, pretrain_out, pretrain_resume, pretrain_stop_at,
-                          pretrain_nproc, std::vector<std::string>(argv + 1, argv + argc));
+                          pretrain_init, pretrain_nproc,
+                          std::vector<std::string>(argv + 1, argv + argc));
     }
     if (*probe || *finetune || *evaluate) {
       eval_options.probe = !*finetune;
@@ -255,6 +328,20 @@ int main(int argc, char** argv) {
     }
     if (*tokenizer_train) {
       return run_tokenizer_train(tokenizer_flags, tokenizer_inputs, tokenizer_vocab, tokenizer_out);
+    }
+    if (*import_hf) {
+      std::cout << app::import_hf(import_options) << "\n";
+      return 0;
+    }
+    if (*export_hf) {
+      app::export_hf(export_options);
+      std::cout << export_options.out_dir << "\n";
+      return 0;
+    }
+    if (*hf_forward) {
+      const auto written = app::hf_forward(forward_dir, forward_inputs, forward_output);
+      std::cout << forward_output << ": " << written << " tensors\n";
+      return 0;
     }
     if (*embed) {
       app::embed_files(embed_options);

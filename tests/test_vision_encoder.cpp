@@ -119,7 +119,8 @@ TEST(VisionEncoder, ParameterNamesFollowHuggingFace) {
     EXPECT_EQ(name.find("layer_relative_position_bias"), std::string::npos) << name;
   }
   // Per-layer tables when not shared.
-  auto per_layer = make_vision_encoder(small_options().shared_relative_position_bias(false));
+  auto per_layer = make_vision_encoder(
+      small_options().shared_relative_position_bias(false).layer_relative_position_bias(true));
   const auto q = named(*per_layer);
   EXPECT_TRUE(q.count("encoder.layer_relative_position_bias.0.relative_position_bias_table"));
   EXPECT_TRUE(q.count("encoder.layer_relative_position_bias.1.relative_position_bias_table"));

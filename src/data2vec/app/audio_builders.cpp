@@ -9,6 +9,7 @@
 
 #include "data2vec/audio/data.h"
 #include "data2vec/audio/features.h"
+#include "data2vec/audio/hf.h"
 
 namespace fs = std::filesystem;
 
@@ -225,7 +226,8 @@ EvalTask language_task(const io::Config& c) {
 }  // namespace
 
 audio::AudioEncoderOptions audio_encoder_options(const io::Config& c) {
-  auto o = audio::audio_preset(c.model.preset);
+  auto o = c.model.preset == "hf" ? audio::audio_options_from_hf(hf_model_config(c))
+                                  : audio::audio_preset(c.model.preset);
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.mask().mask_prob(c.model.mask_prob).mask_length(c.model.mask_length);
   if (c.model.dropout >= 0) o.dropout(c.model.dropout).attention_dropout(c.model.dropout);

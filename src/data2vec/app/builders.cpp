@@ -10,10 +10,12 @@
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/text/data.h"
 #include "data2vec/text/encoder.h"
+#include "data2vec/text/hf.h"
 #include "data2vec/text/tokenizer.h"
 #include "data2vec/vision/augment.h"
 #include "data2vec/vision/datasets.h"
 #include "data2vec/vision/encoder.h"
+#include "data2vec/vision/hf.h"
 
 namespace data2vec::app {
 
@@ -45,7 +47,17 @@ ToyDatasetOptions toy_data_options(const io::Config& c, int64_t first_index, int
 }
 
 vision::VisionEncoderOptions vision_options(const io::Config& c) {
-  auto o = vision::vision_preset(c.model.preset);
+  vision::VisionEncoderOptions o;
+  if (c.model.preset == "hf") {
+    o = vision::vision_options_from_hf(hf_model_config(c));
+    if (c.data.image_size != o.image_size()) {
+      throw std::invalid_argument("config key 'data.image_size' = " +
+                                  std::to_string(c.data.image_size) + ", but the model reads " +
+                                  std::to_string(o.image_size()) + " px images");
+    }
+  } else {
+    o = vision::vision_preset(c.model.preset);
+  }
   o.image_size(c.data.image_size)
       .mask_ratio(c.model.mask_ratio)
       .layer_result(parse_layer_result_kind(c.model.layer_result));
@@ -142,7 +154,8 @@ std::shared_ptr<text::SentencePieceTokenizer> load_tokenizer(const io::Config& c
 }
 
 text::TextEncoderOptions text_options(const io::Config& c, int64_t vocab_size) {
-  auto o = text::text_preset(c.model.preset, vocab_size);
+  auto o = c.model.preset == "hf" ? text::text_options_from_hf(hf_model_config(c))
+                                  : text::text_preset(c.model.preset, vocab_size);
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.masking().mask_prob(c.model.mask_ratio);
   if (c.model.dropout >= 0) o.dropout(c.model.dropout).attention_dropout(c.model.dropout);
@@ -221,6 +234,15 @@ void require_data(const io::Config& c) {
 
 }  // namespace
 
+io::HfConfig hf_model_config(const io::Config& config) {
+  const std::string source = "config key 'model.hf_config'";
+  try {
+    return io::HfConfig(nlohmann::json::parse(config.model.hf_config), source);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(source + ": not valid JSON (" + e.what() + ")");
+  }
+}
+
 std::vector<std::string> split_list(const std::string& list) {
   std::vector<std::string> items;
   std::string item;
@@ -249,7 +271,9 @@ EncoderFactory make_encoder_factory(const io::Config& config) {
     return [options] { return audio::make_audio_encoder(options); };
   }
   if (config.model.modality == "text") {
-    const auto options = text_options(config, load_tokenizer(config)->vocab_size());
+    // An imported model's vocabulary is in its config; our own text models take the tokenizer's.
+    const auto vocab = config.model.preset == "hf" ? 0 : load_tokenizer(config)->vocab_size();
+    const auto options = text_options(config, vocab);
     return [options] { return text::make_text_encoder(options); };
   }
   unknown("model.modality", config.model.modality, "toy, vision, audio or text");
@@ -258,8 +282,8 @@ EncoderFactory make_encoder_factory(const io::Config& config) {
 Data2VecOptions make_data2vec_options(const io::Config& c) {
   // data2vec 2.0 defaults per modality (SPEC section 3); 0 / < 0 in the config = these.
   const bool image = c.model.modality == "vision";
-  const int64_t clones = c.model.clone_batch > 0   ? c.model.clone_batch
-                         : image                    ? 16
+  const int64_t clones = c.model.clone_batch > 0     ? c.model.clone_batch
+                         : image                     ? 16
                          : c.model.modality == "toy" ? 4
                                                      : 8;
   return Data2VecOptions()
@@ -269,7 +293,9 @@ Data2VecOptions make_data2vec_options(const io::Config& c) {
       .decoder_kernel(c.model.decoder_kernel)
       .decoder_groups(c.model.decoder_groups)
       .decoder_layers(c.model.decoder_layers)
-      .cls_loss_weight(c.model.cls_loss >= 0 ? c.model.cls_loss : image ? 0.01 : 0.0)
+      .cls_loss_weight(c.model.cls_loss >= 0 ? c.model.cls_loss
+                       : image               ? 0.01
+                                             : 0.0)
       .targets(TargetOptions()
                    .top_k_layers(c.model.top_k_layers)
                    .layer_norm_targets(parse_target_norm(c.model.target_layer_norm))

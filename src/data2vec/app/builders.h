@@ -10,6 +10,7 @@
 #include "data2vec/core/data2vec.h"
 #include "data2vec/core/dataset.h"
 #include "data2vec/io/config.h"
+#include "data2vec/io/hf.h"
 #include "data2vec/text/data.h"
 
 namespace data2vec::app {
@@ -17,7 +18,10 @@ namespace data2vec::app {
 // The items of a comma-separated config list (e.g. data.dataset, eval.tasks), spaces dropped.
 std::vector<std::string> split_list(const std::string& list);
 
-// Builds encoders of the configured modality and preset.
+// model.hf_config (preset hf) as a Hugging Face config, errors citing the key.
+io::HfConfig hf_model_config(const io::Config& config);
+
+// Builds encoders of the configured modality and preset (preset hf: from model.hf_config).
 EncoderFactory make_encoder_factory(const io::Config& config);
 
 // Targets, loss, EMA and head options from the config (EMA anneal 0 -> train.max_steps).

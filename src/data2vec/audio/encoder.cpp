@@ -67,14 +67,15 @@ std::string hf_audio_name(const std::string& name) {
 
 // ---- local encoder ----
 
-ConvLayerImpl::ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, double eps) {
+ConvLayerImpl::ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, bool bias) {
   conv = register_module(
       "conv",
       torch::nn::Conv1d(
-          torch::nn::Conv1dOptions(in_dim, spec.dim, spec.kernel).stride(spec.stride).bias(false)));
+          torch::nn::Conv1dOptions(in_dim, spec.dim, spec.kernel).stride(spec.stride).bias(bias)));
   torch::nn::init::kaiming_normal_(conv->weight);
   layer_norm = register_module(
-      "layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({spec.dim}).eps(eps)));
+      "layer_norm",
+      torch::nn::LayerNorm(torch::nn::LayerNormOptions({spec.dim}).eps(kConvLayerNormEps)));
 }
 
 torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
@@ -83,7 +84,7 @@ torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
   return torch::gelu(y);
 }
 
-FeatureExtractorImpl::FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, double eps) {
+FeatureExtractorImpl::FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, bool bias) {
   TORCH_CHECK(!layers.empty(), "audio encoder: conv_layers is empty");
   auto list = register_module("conv_layers", torch::nn::ModuleList());
   int64_t in_dim = 1;
@@ -91,7 +92,7 @@ FeatureExtractorImpl::FeatureExtractorImpl(const std::vector<ConvLayerSpec>& lay
     TORCH_CHECK(spec.dim > 0 && spec.kernel > 0 && spec.stride > 0,
                 "audio encoder: bad conv layer (dim ", spec.dim, ", kernel ", spec.kernel,
                 ", stride ", spec.stride, ")");
-    conv_layers.push_back(ConvLayer(in_dim, spec, eps));
+    conv_layers.push_back(ConvLayer(in_dim, spec, bias));
     list->push_back(conv_layers.back());
     in_dim = spec.dim;
   }
@@ -115,9 +116,8 @@ torch::Tensor FeatureProjectionImpl::forward(const torch::Tensor& features) {
 
 // ---- positional encoder ----
 
-PositionalConvLayerImpl::PositionalConvLayerImpl(int64_t dim, int64_t kernel, int64_t groups,
-                                                 double eps_)
-    : remove_frames(kernel % 2 == 0 ? 1 : 0), eps(eps_) {
+PositionalConvLayerImpl::PositionalConvLayerImpl(int64_t dim, int64_t kernel, int64_t groups)
+    : remove_frames(kernel % 2 == 0 ? 1 : 0) {
   TORCH_CHECK(dim % groups == 0, "audio encoder: width ", dim, " does not divide into ", groups,
               " positional conv groups (set pos_conv_groups)");
   conv = register_module(
@@ -128,17 +128,18 @@ PositionalConvLayerImpl::PositionalConvLayerImpl(int64_t dim, int64_t kernel, in
 torch::Tensor PositionalConvLayerImpl::forward(const torch::Tensor& x) {
   auto y = conv(x);  // [B,D,T + remove_frames]
   if (remove_frames > 0) y = y.slice(2, 0, y.size(2) - remove_frames);
-  y = torch::layer_norm(y.transpose(1, 2), {y.size(1)}, /*weight=*/{}, /*bias=*/{}, eps)
+  y = torch::layer_norm(y.transpose(1, 2), {y.size(1)}, /*weight=*/{}, /*bias=*/{},
+                        kConvLayerNormEps)
           .transpose(1, 2);
   return torch::gelu(y);
 }
 
 PositionalConvEmbeddingImpl::PositionalConvEmbeddingImpl(int64_t dim, int64_t depth, int64_t kernel,
-                                                         int64_t groups, double eps) {
+                                                         int64_t groups) {
   TORCH_CHECK(depth >= 1, "audio encoder: pos_conv_depth must be >= 1, got ", depth);
   auto list = register_module("layers", torch::nn::ModuleList());
   for (int64_t j = 0; j < depth; ++j) {
-    layers.push_back(PositionalConvLayer(dim, kernel, groups, eps));
+    layers.push_back(PositionalConvLayer(dim, kernel, groups));
     list->push_back(layers.back());
   }
 }
@@ -172,7 +173,7 @@ AudioTransformerImpl::AudioTransformerImpl(const AudioEncoderOptions& o)
               "audio encoder: layerdrop must be in [0, 1), got ", o.layerdrop());
   pos_conv_embed = register_module(
       "pos_conv_embed", PositionalConvEmbedding(o.dim(), o.pos_conv_depth(), o.pos_conv_kernel(),
-                                                o.pos_conv_groups(), o.layer_norm_eps()));
+                                                o.pos_conv_groups()));
   layer_norm = register_module(
       "layer_norm",
       torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim()}).eps(o.layer_norm_eps())));
@@ -196,6 +197,7 @@ ContextOutput AudioTransformerImpl::forward(const torch::Tensor& x_in,
   x = x + pos_conv_embed(x);
   x = dropout(layer_norm(x));
   ContextOutput out;
+  out.block_input = x;
   out.layer_results.reserve(layers.size());
   const bool may_drop = is_training() && layerdrop_ > 0.0;
   for (auto& layer : layers) {
@@ -236,8 +238,8 @@ AudioEncoderImpl::AudioEncoderImpl(const AudioEncoderOptions& options) : options
   TORCH_CHECK(options.dim() % options.num_heads() == 0, "audio encoder: width ", options.dim(),
               " does not divide into ", options.num_heads(), " heads");
   const double eps = options.layer_norm_eps();
-  feature_extractor =
-      register_module("feature_extractor", FeatureExtractor(options.conv_layers(), eps));
+  feature_extractor = register_module("feature_extractor",
+                                      FeatureExtractor(options.conv_layers(), options.conv_bias()));
   feature_projection =
       register_module("feature_projection",
                       FeatureProjection(options.conv_layers().back().dim, options.dim(), eps));
@@ -324,6 +326,7 @@ EncoderOutput AudioEncoderImpl::extract_features(const EncoderInput& input,
   auto context = encoder(x, out.padding_mask);
   out.x = context.x;
   out.layer_results = std::move(context.layer_results);
+  out.block_input = context.block_input;
   return out;
 }
 

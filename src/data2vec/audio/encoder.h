@@ -29,7 +29,9 @@
 //   encoder.layers.{i}.feed_forward.fc1.* encoder.layers.{i}.feed_forward.intermediate_dense.*
 //   encoder.layers.{i}.feed_forward.fc2.* encoder.layers.{i}.feed_forward.output_dense.*
 //   encoder.layers.{i}.final_layer_norm.*               (same)
-// (hf_audio_name() below applies this table.)
+// (hf_audio_name() below applies this table; audio/hf.h reads and writes HF's config.json.)
+// HF's two fixed epsilons are kept: the conv and positional-conv layer norms use 1e-5
+// (kConvLayerNormEps) whatever layer_norm_eps says.
 #pragma once
 
 #include <torch/torch.h>
@@ -57,9 +59,15 @@ std::vector<ConvLayerSpec> default_conv_layers(int64_t dim = 512);
 // 0 when the input is shorter than the receptive field.
 int64_t conv_output_length(int64_t samples, const std::vector<ConvLayerSpec>& layers);
 
+// The epsilon of the conv feature extractor's and the positional convolutions' layer norms
+// (PyTorch's LayerNorm default, as fairseq and Hugging Face build them).
+inline constexpr double kConvLayerNormEps = 1e-5;
+
 struct AudioEncoderOptions {
   /// Conv feature extractor. Default default_conv_layers(512).
   TORCH_ARG(std::vector<ConvLayerSpec>, conv_layers) = default_conv_layers();
+  /// Bias on the feature extractor's convolutions (HF conv_bias). Default false.
+  TORCH_ARG(bool, conv_bias) = false;
   /// Width D. Default 768.
   TORCH_ARG(int64_t, dim) = 768;
   /// Layers L. Default 12.
@@ -84,7 +92,7 @@ struct AudioEncoderOptions {
   TORCH_ARG(int64_t, pos_conv_kernel) = 19;
   /// Groups of each positional convolution (D must divide by it). Default 16.
   TORCH_ARG(int64_t, pos_conv_groups) = 16;
-  /// LayerNorm epsilon everywhere. Default 1e-5.
+  /// Epsilon of the projection's, the encoder's and the blocks' layer norms. Default 1e-5.
   TORCH_ARG(double, layer_norm_eps) = 1e-5;
   /// Which tensor of each block is its layer result. Default ffn.
   TORCH_ARG(LayerResultKind, layer_result) = LayerResultKind::kFfn;
@@ -107,10 +115,10 @@ AudioEncoderOptions audio_preset(const std::string& name);
 // Hugging Face Data2VecAudioModel name of one of our parameter names (see the table above).
 std::string hf_audio_name(const std::string& name);
 
-// Conv1d (no bias) -> LayerNorm over channels -> GELU: [B,Cin,S] -> [B,Cout,S'].
+// Conv1d -> LayerNorm over channels -> GELU: [B,Cin,S] -> [B,Cout,S'].
 class ConvLayerImpl : public torch::nn::Module {
  public:
-  ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, double eps);
+  ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, bool bias);
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::nn::Conv1d conv{nullptr};
@@ -121,7 +129,7 @@ TORCH_MODULE(ConvLayer);
 // The stack of ConvLayers: waveform [B,S] -> features [B,C,T].
 class FeatureExtractorImpl : public torch::nn::Module {
  public:
-  FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, double eps);
+  FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, bool bias);
   torch::Tensor forward(const torch::Tensor& waveform);
 
   std::vector<ConvLayer> conv_layers;
@@ -143,20 +151,18 @@ TORCH_MODULE(FeatureProjection);
 // channels without affine parameters -> GELU: [B,D,T] -> [B,D,T].
 class PositionalConvLayerImpl : public torch::nn::Module {
  public:
-  PositionalConvLayerImpl(int64_t dim, int64_t kernel, int64_t groups, double eps);
+  PositionalConvLayerImpl(int64_t dim, int64_t kernel, int64_t groups);
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::nn::Conv1d conv{nullptr};
   int64_t remove_frames = 0;  // 1 for an even kernel
-  double eps;
 };
 TORCH_MODULE(PositionalConvLayer);
 
 // The positional layers applied in sequence: x [B,T,D] -> positional encoding [B,T,D].
 class PositionalConvEmbeddingImpl : public torch::nn::Module {
  public:
-  PositionalConvEmbeddingImpl(int64_t dim, int64_t depth, int64_t kernel, int64_t groups,
-                              double eps);
+  PositionalConvEmbeddingImpl(int64_t dim, int64_t depth, int64_t kernel, int64_t groups);
   torch::Tensor forward(const torch::Tensor& x);
 
   std::vector<PositionalConvLayer> layers;
@@ -167,6 +173,7 @@ TORCH_MODULE(PositionalConvEmbedding);
 struct ContextOutput {
   torch::Tensor x;                           // [B,T,D]
   std::vector<torch::Tensor> layer_results;  // L x [B,T,D]
+  torch::Tensor block_input;                 // [B,T,D] what entered the first block
 };
 
 // The transformer half ("encoder" in Hugging Face's naming), which the teacher runs alone:

@@ -60,6 +60,9 @@ struct EncoderOutput {
   std::vector<torch::Tensor> layer_results;  // L x [B,T,D], in layer order (kind per options)
   torch::Tensor padding_mask;                // [B,T] bool, true = padding; undefined when none
   torch::Tensor local_features;              // [B,T,D] unmasked local features (before masking)
+  // [B,T,D] what entered the first block (Hugging Face's hidden_states[0]); set by the built-in
+  // encoders' extract_features, may be undefined for others.
+  torch::Tensor block_input;
 };
 
 class EncoderImpl : public torch::nn::Module {

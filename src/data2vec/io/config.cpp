@@ -34,6 +34,7 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"train.bucket_mb", &c.train.bucket_mb},
       {"model.modality", &c.model.modality},
       {"model.preset", &c.model.preset},
+      {"model.hf_config", &c.model.hf_config},
       {"model.algorithm", &c.model.algorithm},
       {"model.top_k_layers", &c.model.top_k_layers},
       {"model.layer_result", &c.model.layer_result},
@@ -254,6 +255,11 @@ void check_positive(const std::string& key, double value) {
 }  // namespace
 
 void validate(const Config& c) {
+  if ((c.model.preset == "hf") != !c.model.hf_config.empty()) {
+    throw std::invalid_argument(
+        "config key 'model.hf_config' must be set exactly when model.preset is 'hf' (data2vec "
+        "import-hf writes both)");
+  }
   check_one_of("train.precision", c.train.precision, {"fp32", "bf16"});
   check_one_of("train.device", c.train.device, {"cpu", "cuda", "auto"});
   check_one_of("train.dist_backend", c.train.dist_backend, {"auto", "gloo", "nccl"});

@@ -34,7 +34,8 @@ struct TrainConfig {
 
 struct ModelConfig {
   std::string modality = "vision";  // toy | vision | audio | text
-  std::string preset = "tiny";      // encoder size preset of the modality
+  std::string preset = "tiny";      // encoder size preset of the modality; hf = model.hf_config
+  std::string hf_config = "";       // preset hf: the Hugging Face config.json (JSON text) the encoder is built from (import-hf writes it)
   std::string algorithm = "v1";     // v1 (data2vec) | v2 (data2vec 2.0)
   int64_t top_k_layers = 6;         // K: targets average the LAST K layer results
   std::string layer_result = "block";        // ffn | block: which tensor is a layer result

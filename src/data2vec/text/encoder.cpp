@@ -33,25 +33,37 @@ TextEncoderOptions text_preset(const std::string& name, int64_t vocab_size) {
       .num_heads(s.num_heads);
 }
 
-TextEmbeddingsImpl::TextEmbeddingsImpl(const TextEncoderOptions& options) {
+TextEmbeddingsImpl::TextEmbeddingsImpl(const TextEncoderOptions& options)
+    : roberta_positions_(options.roberta_positions()), pad_id_(options.pad_id()) {
   const auto d = options.dim();
+  TORCH_CHECK(options.type_vocab_size() >= 1, "text encoder: type_vocab_size must be >= 1, got ",
+              options.type_vocab_size());
+  const auto position_rows =
+      options.max_positions() + (roberta_positions_ ? options.pad_id() + 1 : 0);
   word_embeddings = register_module(
       "word_embeddings",
       torch::nn::Embedding(
           torch::nn::EmbeddingOptions(options.vocab_size(), d).padding_idx(options.pad_id())));
   position_embeddings =
-      register_module("position_embeddings", torch::nn::Embedding(options.max_positions(), d));
-  token_type_embeddings = register_module("token_type_embeddings", torch::nn::Embedding(1, d));
+      register_module("position_embeddings", torch::nn::Embedding(position_rows, d));
+  token_type_embeddings =
+      register_module("token_type_embeddings", torch::nn::Embedding(options.type_vocab_size(), d));
   layer_norm = register_module(
       "LayerNorm",
       torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(options.layer_norm_eps())));
 }
 
-torch::Tensor TextEmbeddingsImpl::forward(const torch::Tensor& ids) {
-  const auto t = ids.size(1);
-  const auto positions = torch::arange(t, ids.options());  // [T]
-  auto x = word_embeddings(ids) + position_embeddings(positions).unsqueeze(0) +
-           token_type_embeddings->weight[0];  // [B,T,D]
+torch::Tensor TextEmbeddingsImpl::position_ids(const torch::Tensor& ids) const {
+  if (!roberta_positions_) return torch::arange(ids.size(1), ids.options());  // [T]
+  const auto real = ids.ne(pad_id_).to(torch::kLong);                         // [B,T]
+  return real.cumsum(1) * real + pad_id_;                                     // [B,T]
+}
+
+torch::Tensor TextEmbeddingsImpl::forward(const torch::Tensor& ids,
+                                          const torch::Tensor& token_type_ids) {
+  const auto types = token_type_ids.defined() ? token_type_embeddings(token_type_ids)    // [B,T,D]
+                                              : token_type_embeddings->weight[0];        // [D]
+  const auto x = word_embeddings(ids) + position_embeddings(position_ids(ids)) + types;  // [B,T,D]
   return layer_norm(x);
 }
 
@@ -76,6 +88,11 @@ TextEncoderImpl::TextEncoderImpl(const TextEncoderOptions& options)
     layers.push_back(nn::PostNormBlock(block_options));
     layer_list->push_back(layers.back());
   }
+  if (options.pooler()) {
+    auto pooler = register_module("pooler", std::make_shared<torch::nn::Module>());
+    pooler_dense =
+        pooler->register_module("dense", torch::nn::Linear(options.dim(), options.dim()));
+  }
 
   // BERT's init (fairseq init_bert_params, HF _init_weights): N(0, init_std) weights, zero
   // biases, a zero padding row. Post-LN stacks train poorly from PyTorch's default init.
@@ -99,6 +116,16 @@ MaskedInput TextEncoderImpl::apply_mask(const EncoderInput& input, at::Generator
 
 EncoderOutput TextEncoderImpl::extract_features(const EncoderInput& input,
                                                 const torch::Tensor& /*mask: in the ids*/) {
+  return encode(input, /*token_type_ids=*/{});
+}
+
+torch::Tensor TextEncoderImpl::pool(const torch::Tensor& x) {
+  TORCH_CHECK(pooler_dense, "text encoder: this encoder has no pooler");
+  return torch::tanh(pooler_dense(x.select(1, 0)));
+}
+
+EncoderOutput TextEncoderImpl::encode(const EncoderInput& input,
+                                      const torch::Tensor& token_type_ids) {
   const auto& ids = input.source;  // [B,T]
   TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kLong,
               "text encoder: expects token ids [B,T] int64, got ", ids.sizes(), " ",
@@ -108,8 +135,17 @@ EncoderOutput TextEncoderImpl::extract_features(const EncoderInput& input,
               "; cut blocks shorter (data max_tokens)");
   EncoderOutput out;
   out.padding_mask = input.padding_mask;
-  out.local_features = embeddings(ids);  // [B,T,D]
+  if (token_type_ids.defined()) {
+    TORCH_CHECK(token_type_ids.sizes() == ids.sizes(), "text encoder: token_type_ids ",
+                token_type_ids.sizes(), " must match input_ids ", ids.sizes());
+    TORCH_CHECK(token_type_ids.numel() == 0 ||
+                    (token_type_ids.min().item<int64_t>() >= 0 &&
+                     token_type_ids.max().item<int64_t>() < options_.type_vocab_size()),
+                "text encoder: token_type_ids outside [0, ", options_.type_vocab_size(), ")");
+  }
+  out.local_features = embeddings->forward(ids, token_type_ids);  // [B,T,D]
   auto x = embedding_dropout(out.local_features);
+  out.block_input = x;
   const bool ffn = options_.layer_result() == LayerResultKind::kFfn;
   for (auto& layer : layers) {
     auto block = layer->forward(x, /*attention_bias=*/{}, input.padding_mask);

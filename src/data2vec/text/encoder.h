@@ -8,13 +8,16 @@
 // mask. extract_features(input, mask) therefore IGNORES `mask`: the ids already carry it. The
 // teacher reads the original ids through the default teacher_features().
 //
-// Registered names follow Hugging Face's Data2VecText (RoBERTa) closely; import is a name table:
+// Registered names follow Hugging Face's Data2VecText (RoBERTa) closely; import is a name table
+// (text/hf.h applies it):
 //   ours                                          Hugging Face Data2VecTextModel
 //   embeddings.word_embeddings.weight             embeddings.word_embeddings.weight
-//   embeddings.position_embeddings.weight [P,D]   embeddings.position_embeddings.weight [P+2,D]
-//       rows offset by padding_idx + 1 = 2: ours[i] = hf[i + 2] (RoBERTa numbers real tokens
-//       from padding_idx + 1; its rows 0 and 1 are never used with right padding)
-//   embeddings.token_type_embeddings.weight [1,D] embeddings.token_type_embeddings.weight
+//   embeddings.position_embeddings.weight         embeddings.position_embeddings.weight
+//       with roberta_positions (imported models): the same table [P + pad_id + 1, D], real
+//       tokens numbered from pad_id + 1 and padding at row pad_id, as RoBERTa does.
+//       without (our own models): [P,D], positions 0..T-1, so ours[i] = hf[i + pad_id + 1]
+//       (the same numbers for right-padded batches; export prepends pad_id + 1 zero rows)
+//   embeddings.token_type_embeddings.weight       embeddings.token_type_embeddings.weight
 //   embeddings.LayerNorm.{weight,bias}            embeddings.LayerNorm.{weight,bias}
 //   encoder.layer.{i}.attention.query             encoder.layer.{i}.attention.self.query
 //   encoder.layer.{i}.attention.key               encoder.layer.{i}.attention.self.key
@@ -24,8 +27,9 @@
 //   encoder.layer.{i}.feed_forward.fc1            encoder.layer.{i}.intermediate.dense
 //   encoder.layer.{i}.feed_forward.fc2            encoder.layer.{i}.output.dense
 //   encoder.layer.{i}.final_layer_norm            encoder.layer.{i}.output.LayerNorm
+//   pooler.dense                                  pooler.dense (with the pooler option)
 // (HF's vocabulary is RoBERTa's BPE; its <s> 0, <pad> 1, </s> 2, <unk> 3 match ours, <mask> is
-// its last id. Our positions are 0..T-1 for right-padded batches, as RoBERTa's are for them.)
+// its last id.)
 #pragma once
 
 #include <torch/torch.h>
@@ -44,8 +48,16 @@ struct TextEncoderOptions {
   explicit TextEncoderOptions(int64_t vocab_size) : vocab_size_(vocab_size) {}
   /// Vocabulary size V (the tokenizer's).
   TORCH_ARG(int64_t, vocab_size);
-  /// Longest sequence, <s> and </s> included (rows of the position table). Default 512.
+  /// Longest sequence, <s> and </s> included. Default 512.
   TORCH_ARG(int64_t, max_positions) = 512;
+  /// RoBERTa's position numbering (Hugging Face checkpoints): real tokens from pad_id + 1, padding
+  /// at pad_id; the table has max_positions + pad_id + 1 rows. Default false (0..T-1).
+  TORCH_ARG(bool, roberta_positions) = false;
+  /// Token-type (segment) vocabulary. Default 1.
+  TORCH_ARG(int64_t, type_vocab_size) = 1;
+  /// BERT's pooler (tanh(Linear(D,D)) of the first token), for Hugging Face checkpoints that
+  /// have one. Default false.
+  TORCH_ARG(bool, pooler) = false;
   /// Width D. Default 768 (base).
   TORCH_ARG(int64_t, dim) = 768;
   /// Layers L. Default 12.
@@ -88,13 +100,20 @@ TextEncoderOptions text_preset(const std::string& name, int64_t vocab_size);
 class TextEmbeddingsImpl : public torch::nn::Module {
  public:
   explicit TextEmbeddingsImpl(const TextEncoderOptions& options);
-  // ids [B,T] int64 -> [B,T] D embeddings (after LayerNorm, before dropout).
-  torch::Tensor forward(const torch::Tensor& ids);
+  // ids [B,T] int64, token_type_ids [B,T] or undefined (all 0) -> [B,T,D] embeddings (after
+  // LayerNorm, before dropout).
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& token_type_ids = {});
+  // Rows of the position table for ids [B,T]: [T] (0..T-1) or [B,T] (RoBERTa numbering).
+  torch::Tensor position_ids(const torch::Tensor& ids) const;
 
   torch::nn::Embedding word_embeddings{nullptr};        // [V,D]
-  torch::nn::Embedding position_embeddings{nullptr};    // [P,D]
-  torch::nn::Embedding token_type_embeddings{nullptr};  // [1,D]
+  torch::nn::Embedding position_embeddings{nullptr};    // [P,D] or [P + pad_id + 1, D]
+  torch::nn::Embedding token_type_embeddings{nullptr};  // [type_vocab_size,D]
   torch::nn::LayerNorm layer_norm{nullptr};             // registered as "LayerNorm" (HF)
+
+ private:
+  bool roberta_positions_;
+  int64_t pad_id_;
 };
 TORCH_MODULE(TextEmbeddings);
 
@@ -111,6 +130,10 @@ class TextEncoderImpl : public EncoderImpl {
   // `mask` is ignored: text masking lives in the ids (see apply_mask).
   // local_features = the embeddings' output [B,T,D] for the ids given.
   EncoderOutput extract_features(const EncoderInput& input, const torch::Tensor& mask) override;
+  // The same with token types [B,T] (undefined: all 0), as Hugging Face's forward takes them.
+  EncoderOutput encode(const EncoderInput& input, const torch::Tensor& token_type_ids);
+  // BERT's pooled output tanh(pooler.dense(x[:,0])) [B,D]; requires the pooler option.
+  torch::Tensor pool(const torch::Tensor& x);
   // The teacher averages the transformer layers and copies the embeddings (SPEC section 2).
   std::vector<std::string> ema_copied_prefixes() const override { return {"embeddings."}; }
 
@@ -129,7 +152,8 @@ class TextEncoderImpl : public EncoderImpl {
 
   TextEmbeddings embeddings{nullptr};
   torch::nn::Dropout embedding_dropout{nullptr};
-  std::vector<nn::PostNormBlock> layers;  // L blocks, registered as encoder.layer.{i}
+  std::vector<nn::PostNormBlock> layers;    // L blocks, registered as encoder.layer.{i}
+  torch::nn::Linear pooler_dense{nullptr};  // "pooler.dense", only with the pooler option
 
  private:
   TextEncoderOptions options_;

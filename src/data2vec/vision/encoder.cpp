@@ -87,9 +87,15 @@ torch::Tensor PatchEmbeddingsImpl::forward(const torch::Tensor& pixels) {
 
 VisionEmbeddingsImpl::VisionEmbeddingsImpl(const VisionEncoderOptions& o) {
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, o.dim()}));
-  mask_token = register_parameter("mask_token", torch::zeros({1, 1, o.dim()}));
+  if (o.use_mask_token()) {
+    mask_token = register_parameter("mask_token", torch::zeros({1, 1, o.dim()}));
+  }
   patch_embeddings = register_module("patch_embeddings",
                                      PatchEmbeddings(o.in_channels(), o.dim(), o.patch_size()));
+  if (o.absolute_position_embeddings()) {
+    position_embeddings =
+        register_parameter("position_embeddings", torch::zeros({1, 1 + o.num_patches(), o.dim()}));
+  }
 }
 
 VisionEmbeddingsOutput VisionEmbeddingsImpl::forward(const torch::Tensor& pixels,
@@ -99,16 +105,22 @@ VisionEmbeddingsOutput VisionEmbeddingsImpl::forward(const torch::Tensor& pixels
   // blocks still autocast to bf16.
   const auto patches = patch_embeddings(pixels).to(cls_token.scalar_type());  // [B,N,D]
   const auto b = patches.size(0);
-  const auto cls = cls_token.expand({b, 1, -1});  // [B,1,D]
+  const auto cls = cls_token.expand({b, 1, -1});     // [B,1,D]
+  auto with_positions = [&](torch::Tensor tokens) {  // [B,1+N,D]
+    return position_embeddings.defined() ? tokens + position_embeddings : tokens;
+  };
   VisionEmbeddingsOutput out;
-  out.local = torch::cat({cls, patches}, 1);  // [B,1+N,D]
+  out.local = with_positions(torch::cat({cls, patches}, 1));  // [B,1+N,D]
   if (!patch_mask.defined()) {
     out.tokens = out.local;
     return out;
   }
+  TORCH_CHECK(mask_token.defined(),
+              "vision encoder: asked to mask patches, but this encoder has no mask token "
+              "(HF use_mask_token = false)");
   const auto masked = torch::where(patch_mask.unsqueeze(-1), mask_token,
-                                   patches);  // [B,N,D]
-  out.tokens = torch::cat({cls, masked}, 1);  // [B,1+N,D]
+                                   patches);                  // [B,N,D]
+  out.tokens = with_positions(torch::cat({cls, masked}, 1));  // [B,1+N,D]
   return out;
 }
 
@@ -161,16 +173,18 @@ torch::Tensor RelativePositionBiasImpl::forward() {
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionEncoderOptions& o) {
   const auto g = o.grid_size();
+  biases_of_layer.assign(size_t(o.depth()), {});
   if (o.shared_relative_position_bias()) {
     position_biases.push_back(
         register_module("relative_position_bias", RelativePositionBias(g, g, o.num_heads())));
-    bias_of_layer.assign(size_t(o.depth()), 0);
-  } else {
+    for (auto& tables : biases_of_layer) tables.push_back(0);
+  }
+  if (o.layer_relative_position_bias()) {
     auto list = register_module("layer_relative_position_bias", torch::nn::ModuleList());
     for (int64_t i = 0; i < o.depth(); ++i) {
+      biases_of_layer[size_t(i)].push_back(position_biases.size());
       position_biases.push_back(RelativePositionBias(g, g, o.num_heads()));
       list->push_back(position_biases.back());
-      bias_of_layer.push_back(size_t(i));
     }
   }
   auto layer_list = register_module("layer", torch::nn::ModuleList());
@@ -186,12 +200,25 @@ VisionTransformerImpl::VisionTransformerImpl(const VisionEncoderOptions& o) {
   layer_result_ = o.layer_result() == LayerResultKind::kBlock ? &pick_block : &pick_ffn;
 }
 
+namespace {
+
+// The logit bias of one layer: the sum of its tables' biases (undefined when it has none).
+torch::Tensor layer_bias(const std::vector<torch::Tensor>& biases,
+                         const std::vector<size_t>& tables) {
+  torch::Tensor sum;
+  for (const auto table : tables) sum = sum.defined() ? sum + biases[table] : biases[table];
+  return sum;
+}
+
+}  // namespace
+
 torch::Tensor VisionTransformerImpl::forward(torch::Tensor x,
                                              std::vector<torch::Tensor>& layer_results) {
   std::vector<torch::Tensor> biases;  // one [Hd,T,T] per table
   for (auto& bias : position_biases) biases.push_back(bias->forward());
   for (size_t i = 0; i < layers.size(); ++i) {
-    const auto block = layers[i]->forward(x, biases[bias_of_layer[i]], /*key_padding_mask=*/{});
+    const auto block =
+        layers[i]->forward(x, layer_bias(biases, biases_of_layer[i]), /*key_padding_mask=*/{});
     x = block.x;  // [B,T,D]
     layer_results.push_back(layer_result_(block));
   }
@@ -203,7 +230,8 @@ torch::Tensor VisionTransformerImpl::forward_kept(torch::Tensor x, const torch::
   std::vector<torch::Tensor> biases;  // one [R,Hd,Tk,Tk] per table
   for (auto& bias : position_biases) biases.push_back(bias->forward_kept(ids_keep));
   for (size_t i = 0; i < layers.size(); ++i) {
-    const auto block = layers[i]->forward(x, biases[bias_of_layer[i]], /*key_padding_mask=*/{});
+    const auto block =
+        layers[i]->forward(x, layer_bias(biases, biases_of_layer[i]), /*key_padding_mask=*/{});
     x = block.x;  // [R,Tk,D]
     layer_results.push_back(layer_result_(block));
   }
@@ -228,9 +256,13 @@ VisionEncoderImpl::VisionEncoderImpl(const VisionEncoderOptions& options) : opti
 
   embeddings = register_module("embeddings", VisionEmbeddings(o));
   encoder = register_module("encoder", VisionTransformer(o));
-  layernorm = register_module(
-      "layernorm",
-      torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim()}).eps(o.layer_norm_eps())));
+  const auto norm_options = torch::nn::LayerNormOptions({o.dim()}).eps(o.layer_norm_eps());
+  if (!o.mean_pooling())
+    layernorm = register_module("layernorm", torch::nn::LayerNorm(norm_options));
+  if (o.pooler() && o.mean_pooling()) {
+    auto pooler = register_module("pooler", std::make_shared<torch::nn::Module>());
+    pooler_layernorm = pooler->register_module("layernorm", torch::nn::LayerNorm(norm_options));
+  }
 
   // BEiT's init: truncated normal 0.02 for every Linear / Conv2d weight and the two tokens, zero
   // biases, LayerNorms at (1, 0), position tables at zero; then the residual output projections
@@ -245,7 +277,10 @@ VisionEncoderImpl::VisionEncoderImpl(const VisionEncoderOptions& options) : opti
     }
   }
   trunc_normal_(embeddings->cls_token, 0.02);
-  trunc_normal_(embeddings->mask_token, 0.02);
+  if (embeddings->mask_token.defined()) trunc_normal_(embeddings->mask_token, 0.02);
+  if (embeddings->position_embeddings.defined()) {
+    trunc_normal_(embeddings->position_embeddings, 0.02);
+  }
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < encoder->layers.size(); ++i) {
     const double rescale = 1.0 / std::sqrt(2.0 * double(i + 1));
@@ -281,9 +316,20 @@ EncoderOutput VisionEncoderImpl::extract_features(const EncoderInput& input,
   const auto embedded = embeddings->forward(pixels, patch_mask);
   EncoderOutput out;
   out.local_features = embedded.local;  // [B,1+N,D]
+  out.block_input = embedded.tokens;
   const auto x = encoder->forward(embedded.tokens, out.layer_results);
-  out.x = layernorm(x);  // [B,1+N,D]
+  out.x = final_norm(x);  // [B,1+N,D]
   return out;
+}
+
+torch::Tensor VisionEncoderImpl::final_norm(const torch::Tensor& x) {
+  return layernorm ? layernorm(x) : x;
+}
+
+torch::Tensor VisionEncoderImpl::pool(const torch::Tensor& x) {
+  if (!options_.mean_pooling()) return x.select(1, 0);  // [B,D]
+  const auto mean = x.slice(1, 1).mean(1);              // [B,D]
+  return pooler_layernorm ? pooler_layernorm(mean) : mean;
 }
 
 torch::Tensor VisionEncoderImpl::v2_mask(const EncoderInput& input, int64_t clones,
@@ -314,7 +360,7 @@ EncoderOutput VisionEncoderImpl::extract_kept_features(const EncoderInput& input
   EncoderOutput out;
   out.local_features = embeddings->forward(pixels, /*patch_mask=*/{}).local;  // [B,1+N,D], once
   const auto x = gather_copies(out.local_features, ids_keep, clones);         // [B*M,Tk,D]
-  out.x = layernorm(encoder->forward_kept(x, ids_keep, out.layer_results));   // [B*M,Tk,D]
+  out.x = final_norm(encoder->forward_kept(x, ids_keep, out.layer_results));  // [B*M,Tk,D]
   return out;
 }
 

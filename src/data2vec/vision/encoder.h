@@ -23,6 +23,7 @@
 //                                                        ...relative_position_index (HF: buffer)
 //   encoder.layer_relative_position_bias.{i}.relative_position_bias_table   (per-layer bias)
 //                                                        encoder.layer.{i}.attention.attention.relative_position_bias.relative_position_bias_table
+//   embeddings.position_embeddings       [1,1+N,D]     embeddings.position_embeddings (absolute)
 //   encoder.layer.{i}.layernorm_before.{weight,bias}     encoder.layer.{i}.layernorm_before.*
 //   encoder.layer.{i}.attention.query.{weight,bias} encoder.layer.{i}.attention.attention.query.*
 //   encoder.layer.{i}.attention.key.weight (no bias)
@@ -34,12 +35,11 @@
 //   encoder.layer.{i}.feed_forward.fc1.{weight,bias}     encoder.layer.{i}.intermediate.dense.*
 //   encoder.layer.{i}.feed_forward.fc2.{weight,bias}     encoder.layer.{i}.output.dense.*
 //   encoder.layer.{i}.lambda_2                 [D]       encoder.layer.{i}.lambda_2
-//   layernorm.{weight,bias}                    [D]       layernorm.* (config use_mean_pooling =
-//                                                        false; with mean pooling HF keeps it as
-//                                                        pooler.layernorm.*)
-//
-// HF's absolute position embeddings (use_absolute_position_embeddings) have no counterpart here:
-// data2vec vision uses the relative bias only.
+//   layernorm.{weight,bias}                    [D]       layernorm.* (without mean pooling)
+//   pooler.layernorm.{weight,bias}             [D]       pooler.layernorm.* (with mean pooling)
+// vision/hf.h applies this table. Every forward-changing option of HF's Data2VecVisionConfig has
+// an option here: shared and/or per-layer relative bias (both add), absolute positions, layer
+// scale (0 = none), mask token, mean pooling.
 #pragma once
 
 #include <torch/torch.h>
@@ -73,8 +73,22 @@ struct VisionEncoderOptions {
   TORCH_ARG(double, layer_scale_init) = 0.1;
   /// Layer-norm epsilon. Default 1e-6.
   TORCH_ARG(double, layer_norm_eps) = 1e-6;
-  /// One relative position table for all layers (true) or one per layer. Default true.
+  /// One relative position table shared by all layers (BEiT / data2vec). Default true.
   TORCH_ARG(bool, shared_relative_position_bias) = true;
+  /// One relative position table per layer (HF use_relative_position_bias); with the shared
+  /// table on too, the two biases add. Default false.
+  TORCH_ARG(bool, layer_relative_position_bias) = false;
+  /// Learned absolute position embeddings [1,1+N,D] added after the CLS token. Default false.
+  TORCH_ARG(bool, absolute_position_embeddings) = false;
+  /// A learned mask token (needed to mask patches the 1.0 way). Default true.
+  TORCH_ARG(bool, use_mask_token) = true;
+  /// HF use_mean_pooling: no final layer norm on the sequence; the pooled output is the mean of
+  /// the patch tokens (through pooler.layernorm when there is a pooler) instead of the CLS
+  /// token. Default false.
+  TORCH_ARG(bool, mean_pooling) = false;
+  /// HF add_pooling_layer: the pooler module (a layer norm with mean pooling, nothing without).
+  /// Default false.
+  TORCH_ARG(bool, pooler) = false;
   /// Which tensor of each block is its layer result. Default block (data2vec 1.0 vision).
   TORCH_ARG(LayerResultKind, layer_result) = LayerResultKind::kBlock;
   /// Dropout on the residual branches. Default 0.
@@ -126,8 +140,9 @@ class VisionEmbeddingsImpl : public torch::nn::Module {
   // pixels [B,C,H,W]; patch_mask [B,N] bool (true = masked) or undefined.
   VisionEmbeddingsOutput forward(const torch::Tensor& pixels, const torch::Tensor& patch_mask);
 
-  torch::Tensor cls_token;   // [1,1,D]
-  torch::Tensor mask_token;  // [1,1,D]
+  torch::Tensor cls_token;            // [1,1,D]
+  torch::Tensor mask_token;           // [1,1,D]; undefined without use_mask_token
+  torch::Tensor position_embeddings;  // [1,1+N,D]; undefined without absolute positions
   PatchEmbeddings patch_embeddings{nullptr};
 };
 TORCH_MODULE(VisionEmbeddings);
@@ -160,8 +175,8 @@ class VisionTransformerImpl : public torch::nn::Module {
                              std::vector<torch::Tensor>& layer_results);
 
   std::vector<nn::PreNormBlock> layers;               // L blocks, registered as "layer"
-  std::vector<RelativePositionBias> position_biases;  // 1 (shared) or L tables
-  std::vector<size_t> bias_of_layer;                  // L indices into position_biases
+  std::vector<RelativePositionBias> position_biases;  // the shared table first, then per-layer
+  std::vector<std::vector<size_t>> biases_of_layer;   // L lists of tables whose biases add
 
  private:
   torch::Tensor (*layer_result_)(const nn::BlockOutput&) = nullptr;  // block or ffn
@@ -185,6 +200,12 @@ class VisionEncoderImpl : public data2vec::EncoderImpl {
   // local_features = CLS + unmasked patch embeddings.
   EncoderOutput extract_features(const EncoderInput& input, const torch::Tensor& mask) override;
 
+  // HF's pooled output of a final sequence x [B,1+N,D]: the mean of the patch tokens (then
+  // pooler.layernorm when present) with mean pooling, else the CLS token. [B,D]
+  torch::Tensor pool(const torch::Tensor& x);
+  // The final norm of the sequence: `layernorm`, or nothing with mean pooling.
+  torch::Tensor final_norm(const torch::Tensor& x);
+
   // data2vec 2.0: inverse block masks [B*M,1+N] (CLS column false); the kept patches plus CLS
   // through the blocks, with the relative position bias gathered for them; a 2-D decoder over
   // the G x G patch grid (768, k 3, g 16, 6 blocks, residual).
@@ -199,7 +220,8 @@ class VisionEncoderImpl : public data2vec::EncoderImpl {
 
   VisionEmbeddings embeddings{nullptr};
   VisionTransformer encoder{nullptr};
-  torch::nn::LayerNorm layernorm{nullptr};
+  torch::nn::LayerNorm layernorm{nullptr};         // null with mean pooling
+  torch::nn::LayerNorm pooler_layernorm{nullptr};  // "pooler.layernorm": pooler + mean pooling
 
  private:
   VisionEncoderOptions options_;

@@ -1,0 +1,45 @@
+// Hugging Face checkpoints both ways, as commands:
+//   import_hf    an HF folder (config.json + model.safetensors or pytorch_model.bin) -> a run
+//                directory that embed, evaluate, finetune and pretrain --init accept
+//   export_hf    a run's encoder -> config.json + model.safetensors that transformers'
+//                Data2Vec*Model.from_pretrained loads with no missing or unexpected keys
+//   hf_forward   the model of an HF folder or a run on the fixtures' input format, writing the
+//                outputs under HF's names: how a port is checked against Hugging Face's numbers
+// The modality tables live beside each encoder (vision/hf.h, audio/hf.h, text/hf.h).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace data2vec::app {
+
+struct ImportHfOptions {
+  std::string hf_dir;                  // the Hugging Face folder
+  std::string out_dir;                 // the run directory to create
+  std::string config_path;             // optional YAML whose training keys apply (model.* kept)
+  std::vector<std::string> overrides;  // --set key=value
+};
+
+// Writes OUT/config.yaml and OUT/checkpoints/step_0 (student = teacher = the imported encoder;
+// a task head under hf_head.<HF name>) and copies the folder's small files (vocab, tokenizer and
+// preprocessor configs) to OUT/hf/. Refuses an OUT that already holds a run. Returns the
+// checkpoint directory.
+std::string import_hf(const ImportHfOptions& options);
+
+struct ExportHfOptions {
+  std::string checkpoint;  // run or checkpoint directory
+  std::string out_dir;     // the HF folder to write
+  bool teacher = false;    // export the EMA teacher instead of the student
+};
+
+// Writes OUT/config.json and OUT/model.safetensors (with the task head when the run has one).
+void export_hf(const ExportHfOptions& options);
+
+// Runs the model of `model_dir` (an HF folder, or a run / checkpoint directory) on every variant
+// of `inputs` (keys "<variant>.<input name>", metadata "variants") and writes
+// "<variant>.hidden_states.<i>", ".last_hidden_state", ".pooler_output" (when the model has a
+// pooler), ".extract_features" (audio) and ".logits" (task heads). Returns the tensors written.
+int64_t hf_forward(const std::string& model_dir, const std::string& inputs,
+                   const std::string& output);
+
+}  // namespace data2vec::app
