@@ -213,6 +213,12 @@ std::string import_hf(const ImportHfOptions& options) {
   }
   io::apply_overrides(config, options.overrides);
   auto model = read_hf_folder(options.hf_dir, config);
+  const auto depth = model.encoder->num_layers();
+  if (options.config_path.empty() && model.config.model.top_k_layers > depth) {
+    spdlog::info("model.top_k_layers {} -> {}: the imported encoder has {} layers",
+                 model.config.model.top_k_layers, depth, depth);
+    model.config.model.top_k_layers = depth;
+  }
 
   train::CheckpointContents contents;
   for (const auto& [name, tensor] : train::module_state(*model.encoder)) {
