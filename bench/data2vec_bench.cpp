@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -35,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "data2vec/app/hf.h"
 #include "data2vec/audio/encoder.h"
 #include "data2vec/core/data2vec.h"
 #include "data2vec/io/safetensors.h"
@@ -62,6 +64,7 @@ struct Args {
   std::string dump;       // parity fixture path (train mode, fp32, dropout off)
   std::string profile;    // chrome trace of the timed steps (bench/profile.py sums it by op)
   bool plain = false;     // the blocks' plain paths (nn::set_fast_paths(false)): A/B of the fusions
+  std::string hf;  // extract with the encoder of this Hugging Face folder (import-hf's reader)
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -71,7 +74,8 @@ struct Args {
                "                      [--batch N] [--dtype fp32|bf16] [--threads N (0 = all)]\n"
                "                      [--warmup N] [--reps N] [--seed N] [--gemm-size N]\n"
                "                      [--dump FILE.safetensors] [--plain]\n"
-               "                      [--profile FILE.trace]\n";
+               "                      [--profile FILE.trace]\n"
+               "       data2vec_bench --hf HF_DIR --config NAME [--batch N] ...   (extract only)\n";
   std::exit(2);
 }
 
@@ -108,6 +112,8 @@ Args parse(int argc, char** argv) {
       a.dump = value;
     else if (flag == "--profile")
       a.profile = value;
+    else if (flag == "--hf")
+      a.hf = value;
     else
       usage("unknown flag " + flag);
   }
@@ -321,6 +327,76 @@ nlohmann::json header(const Args& a, int threads) {
           {"blas", blas_name()}};
 }
 
+// Forward passes of `encoder` on `input` (the first a.warmup untimed), under inference mode.
+std::vector<double> time_extraction(data2vec::EncoderImpl& encoder, const EncoderInput& input,
+                                    const Args& a, const std::function<void(int)>& start_profile) {
+  const torch::Device device(torch::kCPU);
+  std::vector<double> times;
+  for (int i = 0; i < a.warmup + a.reps; ++i) {
+    start_profile(i);
+    const auto t0 = Clock::now();
+    {
+      c10::InferenceMode inference;
+      data2vec::train::AutocastGuard autocast(device, a.dtype);
+      const auto out = encoder.extract_features(input, torch::Tensor());
+      // Read one value back, as a caller would before using the features.
+      (void)out.x.sum().item<double>();
+    }
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (i >= a.warmup) times.push_back(s);
+  }
+  return times;
+}
+
+// Seconds of audio in the --hf rows (10 s, the length issue 14's table asks for).
+constexpr int64_t kHfAudioSamples = 160000;
+
+// Extraction with an imported Hugging Face encoder (bench/run.sh --hf): the same synthetic input
+// and the same FLOP count as the Python row (scripts/hf_reference.py bench --flops).
+int run_hf_extract(const Args& a, int threads) {
+  if (a.mode != "extract") usage("--hf times extraction only (--mode extract)");
+  auto encoder = data2vec::app::load_hf_encoder(a.hf);
+  encoder->eval();
+  Model m;
+  EncoderInput input;
+  if (auto* v = dynamic_cast<data2vec::vision::VisionEncoderImpl*>(encoder.get())) {
+    const auto& o = v->options();
+    input.source = torch::randn({a.batch, o.in_channels(), o.image_size(), o.image_size()});
+    m.tokens = 1 + o.num_patches(), m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
+    m.front_flops = 2.0 * double(o.num_patches()) *
+                    double(o.in_channels() * o.patch_size() * o.patch_size()) * double(o.dim());
+  } else if (auto* au = dynamic_cast<data2vec::audio::AudioEncoderImpl*>(encoder.get())) {
+    const auto& o = au->options();
+    input.source = torch::randn({a.batch, kHfAudioSamples});
+    int64_t length = kHfAudioSamples, in_dim = 1;
+    for (const auto& c : o.conv_layers()) {
+      length = (length - c.kernel) / c.stride + 1;
+      m.front_flops += 2.0 * double(length) * double(c.dim * in_dim * c.kernel);
+      in_dim = c.dim;
+    }
+    m.tokens = length, m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
+    m.front_flops += 2.0 * double(length) * double(in_dim * o.dim()) +
+                     2.0 * double(length) * double(o.dim()) *
+                         double(o.dim() / o.pos_conv_groups() * o.pos_conv_kernel()) *
+                         double(o.pos_conv_depth());
+  } else {
+    usage("--hf: vision and audio models only");
+  }
+  auto j = header(a, threads);
+  j["hf"] = a.hf;
+  j["params"] = count_parameters(*encoder);
+  j["flops_per_example"] = forward_flops(m, /*teacher=*/false);
+  j["flops"] = double(a.batch) * forward_flops(m, /*teacher=*/false);
+  const auto times = time_extraction(*encoder, input, a, [](int) {});
+  j["times_s"] = times;
+  j["median_s"] = median(times);
+  j["samples_per_s"] = double(a.batch) / median(times);
+  j["gflops"] = j["flops"].get<double>() / median(times) / 1e9;
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
 int run_gemm(const Args& a, int threads) {
   const bool bf16 = a.dtype == "bf16";
   const int64_t n = a.gemm_size > 0 ? a.gemm_size : (bf16 ? 1024 : 2048);
@@ -354,6 +430,7 @@ int main(int argc, char** argv) {
   const int threads = data2vec::train::set_threads(a.threads);
   torch::manual_seed(a.seed);
   if (a.mode == "gemm") return run_gemm(a, threads);
+  if (!a.hf.empty()) return run_hf_extract(a, threads);
 
   data2vec::nn::set_fast_paths(!a.plain);
   const bool dumping = !a.dump.empty();
@@ -377,19 +454,7 @@ int main(int argc, char** argv) {
     auto encoder = m.model->student();
     encoder->eval();
     j["flops"] = double(a.batch) * forward_flops(m, /*teacher=*/false);
-    for (int i = 0; i < a.warmup + a.reps; ++i) {
-      start_profile(i);
-      const auto t0 = Clock::now();
-      {
-        c10::InferenceMode inference;
-        data2vec::train::AutocastGuard autocast(device, precision);
-        const auto out = encoder->extract_features(input, torch::Tensor());
-        // Read one value back, as a caller would before using the features.
-        (void)out.x.sum().item<double>();
-      }
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (i >= a.warmup) times.push_back(s);
-    }
+    times = time_extraction(*encoder, input, a, start_profile);
   } else {
     m.model->train();
     auto optimizer = make_optimizer(m);

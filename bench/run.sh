@@ -9,6 +9,10 @@
 #                           AVX512-BF16 / AMX)
 #   bench/run.sh --base     add vision-small/base, text-base and audio-base rows
 #   bench/run.sh --plain    also time C++ with the blocks' plain paths (the fusions' A/B)
+#   bench/run.sh --hf       add extraction with imported Hugging Face base models (ViT-B/16 at
+#                           224 and audio base on 10 s, random weights written by
+#                           scripts/hf_reference.py make-model) against the same model in plain
+#                           PyTorch (hf_reference.py bench: a transcription of HF's classes)
 #   options: --rounds N (default 2; quick 1), --threads N (default: all cores),
 #            --out FILE (JSON lines; default bench/results/<date>.jsonl)
 set -euo pipefail
@@ -16,17 +20,18 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/data2vec_bench}
 PYTHON=${PYTHON:-/usr/bin/python3}
 args_given="$*"
-quick=0 bf16=0 base=0 plain=0 rounds="" threads=$(nproc) out=""
+quick=0 bf16=0 base=0 plain=0 hf=0 rounds="" threads=$(nproc) out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
     --bf16) bf16=1 ;;
     --base) base=1 ;;
     --plain) plain=1 ;;
+    --hf) hf=1 ;;
     --rounds) rounds=$2; shift ;;
     --threads) threads=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -52,6 +57,15 @@ else
          "text-tiny train 16 fp32 1 2" "audio-tiny train 8 fp32 1 2")
 fi
 ((bf16)) && rows+=("vision-tiny train 4 bf16 1 1" "vision-tiny extract 4 bf16 1 1")
+hf_rows=()
+if ((hf)); then
+  hf_dir=bench/results/hf-models
+  for model in vision-base audio-base; do
+    [[ -f $hf_dir/$model/model.safetensors ]] ||
+      "$PYTHON" scripts/hf_reference.py make-model "$model" "$hf_dir/$model" >&2
+  done
+  hf_rows+=("vision-base extract 8 fp32 1 2" "audio-base extract 2 fp32 1 2")
+fi
 ((base)) && rows+=("vision-small train 16 fp32 1 1" "vision-base train 8 fp32 1 1"
                    "text-base train 8 fp32 1 1" "audio-base train 4 fp32 1 1")
 
@@ -76,6 +90,18 @@ for ((round = 1; round <= rounds; round++)); do
     cpp_plain() { if ((plain)); then "$BENCH" "${args[@]}" --plain >> "$out"; fi; }
     if ((round % 2)); then cpp; py; cpp_plain; else cpp_plain; py; cpp; fi
     echo "  round $round: $config $mode b$batch $dtype done ($(uptime | sed 's/.*load average: //'))" >&2
+  done
+  for row in "${hf_rows[@]}"; do
+    read -r model mode batch dtype warmup reps <<< "$row"
+    args=(--config "hf-$model" --mode "$mode" --batch "$batch" --threads "$threads"
+          --warmup "$warmup" --reps "$reps" --seed "$round")
+    cpp() { "$BENCH" --hf "$hf_dir/$model" "${args[@]}" | tee -a "$out" |
+              sed 's/.*"flops_per_example":\([0-9.e+]*\).*/\1/' > "$hf_dir/$model.flops"; }
+    py() { "$PYTHON" scripts/hf_reference.py bench "$hf_dir/$model" --config "hf-$model" \
+             --batch "$batch" --threads "$threads" --warmup "$warmup" --reps "$reps" \
+             --seed "$round" --flops "$(cat "$hf_dir/$model.flops")" | grep '^{' >> "$out"; }
+    if ((round % 2)); then cpp; py; else py; cpp; fi
+    echo "  round $round: hf-$model $mode b$batch done ($(uptime | sed 's/.*load average: //'))" >&2
   done
 done
 echo "load after: $(uptime | sed 's/.*load/load/')"

@@ -1551,6 +1551,72 @@ def cmd_make_fixtures(args):
 
 # ================================================================================================
 
+# ================================================================================================
+# base-size models for bench/run.sh --hf: the same model in plain PyTorch, random weights
+# ================================================================================================
+
+# facebook/data2vec-vision-base(-ft1k)'s encoder (ViT-B/16 at 224, per-layer relative position
+# bias, layer scale 0.1, mean pooling) and facebook/data2vec-audio-base's (conv 512 x 7, base).
+BASE_MODELS = {
+    "vision-base": lambda: vision_config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                         intermediate_size=3072, image_size=224, patch_size=16,
+                                         use_relative_position_bias=True, use_mean_pooling=True,
+                                         architectures=["Data2VecVisionModel"]),
+    "audio-base": lambda: audio_config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                       intermediate_size=3072, architectures=["Data2VecAudioModel"]),
+}
+AUDIO_BENCH_SECONDS = 10
+
+
+def cmd_make_model(args):
+    cfg_d = BASE_MODELS[args.model]()
+    model, _ = build_model(Config(cfg_d), "false")
+    random_init(model, args.seed)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "config.json"), "w") as f:
+        f.write(json.dumps(cfg_d, indent=2, sort_keys=True) + "\n")
+    write_safetensors(os.path.join(args.out_dir, "model.safetensors"),
+                      collections.OrderedDict(model.state_dict()), {"format": "pt"})
+    print(f"{args.out_dir}: {args.model}, {sum(p.numel() for p in model.parameters())} parameters")
+    return 0
+
+
+def cmd_bench(args):
+    """Times the folder's model on a synthetic batch, one JSON line as bench/data2vec_bench prints."""
+    import resource
+    import time
+    torch.set_num_threads(args.threads if args.threads > 0 else os.cpu_count())
+    torch.manual_seed(args.seed)
+    cfg = load_config(args.dir)
+    model, _ = build_model(cfg, "false")
+    strict_load(model, load_weights_file(weights_path(args.dir)))
+    if cfg.model_type == "data2vec-vision":
+        side = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
+        kw = {"pixel_values": torch.randn(args.batch, cfg.num_channels, side, side)}
+    elif cfg.model_type == "data2vec-audio":
+        kw = {"input_values": torch.randn(args.batch, 16000 * AUDIO_BENCH_SECONDS)}
+    else:
+        raise NotImplementedError("bench: vision and audio models")
+    times = []
+    for i in range(args.warmup + args.reps):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model(**kw)["last_hidden_state"].sum().item()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    times_sorted = sorted(times)
+    n = len(times_sorted)
+    med = times_sorted[n // 2] if n % 2 else 0.5 * (times_sorted[n // 2 - 1] + times_sorted[n // 2])
+    print(json.dumps({"impl": "python", "config": args.config, "mode": "extract", "batch": args.batch,
+                      "dtype": "fp32", "threads": torch.get_num_threads(), "torch": torch.__version__,
+                      "params": sum(p.numel() for p in model.parameters()), "flops": args.flops * args.batch,
+                      "times_s": times, "median_s": med, "samples_per_s": args.batch / med,
+                      "gflops": args.flops * args.batch / med / 1e9,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}),
+          flush=True)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1571,10 +1637,23 @@ def main(argv=None):
             p.add_argument("--atol", type=float, default=1e-4, help="atol = rtol (default 1e-4)")
         else:
             p.add_argument("--output", required=True)
+    p = sub.add_parser("make-model", help="write a base-size folder with random weights (bench/run.sh --hf)")
+    p.add_argument("model", choices=sorted(BASE_MODELS))
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("bench", help="time the folder's model on a synthetic batch (bench/run.sh --hf)")
+    p.add_argument("dir")
+    p.add_argument("--config", required=True, help="the row's name in the bench table")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flops", type=float, default=0.0, help="forward FLOPs per example (the C++ row's)")
     args = ap.parse_args(argv)
     try:
         return {"verify-shared": cmd_verify_shared, "make-fixtures": cmd_make_fixtures, "check": cmd_check,
-                "forward": cmd_forward}[args.cmd](args)
+                "forward": cmd_forward, "make-model": cmd_make_model, "bench": cmd_bench}[args.cmd](args)
     except (NotImplementedError, ValueError, FileNotFoundError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -94,6 +94,11 @@ TEST(AppHf, ImportEmbedProbePretrainAndExportThroughTheProgram) {
   EXPECT_NE(last_command_output().find("data2vec student"), std::string::npos)
       << last_command_output();
 
+  ASSERT_EQ(run_command(kBinary + " finetune --checkpoint " + run + data +
+                        " --label-fraction 1 --epochs 1"),
+            0)
+      << last_command_output();
+
   // Continued pretraining: student and teacher start from the import (the teacher moves by
   // 1 - 0.9998 per step, so after 2 steps it is still the imported encoder to ~1e-3).
   const auto continued = work + "/continued";

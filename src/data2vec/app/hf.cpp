@@ -275,6 +275,10 @@ void export_hf(const ExportHfOptions& options) {
                options.checkpoint, tensors.size(), options.out_dir);
 }
 
+std::shared_ptr<EncoderImpl> load_hf_encoder(const std::string& dir) {
+  return read_model(dir, /*block_results=*/false).encoder;
+}
+
 int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
                    const std::string& output) {
   auto model = read_model(model_dir, /*block_results=*/true);

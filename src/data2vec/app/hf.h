@@ -8,8 +8,11 @@
 // The modality tables live beside each encoder (vision/hf.h, audio/hf.h, text/hf.h).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "data2vec/core/encoder.h"
 
 namespace data2vec::app {
 
@@ -34,6 +37,10 @@ struct ExportHfOptions {
 
 // Writes OUT/config.json and OUT/model.safetensors (with the task head when the run has one).
 void export_hf(const ExportHfOptions& options);
+
+// The encoder of an HF folder (or of a run / checkpoint directory), weights loaded, in train
+// mode as built; task heads are not part of it.
+std::shared_ptr<EncoderImpl> load_hf_encoder(const std::string& dir);
 
 // Runs the model of `model_dir` (an HF folder, or a run / checkpoint directory) on every variant
 // of `inputs` (keys "<variant>.<input name>", metadata "variants") and writes
