@@ -40,3 +40,23 @@ TEST(Optimizer, ExemptGroupReallyHasNoDecay) {
   train::set_learning_rate(*optimizer, 0.25);
   for (auto& group : optimizer->param_groups()) EXPECT_DOUBLE_EQ(group.options().get_lr(), 0.25);
 }
+
+TEST(Optimizer, AdamDecaysWeightsDecoupledAsFairseq) {
+  // fairseq's Adam (fairseq/optim/adam.py) decays the weights apart from the gradient:
+  //   p <- p * (1 - lr * wd) - lr * m_hat / (sqrt(v_hat) + eps)
+  // with m and v built from the gradient alone. At step 1, m_hat = g and v_hat = g^2.
+  // (L2 in the gradient, g + wd * p, would move p = 1 by lr * sign(g + wd * p) = 0.1 instead.)
+  const double lr = 0.1, wd = 0.5, g = 0.5, eps = 1e-8;
+  auto w = torch::ones({2, 2}, torch::requires_grad());
+  io::OptimConfig config;
+  config.name = "adam";
+  config.lr = lr;
+  config.eps = eps;
+  config.weight_decay = wd;
+  auto optimizer = train::make_optimizer({{w}, {}}, config);
+  w.mutable_grad() = torch::full({2, 2}, g);
+  optimizer->step();
+  const double expected = 1.0 * (1.0 - lr * wd) - lr * g / (std::sqrt(g * g) + eps);  // 0.85
+  EXPECT_TRUE(
+      data2vec::testing::tensors_close("adam step", w, torch::full({2, 2}, expected), 1e-6));
+}

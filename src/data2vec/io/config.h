@@ -66,7 +66,7 @@ struct EmaConfig {
 };
 
 struct OptimConfig {
-  std::string name = "adamw";   // adam (L2 in the gradient) | adamw (decoupled decay)
+  std::string name = "adamw";   // adam (fairseq's: decoupled decay) | adamw (the same update)
   double lr = 1e-3;             // peak learning rate
   double beta1 = 0.9;
   double beta2 = 0.999;

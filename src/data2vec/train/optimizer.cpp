@@ -38,19 +38,18 @@ std::vector<torch::optim::OptimizerParamGroup> make_groups(const ParameterGroups
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const ParameterGroups& groups,
                                                         const io::OptimConfig& config) {
-  if (config.name == "adamw") {
+  // "adam" is fairseq's Adam (fairseq/optim/adam.py), which the data2vec speech and text recipes
+  // name: it decays the weights apart from the gradient (p -= lr * wd * p before the Adam step,
+  // "Fixing Weight Decay Regularization in Adam", arXiv 1711.05101), exactly what AdamW does.
+  // LibTorch's Adam would add wd * p to the gradient instead (L2), which Adam's per-parameter
+  // scaling turns into a much weaker and uneven decay. (fairseq adds eps before the bias
+  // correction of the second moment, LibTorch after: a difference of eps * sqrt(1 - beta2^t).)
+  if (config.name == "adamw" || config.name == "adam") {
     auto options = torch::optim::AdamWOptions(config.lr)
                        .betas({config.beta1, config.beta2})
                        .eps(config.eps)
                        .weight_decay(config.weight_decay);
     return std::make_unique<torch::optim::AdamW>(make_groups(groups, options), options);
-  }
-  if (config.name == "adam") {
-    auto options = torch::optim::AdamOptions(config.lr)
-                       .betas({config.beta1, config.beta2})
-                       .eps(config.eps)
-                       .weight_decay(config.weight_decay);
-    return std::make_unique<torch::optim::Adam>(make_groups(groups, options), options);
   }
   throw std::invalid_argument("config key 'optim.name' = '" + config.name +
                               "': expected adam or adamw");

@@ -23,8 +23,9 @@ struct ParameterGroups {
 ParameterGroups split_parameter_groups(
     const std::vector<std::pair<std::string, torch::Tensor>>& named);
 
-// Adam (L2 in the gradient) or AdamW (decoupled decay) per `config`; group 0 decays, group 1
-// does not. The learning rate is set every step by the trainer.
+// Adam with decoupled weight decay per `config` (optim.name adam, fairseq's Adam, and adamw are
+// the same update); group 0 decays, group 1 does not. The learning rate is set every step by the
+// trainer.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const ParameterGroups& groups,
                                                         const io::OptimConfig& config);
 
