@@ -220,8 +220,8 @@ TEST(V2Pass, VisionDecodesTheGridAndAddsTheClsLoss) {
   EXPECT_NEAR(
       out.loss.item<double>(),
       regression_loss(out.predictions, out.targets, model->options().loss()).item<double>() +
-          0.01 * out.cls_loss.item<double>(),
-      1e-5);
+          0.01 * 2 * 3 * out.cls_loss.item<double>(),  // summed over the 2 x 3 rows
+      1e-4);
   out.loss.backward();
   EXPECT_GT(model->student()
                 ->named_parameters()["embeddings.cls_token"]
@@ -230,6 +230,38 @@ TEST(V2Pass, VisionDecodesTheGridAndAddsTheClsLoss) {
                 .sum()
                 .item<double>(),
             0.0);
+}
+
+TEST(V2Pass, ClsLossIsSummedOverTheRowsAsFairseq) {
+  // fairseq data2vec2.py adds cls_loss x sample_size x (the per-row CLS loss, summed over the
+  // B*M rows) and the criterion divides everything by sample_size: the CLS term is 0.01 x the SUM
+  // over rows, while the patch term is a mean over masked patches.
+  torch::manual_seed(0);
+  Data2Vec model([] { return vision::make_vision_encoder(small_vision()); },
+                 v2(2, TargetNorm::kLayer, 0.01));
+  model->eval();  // no dropout: the student's CLS below is the one of the pass
+  auto gen = seeded(4);
+  const EncoderInput batch{torch::randn({2, 1, 28, 28}), {}};
+  const auto out = model->forward_masked(batch, model->apply_mask(batch, gen));
+
+  torch::NoGradGuard no_grad;
+  const auto student =
+      model->student()->extract_kept_features(batch, keep_indices(out.mask), 3);  // [6,1+10,D]
+  std::vector<torch::Tensor> patch_layers;
+  for (const auto& layer : model->teacher()->extract_features(batch, {}).layer_results)
+    patch_layers.push_back(layer.slice(1, 1));  // without the CLS
+  const auto cls_targets = build_targets(patch_layers, {}, model->options().targets())
+                               .mean(1)
+                               .repeat_interleave(3, 0);  // [6,D]
+  double cls_sum = 0;
+  for (int64_t r = 0; r < 6; ++r) {
+    cls_sum += regression_loss(student.x[r].slice(0, 0, 1), cls_targets.slice(0, r, r + 1),
+                               model->options().loss())
+                   .item<double>();
+  }
+  const double patches =
+      regression_loss(out.predictions, out.targets, model->options().loss()).item<double>();
+  EXPECT_NEAR(out.loss.item<double>(), patches + 0.01 * cls_sum, 1e-4 * (1 + cls_sum));
 }
 
 TEST(V2Pass, TextAndAudioTrainWithPadding) {

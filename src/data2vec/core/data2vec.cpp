@@ -160,7 +160,10 @@ Data2VecOutput Data2VecImpl::forward_v2(const EncoderInput& batch, const torch::
     // mean target over the example's positions.
     const auto cls_target = targets.mean(1).repeat_interleave(m, 0);  // [B*M,D]
     out.cls_loss = regression_loss(kept.select(1, 0), cls_target, options_.loss());
-    out.loss = out.loss + options_.cls_loss_weight() * out.cls_loss;
+    // fairseq (data2vec2.py) scales the CLS term by the sample size, the masked count the
+    // criterion then divides every term by: the CLS loss counts SUMMED over the B*M rows while the
+    // patch loss is a mean over masked patches. out.cls_loss is the per-row mean.
+    out.loss = out.loss + options_.cls_loss_weight() * double(b * m) * out.cls_loss;
   }
   out.target_std = mean_std_over_positions(out.targets);
   out.pred_std = mean_std_over_positions(out.predictions);

@@ -56,7 +56,8 @@ struct Data2VecOptions {
   TORCH_ARG(int64_t, decoder_groups) = 0;
   TORCH_ARG(int64_t, decoder_layers) = 0;
   /// v2: weight of the CLS loss (student CLS vs the mean target over positions) for encoders
-  /// with a prefix token (SPEC: images 0.01). Default 0.
+  /// with a prefix token (images 0.01). As in fairseq it weighs the CLS loss SUMMED over the
+  /// B*M rows, not averaged: loss = patch mean + weight x sum over rows. Default 0.
   TORCH_ARG(double, cls_loss_weight) = 0.0;
 };
 
@@ -68,7 +69,8 @@ struct Data2VecOutput {
   torch::Tensor targets;       // [N,D] fp32 teacher targets at the same positions
   torch::Tensor mask;          // [B,T] bool, the mask the student saw
   torch::Tensor padding_mask;  // [B,T] bool or undefined
-  torch::Tensor cls_loss;      // v2 with a CLS token: scalar (unweighted); undefined otherwise
+  torch::Tensor cls_loss;      // v2 with a CLS token: scalar, unweighted mean over the B*M rows
+                               // (the loss adds weight x B*M x it); undefined otherwise
   torch::Tensor target_std;    // scalar: mean over D of the std of targets over positions
   torch::Tensor pred_std;      // scalar: the same for predictions
   torch::Tensor masked_frac;   // scalar: masked / real positions
