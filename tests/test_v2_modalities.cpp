@@ -264,6 +264,29 @@ TEST(V2Pass, ClsLossIsSummedOverTheRowsAsFairseq) {
   EXPECT_NEAR(out.loss.item<double>(), patches + 0.01 * cls_sum, 1e-4 * (1 + cls_sum));
 }
 
+TEST(V2Pass, TextDecoderEndsInTwoLinearLayersAsFairseq) {
+  // fairseq's text recipe (config/v2/base_text_only_task.yaml): projection_layers 2, ratio 2.0,
+  // so Decoder1d's proj is Linear(Dd, 2 Dd) -> GELU -> Linear(2 Dd, D). Images and audio keep one
+  // Linear (registered as proj.weight, as their checkpoints hold it).
+  torch::manual_seed(0);
+  Data2Vec text_model([] { return text::make_text_encoder(small_text()); },
+                      v2(2, TargetNorm::kNone, 0.0));
+  const auto text_params = text_model->decoder()->named_parameters();
+  ASSERT_TRUE(text_params.contains("proj.0.weight")) << "text decoder: one Linear";
+  EXPECT_EQ(text_params["proj.0.weight"].sizes(), torch::IntArrayRef({32, 16}));
+  EXPECT_EQ(text_params["proj.2.weight"].sizes(), torch::IntArrayRef({32, 32}));
+  auto padding = torch::zeros({2, 16}, torch::kBool);
+  padding[0].slice(0, 11).fill_(true);
+  auto gen = seeded(2);
+  text_model->forward(EncoderInput{torch::randint(5, 50, {2, 16}, torch::kLong), padding}, gen)
+      .loss.backward();
+  EXPECT_GT(text_params["proj.0.weight"].grad().abs().sum().item<double>(), 0.0);
+
+  Data2Vec audio_model([] { return audio::make_audio_encoder(small_audio()); },
+                       v2(2, TargetNorm::kNone, 0.0));
+  EXPECT_TRUE(audio_model->decoder()->named_parameters().contains("proj.weight"));
+}
+
 TEST(V2Pass, TextAndAudioTrainWithPadding) {
   torch::manual_seed(0);
   {

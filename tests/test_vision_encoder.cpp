@@ -296,6 +296,18 @@ TEST(VisionEncoder, Data2VecStepRunsAndTrains) {
       data2vec::vision::relative_position_index(4, 4)));
 }
 
+TEST(VisionEncoder, MaskedFractionCountsPatchesNotTheCls) {
+  // The CLS token is no input position: it can never be masked, so it is no part of the fraction.
+  torch::manual_seed(2);
+  const auto o = small_options();
+  data2vec::Data2Vec model(
+      [&] { return make_vision_encoder(o); },
+      data2vec::Data2VecOptions().targets(data2vec::TargetOptions().top_k_layers(2)));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const auto out = model->forward(images(4, o), gen);
+  EXPECT_NEAR(out.masked_frac.item<double>(), 10.0 / 16.0, 1e-9);  // round(0.6 * 16) of 16
+}
+
 TEST(VisionEncoder, RunsUnderBf16Autocast) {
   torch::manual_seed(4);
   const auto o = small_options();

@@ -12,6 +12,17 @@ torch::nn::Sequential make_head(int64_t dim, int64_t hidden_mult) {
                                torch::nn::Linear(hidden_mult * dim, dim));
 }
 
+// Masked real positions / real positions, counted over the input sequence: the positions after
+// the `prefix` tokens (vision's CLS), which are never masked and stand for no input patch.
+// selected, padding: [B,T] bool (padding may be undefined).
+torch::Tensor masked_fraction(const torch::Tensor& selected, const torch::Tensor& padding,
+                              int64_t prefix) {
+  const auto positions = selected.slice(1, prefix);
+  const auto real = padding.defined() ? (~padding.slice(1, prefix)).sum()
+                                      : torch::full({}, positions.numel(), torch::kLong);
+  return positions.sum().to(torch::kFloat64) / real.to(torch::kFloat64).clamp_min(1);
+}
+
 }  // namespace
 
 Algorithm parse_algorithm(const std::string& name) {
@@ -102,10 +113,8 @@ Data2VecOutput Data2VecImpl::forward_v1(const EncoderInput& batch, const MaskedI
   out.loss = regression_loss(out.predictions, out.targets, options_.loss());
   out.target_std = mean_std_over_positions(out.targets);
   out.pred_std = mean_std_over_positions(out.predictions);
-  const auto real = student_output.padding_mask.defined()
-                        ? (~student_output.padding_mask).sum()
-                        : torch::full({}, selected.numel(), torch::kLong);
-  out.masked_frac = selected.sum().to(torch::kFloat64) / real.to(torch::kFloat64).clamp_min(1);
+  out.masked_frac =
+      masked_fraction(selected, student_output.padding_mask, student_->num_prefix_tokens());
   return out;
 }
 
@@ -146,14 +155,15 @@ Data2VecOutput Data2VecImpl::forward_v2(const EncoderInput& batch, const torch::
       copies_padding.defined() ? copies_padding.slice(1, prefix) : copies_padding);  // [B*M,T',D]
 
   // Positions that count: masked and real, in every copy.
-  torch::Tensor selected = mask.slice(1, prefix);  // [B*M,T']
-  if (copies_padding.defined()) selected = selected & ~copies_padding.slice(1, prefix);
+  torch::Tensor selected = mask;  // [B*M,T]
+  if (copies_padding.defined()) selected = selected & ~copies_padding;
+  const auto selected_inputs = selected.slice(1, prefix);  // [B*M,T']
 
   Data2VecOutput out;
   out.mask = mask;
   out.padding_mask = copies_padding;
-  out.predictions = decoded.index({selected});                      // [N,D]
-  out.targets = targets.repeat_interleave(m, 0).index({selected});  // [N,D]
+  out.predictions = decoded.index({selected_inputs});                      // [N,D]
+  out.targets = targets.repeat_interleave(m, 0).index({selected_inputs});  // [N,D]
   out.loss = regression_loss(out.predictions, out.targets, options_.loss());
   if (prefix > 0 && options_.cls_loss_weight() > 0) {
     // The student's CLS (kept position 0: never masked, first in ascending order) regresses the
@@ -167,9 +177,7 @@ Data2VecOutput Data2VecImpl::forward_v2(const EncoderInput& batch, const torch::
   }
   out.target_std = mean_std_over_positions(out.targets);
   out.pred_std = mean_std_over_positions(out.predictions);
-  const auto real = copies_padding.defined() ? (~copies_padding.slice(1, prefix)).sum()
-                                             : torch::full({}, selected.numel(), torch::kLong);
-  out.masked_frac = selected.sum().to(torch::kFloat64) / real.to(torch::kFloat64).clamp_min(1);
+  out.masked_frac = masked_fraction(selected, copies_padding, prefix);
   return out;
 }
 

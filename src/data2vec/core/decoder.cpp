@@ -46,7 +46,22 @@ DecoderImpl::DecoderImpl(int64_t input_dim, const DecoderOptions& options) : opt
     blocks.push_back(DecoderBlock(i == 0 ? input_dim : options.dim(), options));
     list->push_back(blocks.back());
   }
-  proj = register_module("proj", torch::nn::Linear(options.dim(), input_dim));
+  TORCH_CHECK(options.projection_layers() >= 1,
+              "decoder: needs at least one projection layer, got ", options.projection_layers());
+  // fairseq Decoder1d: a single Linear stays a bare module (proj.weight), several go into a
+  // Sequential with GELUs between them (proj.0.weight, proj.2.weight, ...).
+  if (options.projection_layers() == 1) {
+    proj = register_module("proj", torch::nn::Linear(options.dim(), input_dim));
+    return;
+  }
+  const auto hidden = int64_t(double(options.dim()) * options.projection_ratio());
+  torch::nn::Sequential layers(torch::nn::Linear(options.dim(), hidden), torch::nn::GELU());
+  for (int64_t i = 1; i + 1 < options.projection_layers(); ++i) {
+    layers->push_back(torch::nn::Linear(hidden, hidden));
+    layers->push_back(torch::nn::GELU());
+  }
+  layers->push_back(torch::nn::Linear(hidden, input_dim));
+  projection_layers = register_module("proj", layers);
 }
 
 torch::Tensor DecoderImpl::forward(const torch::Tensor& x_in, const torch::Tensor& padding_mask) {
@@ -70,7 +85,7 @@ torch::Tensor DecoderImpl::forward(const torch::Tensor& x_in, const torch::Tenso
     x = y;
   }
   x = x.flatten(2).transpose(1, 2);  // [R,T,Dd]
-  return proj(x);                    // [R,T,D]
+  return proj ? proj(x) : projection_layers->forward(x);  // [R,T,D]
 }
 
 }  // namespace data2vec

@@ -2,12 +2,15 @@
 //
 //   input [R,T,D] (encoder output at kept slots, N(0, 0.01) noise at masked slots, in the
 //   original order) -> blocks of Conv(kernel k, groups g) -> LayerNorm(no affine) -> GELU, with a
-//   residual around each block whose input and output widths match -> Linear(Dd, D) -> [R,T,D]
+//   residual around each block whose input and output widths match -> projection -> [R,T,D]
+//   where the projection is Linear(Dd, D), or for text (fairseq projection_layers 2, ratio 2)
+//   Linear(Dd, 2 Dd) -> GELU -> Linear(2 Dd, D)
 //
 // 1-D over time (audio, text) or 2-D over a patch grid (images: T = G_h * G_w, row-major).
 // Shapes: R rows (examples x copies), T positions, D encoder width, Dd decoder width.
 //
-// Registered names (fairseq Decoder1d / Decoder2d): blocks.{i}.conv.{weight,bias}, proj.*
+// Registered names (fairseq Decoder1d / Decoder2d): blocks.{i}.conv.{weight,bias}, and proj.*:
+// one Linear as proj.{weight,bias}, several as proj.{0,2,...}.{weight,bias} (GELUs between).
 #pragma once
 
 #include <torch/torch.h>
@@ -31,10 +34,16 @@ struct DecoderOptions {
   TORCH_ARG(std::vector<int64_t>, grid) = {};
   /// Std of the noise filling the masked slots. Default 0.01.
   TORCH_ARG(double, mask_noise_std) = 0.01;
+  /// Linear layers of the final projection (fairseq projection_layers): 1 -> Linear(Dd, D);
+  /// n > 1 -> Linear(Dd, ratio Dd) -> GELU -> ... -> Linear(ratio Dd, D). Default 1 (text: 2).
+  TORCH_ARG(int64_t, projection_layers) = 1;
+  /// Width of the projection's hidden layers, in units of Dd (fairseq projection_ratio). Default 2.
+  TORCH_ARG(double, projection_ratio) = 2.0;
 };
 
 // `base` with every positive field of `overrides` (dim, kernel, groups, layers) taken over;
-// residual / grid / noise stay the base's. For config keys where 0 means "the modality's default".
+// residual / grid / noise / projection stay the base's. For config keys where 0 means "the
+// modality's default".
 DecoderOptions override_decoder_options(DecoderOptions base, int64_t dim, int64_t kernel,
                                         int64_t groups, int64_t layers);
 
@@ -61,7 +70,9 @@ class DecoderImpl : public torch::nn::Module {
   const DecoderOptions& options() const { return options_; }
 
   std::vector<DecoderBlock> blocks;  // registered as blocks.{i}
-  torch::nn::Linear proj{nullptr};   // Dd -> D
+  // Dd -> D, registered as "proj": one Linear, or (projection_layers > 1) a Sequential.
+  torch::nn::Linear proj{nullptr};
+  torch::nn::Sequential projection_layers{nullptr};
 
  private:
   DecoderOptions options_;
