@@ -1,4 +1,5 @@
 // data2vec: the command-line program. Thin: every command parses its flags and calls the library.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -9,6 +10,7 @@
 #include "data2vec/app/embed.h"
 #include "data2vec/app/evaluate.h"
 #include "data2vec/app/hf.h"
+#include "data2vec/app/pretrained.h"
 #include "data2vec/audio/data.h"
 #include "data2vec/io/config.h"
 #include "data2vec/text/data.h"
@@ -138,6 +140,8 @@ int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Logs and errors go to stderr, results to stdout: `data2vec ... > out.txt` keeps results only.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("data2vec"));
   CLI::App app{
       "data2vec: self-supervised pretraining of image, speech and text encoders (data2vec 1.0 "
       "and 2.0) on LibTorch.\nRun `data2vec <command> --help` for a command's options."};
@@ -310,6 +314,36 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   hf_forward->add_option("--output", forward_output, "outputs to write (.safetensors)")->required();
 
+  app::TranscribeOptions transcribe_options;
+  auto* transcribe = app.add_subcommand(
+      "transcribe",
+      "Speech to text with a CTC model (a Data2VecAudioForCTC folder such as "
+      "facebook/data2vec-audio-base-960h, or a run import-hf made of one): audio of any rate is "
+      "resampled and normalised as its preprocessor_config.json says, long files run in "
+      "overlapping windows, greedy CTC decoding with its vocab.json. One line per file on "
+      "stdout, in order (empty for a file that could not be read; exit 1 then).");
+  transcribe->add_option("model", transcribe_options.model, "Hugging Face folder or run directory")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  transcribe->add_option("audio", transcribe_options.inputs, "WAV / FLAC / Ogg files")->required();
+  transcribe->add_option("--window", transcribe_options.window_s, "window length in seconds");
+  transcribe->add_option("--overlap", transcribe_options.overlap_s,
+                         "overlap of consecutive windows in seconds");
+
+  app::ClassifyOptions classify_options;
+  auto* classify = app.add_subcommand(
+      "classify",
+      "Image classification with a Data2VecVisionForImageClassification folder (e.g. "
+      "facebook/data2vec-vision-base-ft1k) or a run import-hf made of one: images resized and "
+      "normalised as its preprocessor_config.json says. Prints file<TAB>rank<TAB>label<TAB>"
+      "probability lines, best first.");
+  classify->add_option("model", classify_options.model, "Hugging Face folder or run directory")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  classify->add_option("images", classify_options.inputs, "image files")->required();
+  classify->add_option("--top-k", classify_options.top_k, "labels per image")
+      ->check(CLI::PositiveNumber);
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -342,6 +376,25 @@ int main(int argc, char** argv) {
       const auto written = app::hf_forward(forward_dir, forward_inputs, forward_output);
       std::cout << forward_output << ": " << written << " tensors\n";
       return 0;
+    }
+    if (*transcribe) {
+      bool failed = false;
+      for (const auto& t : app::transcribe(transcribe_options)) {
+        std::cout << t.text << "\n";
+        failed |= !t.error.empty();
+      }
+      return failed ? 1 : 0;
+    }
+    if (*classify) {
+      bool failed = false;
+      for (const auto& p : app::classify(classify_options)) {
+        for (size_t i = 0; i < p.top.size(); ++i) {
+          std::cout << p.file << "\t" << i + 1 << "\t" << p.top[i].first << "\t"
+                    << fmt::format("{:.4f}", p.top[i].second) << "\n";
+        }
+        failed |= !p.error.empty();
+      }
+      return failed ? 1 : 0;
     }
     if (*embed) {
       app::embed_files(embed_options);

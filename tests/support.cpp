@@ -7,6 +7,15 @@
 #include <random>
 #include <sstream>
 
+// stb's writer, private to this file (test_vision_data.cpp has its own copy).
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
 namespace data2vec::testing {
 
 ::testing::AssertionResult tensors_close(const std::string& label, const torch::Tensor& actual,
@@ -50,6 +59,12 @@ const std::string& command_log_path() {
 
 int run_command(const std::string& command) {
   return std::system((command + " > '" + command_log_path() + "' 2>&1").c_str());
+}
+
+bool write_png(const std::string& path, const torch::Tensor& image) {
+  const auto pixels = image.to(torch::kUInt8).contiguous();
+  const int h = int(pixels.size(0)), w = int(pixels.size(1)), c = int(pixels.size(2));
+  return stbi_write_png(path.c_str(), w, h, c, pixels.data_ptr<uint8_t>(), w * c) != 0;
 }
 
 std::string last_command_output() {

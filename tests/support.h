@@ -24,4 +24,7 @@ std::string make_temp_dir(const std::string& prefix);
 int run_command(const std::string& command);
 std::string last_command_output();
 
+// Writes an image uint8 [H,W,C] (C = 1 or 3) as PNG; returns false on failure.
+bool write_png(const std::string& path, const torch::Tensor& image);
+
 }  // namespace data2vec::testing

@@ -4,15 +4,9 @@
 // Hugging Face's classes that loads strictly: no missing or unexpected key passes).
 #include <gtest/gtest.h>
 
-// The test's own PNG writer (stb's code trips -Wextra).
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
-
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "data2vec/app/builders.h"
 #include "data2vec/app/hf.h"
@@ -27,6 +21,7 @@ using data2vec::testing::fixture_path;
 using data2vec::testing::last_command_output;
 using data2vec::testing::make_temp_dir;
 using data2vec::testing::run_command;
+using data2vec::testing::write_png;
 
 namespace {
 
@@ -51,7 +46,7 @@ std::string image_folder(int per_class) {
       for (int i = 0; i < per_class; ++i) {
         auto pixels = (torch::rand({32, 32, 3}) * 120 + 100 * c).to(torch::kUInt8).contiguous();
         const auto file = (dir / (std::to_string(i) + ".png")).string();
-        EXPECT_TRUE(stbi_write_png(file.c_str(), 32, 32, 3, pixels.data_ptr<uint8_t>(), 32 * 3));
+        EXPECT_TRUE(write_png(file, pixels));
       }
     }
   }
@@ -202,4 +197,36 @@ TEST(AppHf, OurTextEncoderExportsWithRobertaPositions) {
                             " --add-pooling-layer false"),
             0)
       << last_command_output();
+}
+
+TEST(AppHf, ImportedTextModelReadsTextWithItsByteLevelBpe) {
+  // The text fixture (vocabulary 100) with a matching BPE vocabulary: the specials, Ġ and the
+  // printable ASCII symbols (GPT-2 maps those bytes to themselves), <mask> last, two merges.
+  const auto hf = make_temp_dir("d2v-text-hf");
+  for (const auto& entry : fs::directory_iterator(fixture_path("hf/data2vec_text"))) {
+    fs::copy_file(entry.path(), fs::path(hf) / entry.path().filename());
+  }
+  nlohmann::json vocab = {{"<s>", 0}, {"<pad>", 1}, {"</s>", 2}, {"<unk>", 3}, {"Ġ", 4}};
+  int64_t id = 5;
+  for (char c = '!'; c <= '~' && id < 97; ++c) vocab[std::string(1, c)] = id++;
+  vocab["Ġt"] = id++;
+  vocab["he"] = id++;
+  vocab["<mask>"] = id;
+  ASSERT_EQ(id, 99);
+  std::ofstream(hf + "/vocab.json") << vocab.dump();
+  std::ofstream(hf + "/merges.txt") << "#version: 0.2\nĠ t\nh e\n";
+
+  const auto run = make_temp_dir("d2v-run") + "/run";
+  app::import_hf({hf, run, "", {}});
+  const auto texts = make_temp_dir("d2v-texts");
+  std::ofstream(texts + "/a.txt") << "the cat sat on the mat.";
+  std::ofstream(texts + "/b.txt") << "Another text, with 12 words or so!";
+  ASSERT_EQ(run_command(kBinary + " embed --checkpoint " + run + " --input " + texts +
+                        " --output " + texts + "/features.safetensors"),
+            0)
+      << last_command_output();
+  const auto features =
+      io::load_safetensors(texts + "/features.safetensors").tensors.at("features");
+  EXPECT_EQ(features.sizes(), (std::vector<int64_t>{2, 64}));
+  EXPECT_GT((features[0] - features[1]).abs().max().item<double>(), 1e-3);
 }

@@ -8,6 +8,7 @@
 #include "data2vec/app/audio_builders.h"
 #include "data2vec/core/toy_dataset.h"
 #include "data2vec/core/toy_encoder.h"
+#include "data2vec/text/bpe_tokenizer.h"
 #include "data2vec/text/data.h"
 #include "data2vec/text/encoder.h"
 #include "data2vec/text/hf.h"
@@ -51,9 +52,9 @@ vision::VisionEncoderOptions vision_options(const io::Config& c) {
   if (c.model.preset == "hf") {
     o = vision::vision_options_from_hf(hf_model_config(c));
     if (c.data.image_size != o.image_size()) {
-      throw std::invalid_argument("config key 'data.image_size' = " +
-                                  std::to_string(c.data.image_size) + ", but the model reads " +
-                                  std::to_string(o.image_size()) + " px images");
+      throw std::invalid_argument(
+          "config key 'data.image_size' = " + std::to_string(c.data.image_size) +
+          ", but the model reads " + std::to_string(o.image_size()) + " px images");
     }
   } else {
     o = vision::vision_preset(c.model.preset);
@@ -142,13 +143,19 @@ class ImageFilesDataset : public Dataset {
 
 // ---- text ----------------------------------------------------------------------------------
 
-std::shared_ptr<text::SentencePieceTokenizer> load_tokenizer(const io::Config& c) {
+// data.tokenizer: RoBERTa's byte-level BPE when the directory holds vocab.json + merges.txt (an
+// imported Hugging Face text model), else a SentencePiece model trained here.
+std::shared_ptr<text::Tokenizer> load_tokenizer(const io::Config& c) {
+  if (!c.data.tokenizer.empty() && text::ByteLevelBpeTokenizer::present(c.data.tokenizer)) {
+    return std::make_shared<text::ByteLevelBpeTokenizer>(c.data.tokenizer);
+  }
   const std::string model = c.data.tokenizer + "/" + text::SentencePieceTokenizer::kModelFile;
   if (c.data.tokenizer.empty() || !std::filesystem::exists(model)) {
     throw std::invalid_argument(
         "config key 'data.tokenizer' = '" + c.data.tokenizer + "': no " +
         text::SentencePieceTokenizer::kModelFile +
-        " there; train one on the corpus first: data2vec tokenizer train --config <this config>");
+        " (nor vocab.json + merges.txt) there; train one on the corpus first: data2vec "
+        "tokenizer train --config <this config>");
   }
   return std::make_shared<text::SentencePieceTokenizer>(c.data.tokenizer);
 }

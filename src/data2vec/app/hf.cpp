@@ -11,6 +11,7 @@
 #include "data2vec/audio/hf.h"
 #include "data2vec/io/files.h"
 #include "data2vec/io/safetensors.h"
+#include "data2vec/text/bpe_tokenizer.h"
 #include "data2vec/text/hf.h"
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/vision/hf.h"
@@ -68,19 +69,13 @@ void data2vec_defaults(io::Config& c, const std::string& modality) {
   }
 }
 
-// An encoder with its task head, built from a configuration.
-struct LoadedModel {
-  io::Config config;
-  std::string modality;
-  std::shared_ptr<EncoderImpl> encoder;
-  io::StateDict head;  // HF names (lm_head.*, classifier.*)
-};
-
 // An HF folder: encoder options from config.json (with the constructor arguments the weights
 // imply), weights mapped by the modality's table, the task head checked against the encoder.
-LoadedModel read_hf_folder(const std::string& dir, io::Config config) {
+HfModel read_hf_folder(const std::string& dir, io::Config config) {
   const auto hf = io::HfConfig::load(dir);
-  LoadedModel model;
+  HfModel model;
+  model.files_dir = dir;
+  model.hf_config = hf.json();
   model.modality = modality_of(hf);
   const auto weights = io::read_hf_weights(dir);
   const auto nested = nested_prefix(model.modality);
@@ -140,9 +135,9 @@ LoadedModel read_hf_folder(const std::string& dir, io::Config config) {
 }
 
 // A run or checkpoint directory: the encoder from its config, its weights and task head.
-LoadedModel read_run(const std::string& path, bool teacher, bool block_results) {
+HfModel read_run(const std::string& path, bool teacher, bool block_results) {
   const auto ckpt = train::read_checkpoint(path);
-  LoadedModel model;
+  HfModel model;
   io::apply_yaml(model.config, ckpt.config_yaml, path + " (config.yaml)");
   if (block_results) model.config.model.layer_result = "block";
   model.modality = model.config.model.modality;
@@ -155,13 +150,22 @@ LoadedModel read_run(const std::string& path, bool teacher, bool block_results) 
   train::load_module_state(*model.encoder, ckpt.model, /*strict=*/true,
                            teacher ? "teacher." : "student.");
   for (const auto& [name, tensor] : ckpt.model) {
-    if (name.rfind(kHeadPrefix, 0) == 0)
+    if (name.rfind(kHeadPrefix, 0) == 0) {
       model.head[name.substr(std::string(kHeadPrefix).size())] = tensor;
+    }
   }
+  // import-hf copied the folder's small files to RUN/hf; a checkpoint is RUN/checkpoints/X.
+  for (const auto& candidate : {fs::path(path) / "hf", fs::path(path) / ".." / ".." / "hf"}) {
+    if (fs::exists(candidate / "config.json")) {
+      model.files_dir = candidate.lexically_normal().string();
+      break;
+    }
+  }
+  if (model.config.model.preset == "hf") model.hf_config = hf_model_config(model.config).json();
   return model;
 }
 
-LoadedModel read_model(const std::string& dir, bool block_results) {
+HfModel read_model(const std::string& dir, bool block_results) {
   if (fs::exists(fs::path(dir) / "config.json")) {
     io::Config config;
     if (block_results) config.model.layer_result = "block";
@@ -171,7 +175,7 @@ LoadedModel read_model(const std::string& dir, bool block_results) {
 }
 
 // The config.json of an encoder: the imported one's as it was, or one made from our options.
-nlohmann::json hf_config_json(const LoadedModel& model) {
+nlohmann::json hf_config_json(const HfModel& model) {
   if (model.config.model.preset == "hf") return hf_model_config(model.config).json();
   if (auto* v = dynamic_cast<vision::VisionEncoderImpl*>(model.encoder.get())) {
     return vision::hf_vision_config(v->options());
@@ -220,6 +224,10 @@ std::string import_hf(const ImportHfOptions& options) {
     model.config.model.top_k_layers = depth;
   }
 
+  // An imported text model reads text with its own tokenizer (RoBERTa's BPE), copied to RUN/hf.
+  if (model.modality == "text" && text::ByteLevelBpeTokenizer::present(options.hf_dir)) {
+    model.config.data.tokenizer = fs::absolute(fs::path(options.out_dir) / "hf").string();
+  }
   train::CheckpointContents contents;
   for (const auto& [name, tensor] : train::module_state(*model.encoder)) {
     contents.model["student." + name] = tensor;
@@ -275,8 +283,12 @@ void export_hf(const ExportHfOptions& options) {
                options.checkpoint, tensors.size(), options.out_dir);
 }
 
+HfModel load_hf_model(const std::string& dir) {
+  return read_model(dir, /*block_results=*/false);
+}
+
 std::shared_ptr<EncoderImpl> load_hf_encoder(const std::string& dir) {
-  return read_model(dir, /*block_results=*/false).encoder;
+  return load_hf_model(dir).encoder;
 }
 
 int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,

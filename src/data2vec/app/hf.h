@@ -8,11 +8,14 @@
 // The modality tables live beside each encoder (vision/hf.h, audio/hf.h, text/hf.h).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "data2vec/core/encoder.h"
+#include "data2vec/io/config.h"
 
 namespace data2vec::app {
 
@@ -37,6 +40,17 @@ struct ExportHfOptions {
 
 // Writes OUT/config.json and OUT/model.safetensors (with the task head when the run has one).
 void export_hf(const ExportHfOptions& options);
+
+// A model read for inference: from an HF folder, or from a run / checkpoint directory.
+struct HfModel {
+  io::Config config;                          // the run's (an HF folder: import-hf's defaults)
+  std::string modality;                       // vision | audio | text
+  std::shared_ptr<EncoderImpl> encoder;       // weights loaded, in train mode as built
+  std::map<std::string, torch::Tensor> head;  // task head under HF names (lm_head.*, classifier.*)
+  nlohmann::json hf_config;                   // config.json (id2label, ...)
+  std::string files_dir;  // where the folder's vocab.json / preprocessor_config.json are ("" none)
+};
+HfModel load_hf_model(const std::string& dir);
 
 // The encoder of an HF folder (or of a run / checkpoint directory), weights loaded, in train
 // mode as built; task heads are not part of it.

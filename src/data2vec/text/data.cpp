@@ -217,7 +217,7 @@ void write_documents_text(const std::vector<TextDocument>& documents, const std:
 }
 
 std::vector<std::vector<int64_t>> tokenize_documents(const std::vector<TextDocument>& documents,
-                                                     const SentencePieceTokenizer& tokenizer) {
+                                                     const Tokenizer& tokenizer) {
   std::vector<std::vector<int64_t>> out(documents.size());
   at::parallel_for(0, static_cast<int64_t>(documents.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -324,7 +324,7 @@ int64_t TextBlockDataset::total_tokens() const {
 }
 
 std::shared_ptr<TextBlockDataset> make_text_dataset(const std::vector<TextDocument>& documents,
-                                                    const SentencePieceTokenizer& tokenizer,
+                                                    const Tokenizer& tokenizer,
                                                     const TextBlockOptions& options,
                                                     std::vector<std::string> class_names) {
   std::vector<int64_t> labels;

@@ -60,7 +60,7 @@ void write_documents_text(const std::vector<TextDocument>& documents, const std:
 
 // Piece ids of each document (no <s> / </s>), line by line so that newlines act as spaces.
 std::vector<std::vector<int64_t>> tokenize_documents(const std::vector<TextDocument>& documents,
-                                                     const SentencePieceTokenizer& tokenizer);
+                                                     const Tokenizer& tokenizer);
 
 struct TextBlock {
   std::vector<int64_t> ids;  // <s> ... </s>, at most max_tokens
@@ -113,7 +113,7 @@ class TextBlockDataset : public data2vec::Dataset {
 
 // tokenize_documents -> cut_blocks -> TextBlockDataset, with the tokenizer's special ids.
 std::shared_ptr<TextBlockDataset> make_text_dataset(const std::vector<TextDocument>& documents,
-                                                    const SentencePieceTokenizer& tokenizer,
+                                                    const Tokenizer& tokenizer,
                                                     const TextBlockOptions& options,
                                                     std::vector<std::string> class_names = {});
 

@@ -35,10 +35,26 @@ struct SentencePieceTrainOptions {
   int num_threads = 2;
 };
 
+// What the text pipeline needs of a tokenizer: the ids of raw text (without <s> / </s>: the data
+// code adds them), the text of ids, and the special ids. SentencePiece models trained here and
+// RoBERTa's byte-level BPE (bpe_tokenizer.h, for Hugging Face checkpoints) implement it.
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::vector<int64_t> encode(const std::string& text) const = 0;
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t bos_id() const = 0;
+  virtual int64_t pad_id() const = 0;
+  virtual int64_t eos_id() const = 0;
+  virtual int64_t unk_id() const = 0;
+  virtual int64_t mask_id() const = 0;
+};
+
 // The loaded plugin (shared by every tokenizer of the process).
 struct SentencePiecePlugin;
 
-class SentencePieceTokenizer {
+class SentencePieceTokenizer : public Tokenizer {
  public:
   static constexpr int64_t kBosId = 0;
   static constexpr int64_t kPadId = 1;
@@ -56,25 +72,25 @@ class SentencePieceTokenizer {
   // Loads model_dir/spm.model (or `model_dir` itself when it names a .model file). Checks that
   // the model has the special ids above.
   explicit SentencePieceTokenizer(const std::string& model_dir);
-  ~SentencePieceTokenizer();
+  ~SentencePieceTokenizer() override;
   SentencePieceTokenizer(const SentencePieceTokenizer&) = delete;
   SentencePieceTokenizer& operator=(const SentencePieceTokenizer&) = delete;
   SentencePieceTokenizer(SentencePieceTokenizer&&) noexcept;
   SentencePieceTokenizer& operator=(SentencePieceTokenizer&&) noexcept;
 
   // Piece ids of `text` without <s> / </s> (the data code adds them). Thread-safe.
-  std::vector<int64_t> encode(const std::string& text) const;
+  std::vector<int64_t> encode(const std::string& text) const override;
   // Text of `ids`; control ids (<s>, </s>, <pad>, <mask>) decode to nothing.
-  std::string decode(const std::vector<int64_t>& ids) const;
+  std::string decode(const std::vector<int64_t>& ids) const override;
 
-  int64_t vocab_size() const;
+  int64_t vocab_size() const override;
   std::string id_to_piece(int64_t id) const;
   int64_t piece_to_id(const std::string& piece) const;
-  int64_t bos_id() const { return kBosId; }
-  int64_t pad_id() const { return kPadId; }
-  int64_t eos_id() const { return kEosId; }
-  int64_t unk_id() const { return kUnkId; }
-  int64_t mask_id() const { return kMaskId; }
+  int64_t bos_id() const override { return kBosId; }
+  int64_t pad_id() const override { return kPadId; }
+  int64_t eos_id() const override { return kEosId; }
+  int64_t unk_id() const override { return kUnkId; }
+  int64_t mask_id() const override { return kMaskId; }
   const std::string& model_path() const { return model_path_; }
 
   // Path of the plugin this process loads (throws with a hint when none is found).

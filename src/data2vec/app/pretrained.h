@@ -1,0 +1,45 @@
+// Pretrained models at work, without Python: speech recognition with a CTC model
+// (Data2VecAudioForCTC, e.g. facebook/data2vec-audio-base-960h) and image classification
+// (Data2VecVisionForImageClassification, e.g. facebook/data2vec-vision-base-ft1k), from a Hugging
+// Face folder or a run that import-hf made. Preprocessing follows the folder's
+// preprocessor_config.json as Hugging Face's feature extractors read it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace data2vec::app {
+
+struct TranscribeOptions {
+  std::string model;                // HF folder or run directory with a CTC head and vocab.json
+  std::vector<std::string> inputs;  // audio files (WAV / FLAC / Ogg, any rate)
+  double window_s = 20.0;           // longer files run in windows of this length ...
+  double overlap_s = 2.0;           // ... overlapping by this much (each side keeps half)
+};
+
+struct Transcript {
+  std::string file;
+  std::string text;
+  int64_t frames = 0;  // frames decoded (one per 20 ms with the standard conv stack)
+  std::string error;   // non-empty: the file could not be read (text empty)
+};
+
+// Greedy CTC transcripts, one per input in order. Unreadable files are named in `error` and
+// skipped; the model is loaded once.
+std::vector<Transcript> transcribe(const TranscribeOptions& options);
+
+struct ClassifyOptions {
+  std::string model;                // HF folder or run directory with a classifier head
+  std::vector<std::string> inputs;  // image files
+  int64_t top_k = 5;
+};
+
+struct Prediction {
+  std::string file;
+  std::vector<std::pair<std::string, double>> top;  // label, probability; best first
+  std::string error;                                // non-empty: unreadable image
+};
+
+std::vector<Prediction> classify(const ClassifyOptions& options);
+
+}  // namespace data2vec::app
