@@ -1,0 +1,40 @@
+# Installs the build tree into a scratch prefix and builds and runs examples/custom_encoder
+# against it. Fails when the install, the configure, the build or the run fails, or when an
+# installed header names a path of this repository or its build.
+set(work ${BUILD_DIR}/install-test)
+file(REMOVE_RECURSE ${work})
+set(prefix ${work}/prefix)
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  message("${out}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${err}")
+  endif()
+endfunction()
+
+run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+file(GLOB_RECURSE headers ${prefix}/include/data2vec/*.h)
+list(LENGTH headers count)
+if(count LESS 20)
+  message(FATAL_ERROR "only ${count} headers installed")
+endif()
+foreach(header ${headers})
+  file(READ ${header} text)
+  string(FIND "${text}" "${SOURCE_DIR}" at_source)
+  string(FIND "${text}" "${BUILD_DIR}" at_build)
+  if(NOT at_source EQUAL -1 OR NOT at_build EQUAL -1)
+    message(FATAL_ERROR "${header} names a path of the source or build tree")
+  endif()
+endforeach()
+
+set(prefix_path ${prefix})
+if(TORCH_PREFIX)
+  list(APPEND prefix_path ${TORCH_PREFIX})
+endif()
+string(REPLACE ";" "\\;" prefix_arg "${prefix_path}")
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/custom_encoder -B ${work}/build
+    -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${prefix_arg}")
+run(${CMAKE_COMMAND} --build ${work}/build -j 2)
+run(${work}/build/custom_encoder)
+message("installed package: ${count} headers; examples/custom_encoder built and pretrained")
