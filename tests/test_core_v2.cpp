@@ -186,12 +186,11 @@ TEST(Data2VecV2, TargetsAreTheTeachersRepeatedForEveryCopyAtMaskedRealPositions)
   const EncoderInput batch{torch::randn({kB, kT, kF}), make_padding()};
   const auto masked = model->apply_mask(batch, gen);
   ASSERT_EQ(masked.mask.sizes(), torch::IntArrayRef({kB * kM, kT}));
-  // Every copy its own mask; padding never masked; the same count in every row.
+  // Every copy its own mask; the same kept count in every row (padding kept or dropped for it).
   EXPECT_FALSE(torch::equal(masked.mask[0], masked.mask[1]));
   const auto copies_padding = batch.padding_mask.repeat_interleave(kM, 0);
-  EXPECT_FALSE((masked.mask & copies_padding).any().item<bool>());
-  const auto counts = masked.mask.sum(1);
-  EXPECT_TRUE((counts == counts[0]).all().item<bool>());
+  const auto kept = (~masked.mask).sum(1);
+  EXPECT_TRUE((kept == kept[0]).all().item<bool>());
 
   const auto out = model->forward_masked(batch, masked);
   torch::Tensor expected;  // [B,T,D] from one teacher pass on the unmasked batch
@@ -210,7 +209,8 @@ TEST(Data2VecV2, TargetsAreTheTeachersRepeatedForEveryCopyAtMaskedRealPositions)
   const auto shared = masked.mask.view({kB, kM, kT}).select(1, 0).repeat_interleave(kM, 0);
   const auto out_shared = model->forward_masked(batch, MaskedInput{batch, shared});
   const auto full = torch::zeros({kB * kM, kT, kD});
-  const auto placed = full.index_put({shared}, out_shared.targets).view({kB, kM, kT, kD});
+  const auto placed =
+      full.index_put({shared & ~copies_padding}, out_shared.targets).view({kB, kM, kT, kD});
   for (int64_t c = 1; c < kM; ++c)
     EXPECT_TRUE(torch::equal(placed.select(1, c), placed.select(1, 0))) << "copy " << c;
 }
@@ -245,6 +245,51 @@ TEST(Data2VecV2, LossCoversMaskedPositionsOfEveryCopyOnly) {
               double(selected.sum().item<int64_t>()) /
                   double((~batch.padding_mask).sum().item<int64_t>() * kM),
               1e-9);
+}
+
+TEST(Data2VecV2, EveryRowMasksItsOwnShareAndPaddingNeverCounts) {
+  // Real lengths 10, 7 and 9 at mask ratio 0.5: 5, 4 and 5 masked in every copy, whatever the
+  // shortest row (masking all rows by the shortest would give 4, 4, 4).
+  torch::manual_seed(1);
+  Data2Vec model(make_counting, v2_options());
+  const EncoderInput batch{torch::randn({kB, kT, kF}), make_padding()};
+  auto gen = at::detail::createCPUGenerator(4);
+  torch::manual_seed(3);
+  const auto out = model->forward(batch, gen);
+  const auto copies_padding = batch.padding_mask.repeat_interleave(kM, 0);  // [B*M,T]
+  const auto masked_real = (out.mask & ~copies_padding).sum(1);
+  const std::vector<int64_t> expected = {5, 4, 5};
+  for (int64_t r = 0; r < kB * kM; ++r)
+    EXPECT_EQ(masked_real[r].item<int64_t>(), expected[r / kM]) << "row " << r;
+  EXPECT_EQ(out.predictions.size(0), kM * (5 + 4 + 5));
+  EXPECT_NEAR(out.masked_frac.item<double>(), 14.0 / 26.0, 1e-9);
+
+  // Padding never counts: whatever the padded steps hold, the loss is the same.
+  auto garbage = batch.source.clone();
+  garbage.masked_fill_(batch.padding_mask.unsqueeze(-1), 100.0);
+  auto same_gen = at::detail::createCPUGenerator(4);
+  torch::manual_seed(3);
+  const auto again = model->forward(EncoderInput{garbage, batch.padding_mask}, same_gen);
+  EXPECT_TRUE(torch::equal(again.mask, out.mask));
+  EXPECT_TRUE(tensors_close("loss", again.loss, out.loss, 1e-5));
+}
+
+TEST(Data2VecV2, MasksDrawnInGroupsJoinIntoOneBatch) {
+  // The trainer draws masks in groups of train.mask_group examples and joins them: a group of
+  // long rows and a group with shorter ones must still keep the same count in every row.
+  torch::manual_seed(1);
+  Data2Vec model(make_counting, v2_options());
+  const EncoderInput batch{torch::randn({kB, kT, kF}), make_padding()};
+  auto gen = at::detail::createCPUGenerator(5);
+  const auto first = model->apply_mask(
+      EncoderInput{batch.source.slice(0, 0, 1), batch.padding_mask.slice(0, 0, 1)}, gen);
+  const auto rest = model->apply_mask(
+      EncoderInput{batch.source.slice(0, 1), batch.padding_mask.slice(0, 1)}, gen);
+  const MaskedInput joined{batch, torch::cat({first.mask, rest.mask})};
+  Data2VecOutput out;
+  EXPECT_NO_THROW(out = model->forward_masked(batch, joined));
+  ASSERT_TRUE(out.loss.defined());
+  EXPECT_EQ(out.predictions.size(0), kM * (5 + 4 + 5));
 }
 
 TEST(Data2VecV2, GradientsReachStudentAndDecoderNeverTheTeacher) {

@@ -96,22 +96,63 @@ TEST(V2Masks, OneDimensionalBlocksMaskAnExactCountInsideRealFrames) {
   auto gen = seeded(3);
   const auto lengths = torch::tensor({100, 80, 100, 61}, torch::kLong);
   const auto mask = audio::block_mask_1d(lengths, 100, audio::BlockMask1dOptions(), gen);
-  const int64_t expected = 31;  // round(0.5 * 61): the shortest example sets every row's count
-  EXPECT_TRUE((mask.sum(1) == expected).all().item<bool>()) << mask.sum(1);
-  for (int64_t b = 0; b < 4; ++b)
-    EXPECT_FALSE(mask[b].slice(0, lengths[b].item<int64_t>()).any().item<bool>()) << b;
-  // Blocks: runs of masked frames average well above one frame.
-  const auto starts = (mask.slice(1, 1) & ~mask.slice(1, 0, -1)).sum() + mask.select(1, 0).sum();
-  EXPECT_GT(double(mask.sum().item<int64_t>()) / starts.item<double>(), 3.0);
+  const auto padding = torch::arange(100).unsqueeze(0) >= lengths.unsqueeze(1);
+  // round(0.5 x each row's own length), 30.5 -> 31; every row keeps 50 frames, the short rows
+  // their first padded frames among them, the rest of their padding dropped.
+  EXPECT_TRUE(torch::equal((mask & ~padding).sum(1), torch::tensor({50, 40, 50, 31}, torch::kLong)))
+      << (mask & ~padding).sum(1);
+  EXPECT_TRUE(((~mask).sum(1) == 50).all().item<bool>()) << (~mask).sum(1);
+  EXPECT_FALSE(mask[1].slice(0, 80, 90).any().item<bool>());  // 40 real + 10 padded kept
+  EXPECT_TRUE(mask[1].slice(0, 90).all().item<bool>());
+  // Blocks: runs of masked real frames average well above one frame.
+  const auto real = mask & ~padding;
+  const auto starts = (real.slice(1, 1) & ~real.slice(1, 0, -1)).sum() + real.select(1, 0).sum();
+  EXPECT_GT(double(real.sum().item<int64_t>()) / starts.item<double>(), 3.0);
 }
 
-TEST(V2Masks, SameCountRandomMaskNeverTouchesPadding) {
+TEST(V2Masks, SameKeptCountRandomMaskDropsOnlyPadding) {
   auto gen = seeded(4);
   auto padding = torch::zeros({3, 20}, torch::kBool);
   padding[1].slice(0, 12).fill_(true);
   const auto mask = random_mask_same_count(3, 20, 0.45, padding, gen);
-  EXPECT_TRUE((mask.sum(1) == 5).all().item<bool>()) << mask.sum(1);  // round(0.45 * 12)
-  EXPECT_FALSE((mask & padding).any().item<bool>());
+  // 9 of 20 and 5 of 12 real positions masked (round(0.45 x length)); 11 kept in every row.
+  EXPECT_TRUE(torch::equal((mask & ~padding).sum(1), torch::tensor({9, 5, 9}, torch::kLong)))
+      << (mask & ~padding).sum(1);
+  EXPECT_TRUE(((~mask).sum(1) == 11).all().item<bool>()) << (~mask).sum(1);
+  EXPECT_FALSE(mask[1].slice(0, 12, 16).any().item<bool>());  // 7 real + 4 padded kept
+  EXPECT_TRUE(mask[1].slice(0, 16).all().item<bool>());
+}
+
+// Masked real positions per row / that row's real length: each row near `ratio`, whatever the
+// other rows' lengths. padding [R,T] (true = padding).
+void expect_each_row_masks_its_own_share(const torch::Tensor& mask, const torch::Tensor& padding,
+                                         double ratio, const std::string& label) {
+  const auto masked_real = (mask & ~padding).sum(1).to(torch::kDouble);
+  const auto real = (~padding).sum(1).to(torch::kDouble);
+  for (int64_t r = 0; r < mask.size(0); ++r) {
+    const double length = real[r].item<double>();
+    EXPECT_NEAR(masked_real[r].item<double>() / length, ratio, 0.5 / length + 1e-9)
+        << label << " row " << r << " of " << length << " real positions masks "
+        << masked_real[r].item<double>();
+  }
+  // And the kept positions still gather into a rectangle.
+  const auto kept = (~mask).sum(1);
+  EXPECT_TRUE((kept == kept[0]).all().item<bool>()) << label << ": kept counts " << kept;
+}
+
+TEST(V2Masks, AShortRowDoesNotCutTheMaskingOfTheBatch) {
+  // One short row (5 of 20 real) among full ones: every row masks its own share.
+  auto padding = torch::zeros({3, 20}, torch::kBool);
+  padding[1].slice(0, 12).fill_(true);
+  padding[2].slice(0, 5).fill_(true);
+  auto gen = seeded(6);
+  expect_each_row_masks_its_own_share(random_mask_same_count(3, 20, 0.45, padding, gen), padding,
+                                      0.45, "random");
+  const auto lengths = torch::tensor({100, 80, 12}, torch::kLong);
+  const auto frame_padding = torch::arange(100).unsqueeze(0) >= lengths.unsqueeze(1);
+  expect_each_row_masks_its_own_share(
+      audio::block_mask_1d(lengths, 100, audio::BlockMask1dOptions(), gen), frame_padding, 0.5,
+      "1-D blocks");
 }
 
 TEST(V2Masks, EachModalityMasksCopiesIndependentlyWithEqualCounts) {
@@ -130,8 +171,11 @@ TEST(V2Masks, EachModalityMasksCopiesIndependentlyWithEqualCounts) {
   const auto tm = text_encoder.v2_mask(
       EncoderInput{torch::randint(5, 50, {2, 20}, torch::kLong), padding}, 4, gen);
   ASSERT_EQ(tm.sizes(), torch::IntArrayRef({8, 20}));
-  EXPECT_TRUE((tm.sum(1) == 7).all().item<bool>()) << tm.sum(1);  // round(0.45 * 15)
-  EXPECT_FALSE((tm & padding.repeat_interleave(4, 0)).any().item<bool>());
+  const auto copies_padding = padding.repeat_interleave(4, 0);
+  EXPECT_TRUE(torch::equal((tm & ~copies_padding).sum(1),
+                           torch::tensor({9, 9, 9, 9, 7, 7, 7, 7}, torch::kLong)))
+      << (tm & ~copies_padding).sum(1);  // round(0.45 x 20), round(0.45 x 15)
+  EXPECT_TRUE(((~tm).sum(1) == 11).all().item<bool>()) << (~tm).sum(1);
 
   audio::AudioEncoderImpl audio_encoder(small_audio());
   const auto am = audio_encoder.v2_mask(EncoderInput{torch::randn({2, 8000}), {}}, 2, gen);
@@ -299,7 +343,7 @@ TEST(V2Pass, TextAndAudioTrainWithPadding) {
     auto gen = seeded(2);
     const auto out =
         model->forward(EncoderInput{torch::randint(5, 50, {2, 16}, torch::kLong), padding}, gen);
-    EXPECT_EQ(out.predictions.size(0), 2 * 3 * 5);  // round(0.45 * 11) per copy
+    EXPECT_EQ(out.predictions.size(0), 3 * (5 + 7));  // round(0.45 x 11), round(0.45 x 16)
     EXPECT_FALSE(out.cls_loss.defined());
     out.loss.backward();
   }
@@ -312,8 +356,10 @@ TEST(V2Pass, TextAndAudioTrainWithPadding) {
     padding[1].slice(0, 5000).fill_(true);
     auto gen = seeded(3);
     const auto out = model->forward(EncoderInput{source, padding}, gen);
-    const auto real_frames = model->student()->as<audio::AudioEncoderImpl>()->num_frames(5000);
-    EXPECT_EQ(out.predictions.size(0), 2 * 3 * std::llround(0.5 * double(real_frames)));
+    const auto* encoder = model->student()->as<audio::AudioEncoderImpl>();
+    const auto real_frames = encoder->num_frames(5000), frames = encoder->num_frames(8000);
+    EXPECT_EQ(out.predictions.size(0),
+              3 * (std::llround(0.5 * double(frames)) + std::llround(0.5 * double(real_frames))));
     EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
     out.loss.backward();
   }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "data2vec/core/masking.h"
+
 namespace data2vec::audio {
 
 namespace {
@@ -93,16 +95,12 @@ torch::Tensor block_mask_1d(const torch::Tensor& lengths, int64_t time,
   const auto* len = lengths_cpu.data_ptr<int64_t>();
   auto mask = torch::zeros({batch, time}, torch::kBool);  // [B,T]
   if (batch == 0) return mask;
-  const int64_t shortest = *std::min_element(len, len + batch);
-  TORCH_CHECK(shortest >= 2, "block_mask_1d: an example has ", shortest,
-              " real frames; data2vec 2.0 needs at least 2 (one masked, one kept)");
-  const int64_t target =
-      std::clamp<int64_t>(std::llround(options.mask_ratio() * double(shortest)), 1, shortest - 1);
   auto* m = mask.data_ptr<bool>();
   for (int64_t b = 0; b < batch; ++b) {
     TORCH_CHECK(len[b] <= time, "block_mask_1d: example ", b, " has ", len[b],
                 " real frames but the batch has only ", time);
     const int64_t length = len[b];
+    const int64_t target = v2_masked_count(length, options.mask_ratio());  // its own share
     const int64_t blocks = std::max<int64_t>(1, length - options.block_length() + 1);  // starts
     int64_t count = 0;
     while (count < target) {
@@ -120,7 +118,8 @@ torch::Tensor block_mask_1d(const torch::Tensor& lengths, int64_t time,
       }
     }
   }
-  return mask;
+  const auto padding = torch::arange(time).unsqueeze(0) >= lengths_cpu.unsqueeze(1);  // [B,T]
+  return drop_padding_to_kept_count(mask, padding, v2_kept_count(time, options.mask_ratio()));
 }
 
 }  // namespace data2vec::audio

@@ -40,11 +40,13 @@ struct BlockMask1dOptions {
   TORCH_ARG(int64_t, block_length) = 5;
 };
 
-// [B,T] bool on the CPU (true = masked) from `lengths` [B] int64 real frames per example. Every
-// row masks exactly n = max(1, round(mask_ratio * min_b lengths_b)) real frames (the same count
-// in every row), as blocks of block_length frames at random starts inside the real frames; the
-// block that would overshoot contributes only the frames still missing (its first new ones).
-// Frames at or beyond an example's length (padding) are never masked.
+// [B,T] bool on the CPU (true = masked) from `lengths` [B] int64 real frames per example. Row b
+// masks exactly v2_masked_count(lengths_b, mask_ratio) of its real frames (round(mask_ratio x its
+// own length), core/masking.h), as blocks of block_length frames at random starts inside the
+// real frames; the block that would overshoot contributes only the frames still missing (its
+// first new ones). Frames at or beyond an example's length are padding: a row keeps the first of
+// them as needed so that every row keeps v2_kept_count(T, mask_ratio) frames and the rest are
+// marked true (dropped, never in the loss; drop_padding_to_kept_count).
 torch::Tensor block_mask_1d(const torch::Tensor& lengths, int64_t time,
                             const BlockMask1dOptions& options, at::Generator& generator);
 

@@ -49,7 +49,7 @@ struct EncoderInput {
 // What apply_mask returns: the student's input and the positions the student must predict.
 struct MaskedInput {
   EncoderInput student;  // e.g. text: ids with <mask> substituted; images: unchanged pixels
-  torch::Tensor mask;    // [B,T] bool, true = masked; never true on padding
+  torch::Tensor mask;    // [B,T] bool, true = masked; on padding only where a 2.0 row drops it
 };
 
 // What extract_features returns.
@@ -102,8 +102,10 @@ class EncoderImpl : public torch::nn::Module {
 
   // The 2.0 mask strategy for `clones` copies of each example: [B*clones, T] bool (true =
   // masked), copies of example b in rows b*clones .. b*clones+clones-1, each with its own draw,
-  // EVERY row with the same number of masked positions (so kept positions gather into a
-  // rectangle), never masking padding or prefix tokens.
+  // each row masking its own share of ITS real positions, never a prefix token, and EVERY row
+  // keeping the same number of positions (so kept positions gather into a rectangle) by keeping
+  // or dropping (marking true) padding as core/masking.h's v2 helpers do; that number must
+  // depend only on T, so the masks of parts of a batch join. Padding never counts in the loss.
   virtual torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
                                 at::Generator& generator);
 

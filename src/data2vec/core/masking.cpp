@@ -31,19 +31,51 @@ torch::Tensor random_mask(int64_t batch, int64_t time, double ratio,
   return padding_mask.defined() ? mask.to(padding_mask.device()) : mask;
 }
 
+int64_t v2_masked_count(int64_t length, double ratio) {
+  TORCH_CHECK(ratio > 0.0 && ratio < 1.0, "mask ratio must be in (0, 1), got ", ratio);
+  TORCH_CHECK(length >= 2, "data2vec 2.0 mask: an example has ", length,
+              " real positions; it needs at least 2 (one masked, one kept)");
+  return std::clamp<int64_t>(std::llround(ratio * double(length)), 1, length - 1);
+}
+
+int64_t v2_kept_count(int64_t time, double ratio) {
+  return time - v2_masked_count(time, ratio);
+}
+
+torch::Tensor drop_padding_to_kept_count(const torch::Tensor& mask, const torch::Tensor& padding,
+                                         int64_t kept) {
+  TORCH_CHECK(mask.dim() == 2 && mask.scalar_type() == torch::kBool,
+              "drop_padding_to_kept_count: mask must be [R,T] bool, got ", mask.sizes(), " ",
+              mask.scalar_type());
+  if (!padding.defined()) return mask;
+  const auto real_mask = mask & ~padding;
+  const auto kept_real = (~real_mask & ~padding).sum(1);  // [R]
+  const auto padded = padding.sum(1);                     // [R]
+  const auto fill = kept - kept_real;                     // padded positions each row keeps
+  TORCH_CHECK(((fill >= 0) & (fill <= padded)).all().item<bool>(),
+              "drop_padding_to_kept_count: rows keep ", kept_real.min().item<int64_t>(), "..",
+              kept_real.max().item<int64_t>(), " real positions and have ",
+              padded.min().item<int64_t>(), "..", padded.max().item<int64_t>(),
+              " padded ones; they cannot all keep ", kept);
+  // The k-th padded position of a row (k from 1) stays kept while k <= fill.
+  const auto dropped = padding & (padding.to(torch::kLong).cumsum(1) > fill.unsqueeze(1));
+  return real_mask | dropped;
+}
+
 torch::Tensor random_mask_same_count(int64_t batch, int64_t time, double ratio,
                                      const torch::Tensor& padding_mask, at::Generator& generator) {
-  TORCH_CHECK(ratio > 0.0 && ratio < 1.0, "mask ratio must be in (0, 1), got ", ratio);
   const auto lengths = real_lengths(padding_mask, batch, time);
-  const int64_t shortest = batch == 0 ? 0 : lengths.min().item<int64_t>();
-  TORCH_CHECK(shortest >= 2 || batch == 0, "same-count mask: an example has ", shortest,
-              " real positions; data2vec 2.0 needs at least 2 (one masked, one kept)");
-  const int64_t n = std::clamp<int64_t>(std::llround(ratio * double(shortest)), 1, shortest - 1);
+  auto counts = torch::empty({batch}, torch::kLong);  // masked per row
+  const auto lengths_a = lengths.accessor<int64_t, 1>();
+  auto counts_a = counts.accessor<int64_t, 1>();
+  for (int64_t b = 0; b < batch; ++b) counts_a[b] = v2_masked_count(lengths_a[b], ratio);
   auto scores = torch::rand({batch, time}, generator, torch::kFloat32);
-  if (padding_mask.defined()) scores.masked_fill_(padding_mask.cpu(), 2.0);  // sort last
-  const auto order = scores.argsort(/*dim=*/int64_t{1});                     // [B,T]
-  auto mask = torch::zeros({batch, time}, torch::kBool);
-  mask.scatter_(1, order.slice(1, 0, n), true);
+  const auto padding = padding_mask.defined() ? padding_mask.cpu() : padding_mask;
+  if (padding.defined()) scores.masked_fill_(padding, 2.0);  // sort last
+  const auto order = scores.argsort(/*dim=*/int64_t{1});     // [B,T] positions by score
+  const auto rank = order.argsort(/*dim=*/int64_t{1});       // [B,T] each position's place
+  const auto mask = drop_padding_to_kept_count(rank < counts.unsqueeze(1), padding,
+                                               batch == 0 ? 0 : v2_kept_count(time, ratio));
   return padding_mask.defined() ? mask.to(padding_mask.device()) : mask;
 }
 
@@ -56,7 +88,7 @@ torch::Tensor keep_indices(const torch::Tensor& mask) {
   TORCH_CHECK((kept_per_row == kept).all().item<bool>(),
               "keep_indices: rows keep different numbers of positions (min ",
               kept_per_row.min().item<int64_t>(), ", max ", kept_per_row.max().item<int64_t>(),
-              "); data2vec 2.0 masks must mask the same count in every row");
+              "); data2vec 2.0 masks must keep the same count in every row");
   // nonzero lists (row, column) pairs in row-major order: columns ascend within a row.
   return torch::nonzero(~mask).select(1, 1).view({rows, kept});
 }

@@ -38,7 +38,8 @@ class ToyEncoderImpl : public EncoderImpl {
   MaskedInput apply_mask(const EncoderInput& input, at::Generator& generator) override;
   EncoderOutput extract_features(const EncoderInput& input, const torch::Tensor& mask) override;
 
-  // data2vec 2.0: same-count random masks, kept steps only through the blocks, 1-D decoder.
+  // data2vec 2.0: random masks of each row's own share with equal kept counts
+  // (random_mask_same_count), kept steps only through the blocks, 1-D decoder.
   bool supports_kept_encoding() const override { return true; }
   torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
                         at::Generator& generator) override;

@@ -137,10 +137,10 @@ class TextEncoderImpl : public EncoderImpl {
   // The teacher averages the transformer layers and copies the embeddings (SPEC section 2).
   std::vector<std::string> ema_copied_prefixes() const override { return {"embeddings."}; }
 
-  // data2vec 2.0: random masks with masking().mask_prob() of the real tokens (the same count per
-  // row: the shortest row's), no token substitution; the embeddings (positions included) once per
-  // example, then only the kept tokens through the blocks; a 1-D decoder (768, k 9, g 1, 5
-  // blocks, no residual, a two-layer projection).
+  // data2vec 2.0: random masks with masking().mask_prob() of each row's real tokens (padding kept
+  // or dropped to equal the kept counts), no token substitution; the embeddings (positions
+  // included) once per example, then only the kept tokens through the blocks; a 1-D decoder
+  // (768, k 9, g 1, 5 blocks, no residual, a two-layer projection).
   bool supports_kept_encoding() const override { return true; }
   torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
                         at::Generator& generator) override;

@@ -76,7 +76,8 @@ void restore_rng_states(const std::map<std::string, torch::Tensor>& states, int 
 // Masks are a pure function of (seed, global batch k, position in the global batch), drawn in
 // groups of `group_size` examples: the same masks whatever the number of processes, and no
 // generator state to save for an exact resume. Under data2vec 2.0 each group's mask holds the
-// clone_batch copies of its examples, so the joined mask stays in example-major order.
+// clone_batch copies of its examples, so the joined mask stays in example-major order, and every
+// row keeps a count that depends on the batch's length alone, so the groups' masks join.
 MaskedInput draw_masks(Data2VecImpl& model, const EncoderInput& input, int64_t group_size,
                        uint64_t seed, int64_t k, int64_t first_position) {
   constexpr uint64_t kMaskStream = 0x6d61736b;  // "mask": a stream apart from the data's seeds
