@@ -232,6 +232,26 @@ TEST(V2KeptEncoding, EveryPositionKeptEqualsTheFullEncodingInEachModality) {
   }
 }
 
+TEST(V2KeptEncoding, AudioKeptFramesDoNotSeeTheMaskedOnes) {
+  // fairseq runs the positional convolution on each copy with its masked frames zeroed
+  // (encoder_zero_mask): a kept frame's output must not depend on what the masked frames hold.
+  torch::manual_seed(0);
+  audio::AudioEncoderImpl encoder(small_audio());
+  encoder.eval();
+  torch::NoGradGuard no_grad;
+  const int64_t t = 30;
+  const auto x = torch::randn({1, t, 32});
+  // Copy 0 keeps the even frames, copy 1 the first half.
+  const auto ids = torch::stack({torch::arange(0, t, 2), torch::arange(0, t / 2)});  // [2,15]
+  const auto before = encoder.encoder->forward_kept(x, {}, ids, 2).x;                // [2,15,D]
+  auto changed = x.clone();
+  changed.slice(1, 1, t, 2) += 10.0 * torch::randn({1, t / 2, 32});  // copy 0's masked frames
+  const auto after = encoder.encoder->forward_kept(changed, {}, ids, 2).x;
+  EXPECT_TRUE(tensors_close("copy 0, its masked frames changed", after[0], before[0], 1e-5));
+  // Copy 1 keeps some of those frames: its output must move.
+  EXPECT_GT((after[1] - before[1]).abs().max().item<double>(), 1e-3);
+}
+
 // ---- one v2 pass per modality ----
 
 Data2VecOptions v2(int64_t top_k, TargetNorm final_norm, double cls) {

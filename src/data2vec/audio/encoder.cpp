@@ -216,10 +216,19 @@ ContextOutput AudioTransformerImpl::forward(const torch::Tensor& x_in,
 ContextOutput AudioTransformerImpl::forward_kept(const torch::Tensor& x_in,
                                                  const torch::Tensor& padding_mask,
                                                  const torch::Tensor& ids_keep, int64_t clones) {
-  // Positions are a convolution over the whole sequence: once per example, before the gather.
-  auto x = padding_mask.defined() ? x_in.masked_fill(padding_mask.unsqueeze(-1), 0.0) : x_in;
-  x = layer_norm(x + pos_conv_embed(x));            // [B,T,D]
-  x = dropout(gather_copies(x, ids_keep, clones));  // [B*M,Tk,D]
+  // The positional convolution reaches +-(kernel / 2) x depth frames, far past a masked block:
+  // run over the unmasked sequence it would hand every kept frame a learned function of the
+  // frames it must predict. fairseq (data2vec2 modalities/base.py, encoder_zero_mask) runs it on
+  // each copy with that copy's masked frames zeroed, as padding is, and keeps only the unmasked
+  // frames afterwards.
+  const auto rows = ids_keep.size(0), frames = x_in.size(1);
+  auto visible = torch::zeros({rows, frames}, ids_keep.options().dtype(torch::kBool))
+                     .scatter_(1, ids_keep, true);  // [B*M,T]: the copy's kept frames
+  if (padding_mask.defined()) visible &= ~padding_mask.repeat_interleave(clones, 0);
+  const auto copies =
+      x_in.repeat_interleave(clones, 0).masked_fill(~visible.unsqueeze(-1), 0.0);  // [B*M,T,D]
+  auto x = gather_positions(copies + pos_conv_embed(copies), ids_keep);            // [B*M,Tk,D]
+  x = dropout(layer_norm(x));
   const auto kept_padding = padding_mask.defined() ? gather_copies(padding_mask, ids_keep, clones)
                                                    : torch::Tensor();  // [B*M,Tk]
   ContextOutput out;

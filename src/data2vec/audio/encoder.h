@@ -188,9 +188,10 @@ class AudioTransformerImpl : public torch::nn::Module {
   explicit AudioTransformerImpl(const AudioEncoderOptions& options);
   // x [B,T,D]; padding_mask [B,T] bool, true = padding (undefined: none).
   ContextOutput forward(const torch::Tensor& x, const torch::Tensor& padding_mask);
-  // data2vec 2.0: the positional convolution and LayerNorm on the whole sequence x [B,T,D]
-  // (once per example), then `clones` copies, of which only ids_keep [B*clones,Tk] go through
-  // dropout and the blocks. Returns x [B*clones,Tk,D] and its layer results.
+  // data2vec 2.0: `clones` copies of x [B,T,D], each with the frames it does not keep (not in
+  // ids_keep [B*clones,Tk]) and its padding zeroed, through the positional convolution; then its
+  // kept frames alone through LayerNorm, dropout and the blocks. Returns x [B*clones,Tk,D] (the
+  // layer results are not kept).
   ContextOutput forward_kept(const torch::Tensor& x, const torch::Tensor& padding_mask,
                              const torch::Tensor& ids_keep, int64_t clones);
 
@@ -228,9 +229,9 @@ class AudioEncoderImpl : public EncoderImpl {
 
   std::vector<std::string> ema_copied_prefixes() const override;
 
-  // data2vec 2.0: 1-D block masks (options.v2_mask) of M copies; the CNN and the positional
-  // convolution once per example, the blocks on kept frames only; a 1-D decoder (384, k 7,
-  // g 16, 4 blocks, residual).
+  // data2vec 2.0: 1-D block masks (options.v2_mask) of M copies; the CNN once per example, the
+  // positional convolution per copy with its masked frames zeroed, the blocks on kept frames
+  // only; a 1-D decoder (384, k 7, g 16, 4 blocks, residual).
   bool supports_kept_encoding() const override { return true; }
   torch::Tensor v2_mask(const EncoderInput& input, int64_t clones,
                         at::Generator& generator) override;
