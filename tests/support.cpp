@@ -67,6 +67,15 @@ bool write_png(const std::string& path, const torch::Tensor& image) {
   return stbi_write_png(path.c_str(), w, h, c, pixels.data_ptr<uint8_t>(), w * c) != 0;
 }
 
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 std::string last_command_output() {
   std::ifstream in(command_log_path(), std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

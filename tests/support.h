@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 
 namespace data2vec::testing {
@@ -23,6 +24,9 @@ std::string make_temp_dir(const std::string& prefix);
 // returns std::system's status. `last_command_output` reads what the latest one printed.
 int run_command(const std::string& command);
 std::string last_command_output();
+
+// The message of the exception `fn` throws; "" when it throws none.
+std::string error_of(const std::function<void()>& fn);
 
 // Writes an image uint8 [H,W,C] (C = 1 or 3) as PNG; returns false on failure.
 bool write_png(const std::string& path, const torch::Tensor& image);

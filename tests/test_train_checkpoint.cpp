@@ -1,5 +1,10 @@
+#include <sys/resource.h>
+#include <zlib.h>
+
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "data2vec/core/data2vec.h"
 #include "data2vec/core/toy_encoder.h"
@@ -9,6 +14,7 @@
 
 namespace fs = std::filesystem;
 using namespace data2vec;
+using data2vec::testing::error_of;
 
 namespace {
 
@@ -25,16 +31,6 @@ train::CheckpointContents contents_of(Data2Vec& model, int64_t step) {
   c.config_yaml = "train:\n  max_steps: 10\n";
   c.rng["cpu_default"] = at::detail::getDefaultCPUGenerator().get_state();
   return c;
-}
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -127,4 +123,65 @@ TEST(Checkpoint, AnInterruptedWriteLeavesThePreviousCheckpoint) {
   train::save_checkpoint(run, 20, contents_of(model, 20), 3);  // and the next save still works
   EXPECT_EQ(train::read_checkpoint(run).trainer_state.at("step"), 20);
   EXPECT_FALSE(fs::exists(partial));
+}
+
+TEST(Checkpoint, AFailedWriteLeavesNoTemporaries) {
+  // A full disk, simulated by a file-size limit: it holds for root too, where a read-only
+  // directory would not. With SIGXFSZ ignored the write fails with EFBIG (as main() arranges).
+  const auto run = data2vec::testing::make_temp_dir("ckpt");
+  auto model = make_model(1);
+  const auto previous_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit previous{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &previous), 0);
+  rlimit tiny = previous;
+  tiny.rlim_cur = 4096;  // config.yaml fits, model.safetensors does not
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tiny), 0);
+  const auto message = error_of([&] { train::save_checkpoint(run, 5, contents_of(model, 5), 3); });
+  const auto config_message =
+      error_of([&] { io::write_file_atomically(run + "/config.yaml", std::string(8192, 'x')); });
+  setrlimit(RLIMIT_FSIZE, &previous);
+  std::signal(SIGXFSZ, previous_handler);
+
+  EXPECT_NE(message.find("model.safetensors.tmp"), std::string::npos) << message;
+  EXPECT_NE(config_message.find("config.yaml.tmp"), std::string::npos) << config_message;
+  EXPECT_FALSE(fs::exists(fs::path(run) / "checkpoints" / "step_5.tmp"));
+  EXPECT_FALSE(fs::exists(fs::path(run) / "config.yaml.tmp"));
+  EXPECT_FALSE(fs::exists(fs::path(run) / "checkpoints" / "last"));
+}
+
+TEST(Checkpoint, DamagedManifestAndTrainerStateNameTheFileAndField) {
+  const auto run = data2vec::testing::make_temp_dir("ckpt");
+  auto model = make_model(1);
+  const auto dir = train::save_checkpoint(run, 1, contents_of(model, 1), 3);
+  const auto manifest_path = dir + "/checkpoint.json";
+  const auto manifest = nlohmann::json::parse(io::read_file(manifest_path));
+  auto damaged = [&](const std::function<void(nlohmann::json&)>& change) {
+    auto copy = manifest;
+    change(copy);
+    std::ofstream(manifest_path, std::ios::trunc) << copy.dump(2);
+    return error_of([&] { train::read_checkpoint(dir); });
+  };
+  auto message = damaged([](nlohmann::json& m) { m.erase("files"); });
+  EXPECT_NE(message.find(manifest_path), std::string::npos) << message;
+  EXPECT_NE(message.find("'files'"), std::string::npos) << message;
+  message = damaged([](nlohmann::json& m) { m["files"]["model.safetensors"]["bytes"] = "many"; });
+  EXPECT_NE(message.find(manifest_path), std::string::npos) << message;
+  EXPECT_NE(message.find("files.model.safetensors.bytes"), std::string::npos) << message;
+  message = damaged([](nlohmann::json& m) { m["version"] = "one"; });
+  EXPECT_NE(message.find("'version'"), std::string::npos) << message;
+
+  // trainer_state.json that is not JSON, saved with a matching size and CRC.
+  auto contents = contents_of(model, 2);
+  const auto second = train::save_checkpoint(run, 2, contents, 3);
+  std::ofstream(second + "/trainer_state.json", std::ios::trunc) << "{\"step\": ";
+  auto second_manifest = nlohmann::json::parse(io::read_file(second + "/checkpoint.json"));
+  const auto bytes = io::read_file(second + "/trainer_state.json");
+  second_manifest["files"]["trainer_state.json"] = {
+      {"bytes", bytes.size()},
+      {"crc32", crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()),
+                      uInt(bytes.size()))}};
+  std::ofstream(second + "/checkpoint.json", std::ios::trunc) << second_manifest.dump(2);
+  message = error_of([&] { train::read_checkpoint(second); });
+  EXPECT_NE(message.find(second + "/trainer_state.json"), std::string::npos) << message;
+  EXPECT_NE(message.find("corrupt"), std::string::npos) << message;
 }

@@ -32,22 +32,32 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail("cannot create", tmp);
+  // On any failure (a full disk, a file-size limit) the partial temporary goes too: left behind
+  // it would hold the space that is missing and look like a file to the next reader.
+  auto give_up = [&](const char* what, bool still_open) {
+    const int error = errno;
+    if (still_open) ::close(fd);
+    ::unlink(tmp.c_str());
+    errno = error;
+    fail(what, tmp);
+  };
   size_t written = 0;
   while (written < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      ::close(fd);
-      fail("write failed on", tmp);
+      give_up("write failed on", true);
     }
     written += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    fail("fsync failed on", tmp);
+  if (::fsync(fd) != 0) give_up("fsync failed on", true);
+  if (::close(fd) != 0) give_up("close failed on", false);
+  std::error_code renamed;
+  std::filesystem::rename(tmp, path, renamed);
+  if (renamed) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "': " + renamed.message());
   }
-  ::close(fd);
-  std::filesystem::rename(tmp, path);
   const auto parent = std::filesystem::absolute(path).parent_path();
   fsync_path(parent.string());
 }

@@ -1,5 +1,6 @@
 #include "data2vec/train/checkpoint.h"
 
+#include <spdlog/spdlog.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -56,6 +57,46 @@ void remove_old_checkpoints(const fs::path& root, int64_t keep, const fs::path& 
   }
 }
 
+// checkpoint.json must be what save_checkpoint writes: a version, and for each file (a plain name
+// in the directory) its size and CRC-32 as unsigned integers. Anything else is named here, not
+// left to surface later as a JSON library's type error.
+void check_manifest(const nlohmann::json& manifest, const std::string& path) {
+  auto bad = [&](const std::string& what) {
+    throw std::runtime_error("checkpoint manifest '" + path + "': " + what);
+  };
+  if (!manifest.is_object()) bad("expected a JSON object");
+  if (!manifest.contains("version")) bad("no 'version' field");
+  if (!manifest["version"].is_number_integer()) bad("field 'version' is not an integer");
+  if (!manifest.contains("files")) bad("no 'files' table (the size and CRC-32 of each file)");
+  if (!manifest["files"].is_object()) bad("field 'files' is not a table of files");
+  for (const auto& [name, info] : manifest["files"].items()) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+      bad("'" + name + "' in 'files' is not a file name in the checkpoint directory");
+    for (const char* field : {"bytes", "crc32"}) {
+      if (!info.is_object() || !info.contains(field) || !info[field].is_number_unsigned())
+        bad("field 'files." + name + "." + field + "' is missing or not a non-negative integer");
+    }
+  }
+}
+
+// trainer_state.json: a JSON object whose step and data_position are integers (what resume
+// needs); named when it is not.
+nlohmann::json parse_trainer_state(const std::string& text, const std::string& path) {
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("checkpoint file '" + path + "' is corrupt: " + e.what());
+  }
+  for (const char* field : {"step", "data_position"}) {
+    if (!state.is_object() || !state.contains(field) || !state[field].is_number_integer()) {
+      throw std::runtime_error("checkpoint file '" + path + "': field '" + field +
+                               "' is missing or not an integer");
+    }
+  }
+  return state;
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& run_dir, int64_t step,
@@ -67,22 +108,31 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step,
   fs::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
 
-  std::map<std::string, std::string> files;
-  files["model.safetensors"] = io::safetensors_bytes(
-      sorted_named(contents.model), {{"format", "data2vec.cpp"}, {"step", std::to_string(step)}});
-  files["optimizer.pt"] = contents.optimizer;
-  files["rng.safetensors"] = io::safetensors_bytes(sorted_named(contents.rng));
-  files["trainer_state.json"] = contents.trainer_state.dump(2) + "\n";
-  files["config.yaml"] = contents.config_yaml;
+  // A failed write (a full disk, a file-size limit) takes the partial directory with it: left
+  // behind it would hold the space that is missing until someone removed it by hand.
+  try {
+    std::map<std::string, std::string> files;
+    files["model.safetensors"] = io::safetensors_bytes(
+        sorted_named(contents.model), {{"format", "data2vec.cpp"}, {"step", std::to_string(step)}});
+    files["optimizer.pt"] = contents.optimizer;
+    files["rng.safetensors"] = io::safetensors_bytes(sorted_named(contents.rng));
+    files["trainer_state.json"] = contents.trainer_state.dump(2) + "\n";
+    files["config.yaml"] = contents.config_yaml;
 
-  nlohmann::json manifest = {
-      {"format", "data2vec.cpp checkpoint"}, {"version", kCheckpointFormatVersion}, {"step", step}};
-  for (const auto& [name, bytes] : files) {
-    io::write_file_atomically((tmp_dir / name).string(), bytes);
-    manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", crc32_of(bytes)}};
+    nlohmann::json manifest = {{"format", "data2vec.cpp checkpoint"},
+                               {"version", kCheckpointFormatVersion},
+                               {"step", step}};
+    for (const auto& [name, bytes] : files) {
+      io::write_file_atomically((tmp_dir / name).string(), bytes);
+      manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", crc32_of(bytes)}};
+    }
+    // The manifest goes last: a directory without it was never finished.
+    io::write_file_atomically((tmp_dir / "checkpoint.json").string(), manifest.dump(2) + "\n");
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove_all(tmp_dir, ignored);
+    throw;
   }
-  // The manifest goes last: a directory without it was never finished.
-  io::write_file_atomically((tmp_dir / "checkpoint.json").string(), manifest.dump(2) + "\n");
 
   if (fs::exists(final_dir)) fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
@@ -96,6 +146,22 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step,
 
   remove_old_checkpoints(root, keep, final_dir);
   return final_dir.string();
+}
+
+void remove_stale_temporaries(const std::string& run_dir) {
+  std::error_code ignored;
+  fs::remove(fs::path(run_dir) / "config.yaml.tmp", ignored);
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::is_directory(root)) return;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    const auto name = entry.path().filename().string();
+    const bool ours = name == "last.tmp" || (name.rfind("step_", 0) == 0 && name.size() > 4 &&
+                                             name.compare(name.size() - 4, 4, ".tmp") == 0);
+    if (!ours) continue;
+    spdlog::info("removing {}, left by an interrupted or failed checkpoint write",
+                 entry.path().string());
+    fs::remove_all(entry.path(), ignored);
+  }
 }
 
 std::optional<std::string> resolve_checkpoint_dir(const std::string& path) {
@@ -122,22 +188,23 @@ CheckpointContents read_checkpoint(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error("checkpoint manifest '" + manifest_path + "' is corrupt: " + e.what());
   }
-  if (manifest.value("version", 0) != kCheckpointFormatVersion) {
+  check_manifest(manifest, manifest_path);
+  if (manifest.at("version").get<int>() != kCheckpointFormatVersion) {
     throw std::runtime_error("checkpoint '" + dir.string() + "' has format version " +
-                             std::to_string(manifest.value("version", 0)) + "; this build reads " +
-                             std::to_string(kCheckpointFormatVersion));
+                             std::to_string(manifest.at("version").get<int>()) +
+                             "; this build reads " + std::to_string(kCheckpointFormatVersion));
   }
   std::map<std::string, std::string> files;
   for (const auto& [name, info] : manifest.at("files").items()) {
     const auto file = (dir / name).string();
     if (!fs::exists(file)) throw std::runtime_error("checkpoint file missing: " + file);
     auto bytes = io::read_file(file);
-    if (bytes.size() != info.at("bytes").get<size_t>()) {
+    if (bytes.size() != info.at("bytes").get<uint64_t>()) {
       throw std::runtime_error("checkpoint file '" + file + "' is truncated or altered: " +
                                std::to_string(bytes.size()) + " bytes, expected " +
-                               std::to_string(info.at("bytes").get<size_t>()));
+                               std::to_string(info.at("bytes").get<uint64_t>()));
     }
-    if (crc32_of(bytes) != info.at("crc32").get<uint32_t>()) {
+    if (crc32_of(bytes) != info.at("crc32").get<uint64_t>()) {
       throw std::runtime_error("checkpoint file '" + file + "' is corrupt (CRC-32 mismatch)");
     }
     files[name] = std::move(bytes);
@@ -156,7 +223,8 @@ CheckpointContents read_checkpoint(const std::string& path) {
         io::parse_safetensors(files["rng.safetensors"], (dir / "rng.safetensors").string()).tensors;
   }
   contents.optimizer = files["optimizer.pt"];
-  contents.trainer_state = nlohmann::json::parse(files["trainer_state.json"]);
+  contents.trainer_state =
+      parse_trainer_state(files["trainer_state.json"], (dir / "trainer_state.json").string());
   contents.config_yaml = files["config.yaml"];
   return contents;
 }
@@ -211,18 +279,54 @@ void load_module_state(torch::nn::Module& module, const std::map<std::string, to
 }
 
 std::string optimizer_bytes(const torch::optim::Optimizer& optimizer) {
+  // LibTorch's Optimizer::save keys each parameter's state by the address of its TensorImpl and
+  // writes the states in hash-map order, so two identical runs give different bytes. This writes
+  // the same archive layout (torch/optim/serialize.h) with the keys "<group>.<index>" in
+  // parameter order: identical state, identical bytes. Optimizer::load maps keys to parameters
+  // by position, so it reads these archives and the older address-keyed ones alike.
   torch::serialize::OutputArchive archive;
-  optimizer.save(archive);
+  archive.write("pytorch_version", c10::IValue("1.5.0"));
+  torch::serialize::OutputArchive state(archive.compilation_unit());
+  torch::serialize::OutputArchive groups(archive.compilation_unit());
+  const auto& param_groups = optimizer.param_groups();
+  groups.write("param_groups/size", torch::tensor(int64_t(param_groups.size())));
+  for (size_t g = 0; g < param_groups.size(); ++g) {
+    torch::serialize::OutputArchive group(archive.compilation_unit());
+    const auto& params = param_groups[g].params();
+    group.write("params/size", torch::tensor(int64_t(params.size())));
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string key = std::to_string(g) + "." + std::to_string(i);
+      group.write("params/" + std::to_string(i), c10::IValue(key));
+      const auto found =
+          optimizer.state().find(c10::guts::to_string(params[i].unsafeGetTensorImpl()));
+      if (found == optimizer.state().end()) continue;  // no step taken yet
+      torch::serialize::OutputArchive param_state(archive.compilation_unit());
+      found->second->serialize(param_state);
+      state.write(key, param_state);
+    }
+    torch::serialize::OutputArchive options(archive.compilation_unit());
+    param_groups[g].options().serialize(options);
+    group.write("options", options);
+    groups.write("param_groups/" + std::to_string(g), group);
+  }
+  archive.write("state", state);
+  archive.write("param_groups", groups);
   std::ostringstream out;
   archive.save_to(out);
   return out.str();
 }
 
-void load_optimizer_bytes(torch::optim::Optimizer& optimizer, const std::string& bytes) {
-  std::istringstream in(bytes);
-  torch::serialize::InputArchive archive;
-  archive.load_from(in);
-  optimizer.load(archive);
+void load_optimizer_bytes(torch::optim::Optimizer& optimizer, const std::string& bytes,
+                          const std::string& source) {
+  try {
+    std::istringstream in(bytes);
+    torch::serialize::InputArchive archive;
+    archive.load_from(in);
+    optimizer.load(archive);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(source + ": not an optimizer state this optimizer can load (" +
+                             e.what_without_backtrace() + ")");
+  }
 }
 
 }  // namespace data2vec::train

@@ -41,6 +41,10 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step,
 // means its checkpoints/last). Throws, naming the file, when anything is missing or damaged.
 CheckpointContents read_checkpoint(const std::string& path);
 
+// Removes what an interrupted or failed write leaves in a run directory (RUN/config.yaml.tmp,
+// RUN/checkpoints/step_<N>.tmp and last.tmp); a run starting or resuming there calls it first.
+void remove_stale_temporaries(const std::string& run_dir);
+
 // The checkpoint directory a path names (see read_checkpoint), or nullopt when there is none.
 std::optional<std::string> resolve_checkpoint_dir(const std::string& path);
 
@@ -53,8 +57,12 @@ std::map<std::string, torch::Tensor> module_state(const torch::nn::Module& modul
 void load_module_state(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& state,
                        bool strict = true, const std::string& prefix = "");
 
-// Optimizer state to bytes and back (LibTorch's archive format).
+// Optimizer state to bytes and back (LibTorch's archive format). The bytes are a function of the
+// state alone: two identical runs write identical files. `source` names the bytes (e.g. the
+// checkpoint's optimizer.pt) in the error thrown when they are not an archive this optimizer
+// can load.
 std::string optimizer_bytes(const torch::optim::Optimizer& optimizer);
-void load_optimizer_bytes(torch::optim::Optimizer& optimizer, const std::string& bytes);
+void load_optimizer_bytes(torch::optim::Optimizer& optimizer, const std::string& bytes,
+                          const std::string& source = "optimizer state");
 
 }  // namespace data2vec::train
