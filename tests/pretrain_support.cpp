@@ -2,6 +2,8 @@
 
 #include "data2vec/app/builders.h"
 #include "data2vec/io/files.h"
+#include "data2vec/train/checkpoint.h"
+#include "support.h"
 
 namespace data2vec::testing {
 
@@ -35,8 +37,9 @@ io::Config toy_run_config(int64_t max_steps) {
 }
 
 train::PretrainResult run_pretraining(const io::Config& config, const std::string& run_dir,
-                                      bool resume, int64_t stop_at) {
+                                      bool resume, int64_t stop_at, train::Monitor monitor) {
   train::PretrainJob job;
+  job.monitor = std::move(monitor);
   job.stop_at_step = stop_at;
   job.config = config;
   job.run_dir = run_dir;
@@ -44,6 +47,17 @@ train::PretrainResult run_pretraining(const io::Config& config, const std::strin
   job.model = app::make_model(config);
   job.train_data = app::make_pretrain_dataset(config);
   return train::pretrain(job);
+}
+
+std::string untrained_run(const io::Config& config) {
+  const auto run = make_temp_dir("d2v-untrained") + "/run";
+  auto model = app::make_model(config);
+  train::CheckpointContents contents;
+  contents.model = train::module_state(*model);
+  contents.trainer_state = {{"step", 0}, {"data_position", 0}};
+  contents.config_yaml = io::to_yaml(config);
+  train::save_checkpoint(run, 0, contents, 0);
+  return run;
 }
 
 std::string last_model_bytes(const std::string& run_dir) {

@@ -13,6 +13,7 @@
 #include "data2vec/io/safetensors.h"
 #include "data2vec/text/hf.h"
 #include "data2vec/train/checkpoint.h"
+#include "pretrain_support.h"
 #include "support.h"
 
 namespace fs = std::filesystem;
@@ -51,18 +52,6 @@ std::string image_folder(int per_class) {
     }
   }
   return root;
-}
-
-// A run directory holding an untrained Data2Vec of `config` (what pretrain would write at 0).
-std::string run_of(io::Config config) {
-  const auto run = make_temp_dir("d2v-own") + "/run";
-  auto model = app::make_model(config);
-  train::CheckpointContents contents;
-  contents.model = train::module_state(*model);
-  contents.trainer_state = {{"step", 0}, {"data_position", 0}};
-  contents.config_yaml = io::to_yaml(config);
-  train::save_checkpoint(run, 0, contents, 0);
-  return run;
 }
 
 }  // namespace
@@ -159,7 +148,7 @@ TEST(AppHf, OurOwnEncodersExportToHuggingFacesLayout) {
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.config.model.modality);
-    const auto run = run_of(c.config);
+    const auto run = data2vec::testing::untrained_run(c.config);
     const auto exported = make_temp_dir("d2v-export");
     app::export_hf({run, exported, false});
     const auto dir = make_temp_dir("d2v-io");

@@ -6,20 +6,42 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "data2vec/io/config.h"
+#include "data2vec/io/files.h"
+#include "data2vec/train/checkpoint.h"
 #include "data2vec/train/trainer.h"
 #include "pretrain_support.h"
 #include "support.h"
 
 namespace fs = std::filesystem;
 using namespace data2vec;
+using data2vec::testing::error_of;
 using data2vec::testing::last_model_bytes;
 using data2vec::testing::run_pretraining;
 using data2vec::testing::toy_run_config;
+
+namespace {
+
+// `data2vec pretrain --config CONFIG --out OUT` in a child process, its output discarded.
+pid_t start_pretrain(const std::string& config_path, const std::string& out) {
+  const pid_t child = fork();
+  if (child == 0) {
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    execl(DATA2VEC_BINARY, DATA2VEC_BINARY, "pretrain", "--config", config_path.c_str(), "--out",
+          out.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return child;
+}
+
+}  // namespace
 
 TEST(Resume, HalfThenResumeEqualsStraightByteForByte) {
   const auto straight = data2vec::testing::make_temp_dir("straight");
@@ -56,16 +78,8 @@ TEST(Resume, KilledWithSigkillResumesToTheSameBytes) {
   std::ofstream(config_path) << io::to_yaml(config);
   run_pretraining(config, straight, false);
 
-  const pid_t child = fork();
+  const pid_t child = start_pretrain(config_path, killed);
   ASSERT_GE(child, 0);
-  if (child == 0) {
-    const int devnull = ::open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    execl(DATA2VEC_BINARY, DATA2VEC_BINARY, "pretrain", "--config", config_path.c_str(), "--out",
-          killed.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
   // Kill it as soon as its second checkpoint is there, mid-run.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!fs::exists(killed + "/checkpoints/step_10/checkpoint.json") &&
@@ -80,4 +94,104 @@ TEST(Resume, KilledWithSigkillResumesToTheSameBytes) {
   const auto resumed = run_pretraining(config, killed, true);
   EXPECT_EQ(resumed.steps_done, 60);
   EXPECT_EQ(last_model_bytes(straight), last_model_bytes(killed));
+}
+
+TEST(Resume, InterruptedBySigtermExits130WithACheckpoint) {
+  const auto run = data2vec::testing::make_temp_dir("sigterm");
+  const auto config_path = run + "/config.in.yaml";
+  std::ofstream(config_path) << io::to_yaml(toy_run_config(100000));
+  const pid_t child = start_pretrain(config_path, run);
+  ASSERT_GE(child, 0);
+  // The first metrics record is written inside the loop, where the handlers are installed.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  auto logged = [&] {
+    std::error_code missing;
+    const auto size = fs::file_size(run + "/metrics.jsonl", missing);
+    return !missing && size > 0;
+  };
+  while (!logged() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(child, SIGTERM);
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_TRUE(fs::exists(run + "/checkpoints/last/checkpoint.json"));
+}
+
+TEST(Resume, ANewRunOverAnExistingOneIsRefused) {
+  const auto run = data2vec::testing::make_temp_dir("existing");
+  run_pretraining(toy_run_config(5), run, false);
+  const auto before = last_model_bytes(run);
+  const auto message = error_of([&] { run_pretraining(toy_run_config(5), run, false); });
+  EXPECT_NE(message.find(run), std::string::npos) << message;
+  EXPECT_NE(message.find("--resume"), std::string::npos) << message;
+  EXPECT_NE(message.find("--overwrite"), std::string::npos) << message;
+  EXPECT_EQ(last_model_bytes(run), before) << "the refused run touched the old one";
+}
+
+TEST(Resume, StaleTemporariesAreRemovedOnResume) {
+  const auto run = data2vec::testing::make_temp_dir("stale");
+  run_pretraining(toy_run_config(10), run, false, /*stop_at=*/5);
+  // What a full disk in the middle of a checkpoint at step 7 would have left.
+  const auto partial = fs::path(run) / "checkpoints" / "step_7.tmp";
+  fs::create_directories(partial);
+  std::ofstream(partial / "model.safetensors.tmp") << "partial";
+  std::ofstream(fs::path(run) / "checkpoints" / "last.tmp") << "partial";
+  EXPECT_EQ(run_pretraining(toy_run_config(10), run, true).steps_done, 10);
+  EXPECT_FALSE(fs::exists(partial));
+  EXPECT_FALSE(fs::exists(fs::path(run) / "checkpoints" / "last.tmp"));
+}
+
+TEST(Resume, AGarbageOptimizerStateNamesTheFile) {
+  const auto run = data2vec::testing::make_temp_dir("garbage_optimizer");
+  run_pretraining(toy_run_config(10), run, false, /*stop_at=*/5);
+  auto contents = train::read_checkpoint(run);
+  contents.optimizer = "not a LibTorch archive";  // with a matching size and CRC
+  const auto dir = train::save_checkpoint(run, 5, contents, 3);
+  const auto message = error_of([&] { run_pretraining(toy_run_config(10), run, true); });
+  EXPECT_NE(message.find(dir + "/optimizer.pt"), std::string::npos) << message;
+}
+
+TEST(Resume, TwoIdenticalRunsWriteIdenticalCheckpoints) {
+  const auto a = data2vec::testing::make_temp_dir("identical_a");
+  const auto b = data2vec::testing::make_temp_dir("identical_b");
+  run_pretraining(toy_run_config(5), a, false);
+  run_pretraining(toy_run_config(5), b, false);
+  // trainer_state.json (and so checkpoint.json) holds the elapsed time; every other file must be
+  // the same bytes.
+  for (const char* file : {"model.safetensors", "optimizer.pt", "rng.safetensors", "config.yaml"}) {
+    EXPECT_TRUE(io::read_file(a + "/checkpoints/last/" + file) ==
+                io::read_file(b + "/checkpoints/last/" + file))
+        << file << " differs between two identical runs";
+  }
+}
+
+TEST(Resume, SignalHandlersAreRestoredWhenTrainingThrows) {
+  const auto run = data2vec::testing::make_temp_dir("throws");
+  auto config = toy_run_config(10);
+  config.eval.knn_every = 3;
+  const auto previous = std::signal(SIGINT, SIG_IGN);
+  const auto message = error_of([&] {
+    run_pretraining(config, run, false, 0, [](Data2VecImpl&, int64_t) -> nlohmann::json {
+      throw std::runtime_error("monitor failed");
+    });
+  });
+  const auto during = std::signal(SIGINT, previous);
+  EXPECT_EQ(message, "monitor failed");
+  EXPECT_EQ(during, SIG_IGN) << "pretrain left its SIGINT handler installed";
+}
+
+TEST(Resume, ACollapseBeforeAnyCheckpointDoesNotPromiseOne) {
+  const auto run = data2vec::testing::make_temp_dir("collapse");
+  auto config = toy_run_config(10);
+  config.train.collapse_warmup = 0;
+  config.train.min_target_std = 1e9;  // collapses at once
+  const auto result = run_pretraining(config, run, false);
+  EXPECT_EQ(result.steps_done, 1);
+  EXPECT_EQ(result.stopped_because.find("last good checkpoint"), std::string::npos)
+      << result.stopped_because;
+  EXPECT_NE(result.stopped_because.find("no checkpoint"), std::string::npos)
+      << result.stopped_because;
 }

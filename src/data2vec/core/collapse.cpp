@@ -17,7 +17,7 @@ std::optional<std::string> detect_collapse(int64_t step, double target_std, doub
   }
   why << " at step " << step
       << ": the representation collapsed. Lower the learning rate, raise the EMA decay, or "
-         "check the masking; the last good checkpoint is kept.";
+         "check the masking";
   return why.str();
 }
 

@@ -31,6 +31,60 @@ extern "C" void request_stop(int) {
   g_stop_requested = 1;
 }
 
+// SIGINT and SIGTERM ask the loop to stop while this lives; the handlers in force before come
+// back on every way out of the loop, an exception included (a library must not leave its
+// handler behind in the program that called it).
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_requested = 0;
+    previous_int_ = std::signal(SIGINT, request_stop);
+    previous_term_ = std::signal(SIGTERM, request_stop);
+  }
+  ~StopSignals() {
+    std::signal(SIGINT, previous_int_);
+    std::signal(SIGTERM, previous_term_);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  using Handler = void (*)(int);
+  Handler previous_int_ = SIG_DFL;
+  Handler previous_term_ = SIG_DFL;
+};
+
+// What a run writes into its directory; `--overwrite` removes exactly these.
+constexpr const char* kRunOutputs[] = {"checkpoints", "tb", "metrics.jsonl", "metrics.png",
+                                       "config.yaml"};
+
+// A new run in a directory that already holds one would truncate its metrics log, move `last`
+// and let the checkpoint rotation delete its own checkpoints while the old ones stayed. So it is
+// refused, unless `overwrite` asks to start clean: then the old run's outputs are deleted (the
+// main rank alone deletes; files that are not a run's output stay).
+void claim_run_dir(const std::string& run_dir, bool overwrite, bool is_main) {
+  const fs::path dir(run_dir);
+  if (!fs::exists(dir / "checkpoints") && !fs::exists(dir / "metrics.jsonl")) return;
+  if (!overwrite) {
+    throw std::invalid_argument(
+        "pretrain: '" + run_dir +
+        "' already holds a run (checkpoints/, metrics.jsonl); continue it with --resume, "
+        "start a new one with another --out, or delete it and start over with --overwrite");
+  }
+  if (!is_main) return;
+  spdlog::warn("--overwrite: deleting the previous run's outputs in {}", run_dir);
+  for (const char* name : kRunOutputs) fs::remove_all(dir / name);
+}
+
+// Where a run that stopped can continue from, for the stop message.
+std::string checkpoint_note(const std::string& last_checkpoint, int64_t every) {
+  if (last_checkpoint.empty()) {
+    return "no checkpoint was written before it (checkpoint.every = " + std::to_string(every) +
+           "); the run has to start over";
+  }
+  return "the newest checkpoint, from before it, is " + last_checkpoint;
+}
+
 ScheduleOptions schedule_options(const io::Config& c) {
   ScheduleOptions s;
   s.kind = c.optim.schedule;
@@ -150,7 +204,11 @@ PretrainResult pretrain(PretrainJob& job) {
   const int rank = group ? group->rank() : 0;
   const int world = group ? group->world_size() : 1;
   const torch::Device device = group ? group->device() : resolve_device(cfg.train.device);
-  if (is_main) fs::create_directories(job.run_dir);
+  if (!job.resume) claim_run_dir(job.run_dir, job.overwrite, is_main);
+  if (is_main) {
+    fs::create_directories(job.run_dir);
+    remove_stale_temporaries(job.run_dir);
+  }
 
   auto model = job.model;
   model->to(device);
@@ -178,7 +236,8 @@ PretrainResult pretrain(PretrainJob& job) {
     } else {
       auto ckpt = read_checkpoint(*dir);
       load_module_state(*model, ckpt.model);
-      if (!ckpt.optimizer.empty()) load_optimizer_bytes(*optimizer, ckpt.optimizer);
+      if (!ckpt.optimizer.empty())
+        load_optimizer_bytes(*optimizer, ckpt.optimizer, *dir + "/optimizer.pt");
       restore_rng_states(ckpt.rng, rank);
       step = ckpt.trainer_state.at("step").get<int64_t>();
       data_position = ckpt.trainer_state.at("data_position").get<int64_t>();
@@ -254,9 +313,7 @@ PretrainResult pretrain(PretrainJob& job) {
     result.last_checkpoint = save_checkpoint(job.run_dir, at_step, contents, cfg.checkpoint.keep);
   };
 
-  g_stop_requested = 0;
-  auto previous_int = std::signal(SIGINT, request_stop);
-  auto previous_term = std::signal(SIGTERM, request_stop);
+  const StopSignals stop_signals;
 
   std::unique_ptr<Progress> progress;
   if (is_main) {
@@ -321,9 +378,8 @@ PretrainResult pretrain(PretrainJob& job) {
     if (!std::isfinite(step_loss)) {
       result.stopped_because = "non-finite loss (" + std::to_string(step_loss) + ") at step " +
                                std::to_string(step + 1) +
-                               "; lower optim.lr or use train.precision=fp32. The last good "
-                               "checkpoint is " +
-                               (result.last_checkpoint.empty() ? "none" : result.last_checkpoint);
+                               "; lower optim.lr or use train.precision=fp32; " +
+                               checkpoint_note(result.last_checkpoint, cfg.checkpoint.every);
       break;
     }
     if (cfg.optim.clip_grad_norm > 0)
@@ -341,7 +397,8 @@ PretrainResult pretrain(PretrainJob& job) {
     result.last_loss = step_loss;
 
     if (auto why = detect_collapse(step, target_std, pred_std, collapse)) {
-      result.stopped_because = *why;
+      result.stopped_because =
+          *why + "; " + checkpoint_note(result.last_checkpoint, cfg.checkpoint.every);
       break;
     }
 
@@ -382,13 +439,12 @@ PretrainResult pretrain(PretrainJob& job) {
     if (step % cfg.checkpoint.every == 0 || last) save(step, elapsed_now());
     if (stop_requested) {
       result.stopped_because = "interrupted; resume with --resume";
+      result.interrupted = true;
       break;
     }
     if (stop_here) break;
   }
   if (progress) progress->finish();
-  std::signal(SIGINT, previous_int);
-  std::signal(SIGTERM, previous_term);
   result.steps_done = step;
   result.bad_samples = bad_samples;
   if (!result.stopped_because.empty())

@@ -25,6 +25,7 @@ struct PretrainJob {
   io::Config config;
   std::string run_dir;                        // RUN: metrics, tb/, checkpoints/, config.yaml
   bool resume = false;                        // continue from RUN/checkpoints/last
+  bool overwrite = false;  // a new run where one exists: delete its outputs first (else refused)
   Data2Vec model{nullptr};                    // built from config, on the CPU
   std::shared_ptr<const Dataset> train_data;  // pretraining examples
   Monitor monitor;                            // optional; run every eval.knn_every steps
@@ -41,10 +42,14 @@ struct PretrainResult {
   int64_t bad_samples = 0;      // examples skipped because they could not be read
   std::string last_checkpoint;  // directory of the newest checkpoint
   std::string stopped_because;  // empty when max_steps was reached
+  bool interrupted = false;     // stopped by SIGINT / SIGTERM (with a checkpoint), not by a guard
 };
 
-// Runs (or resumes) pretraining. Throws on configuration errors; a non-finite loss or a
-// collapse stops the run with `stopped_because` set, keeping the last good checkpoint.
+// Runs (or resumes) pretraining. Throws on configuration errors, and when RUN already holds a
+// run that is neither resumed nor overwritten; a non-finite loss or a collapse stops the run with
+// `stopped_because` set, keeping the checkpoints written before. SIGINT / SIGTERM stop it after
+// the current step with a checkpoint (`interrupted`); the caller's handlers are restored on
+// return or throw.
 PretrainResult pretrain(PretrainJob& job);
 
 }  // namespace data2vec::train
