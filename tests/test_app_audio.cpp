@@ -12,6 +12,7 @@
 #include "data2vec/io/config.h"
 #include "data2vec/io/files.h"
 #include "data2vec/io/safetensors.h"
+#include "pretrain_support.h"
 #include "support.h"
 
 namespace fs = std::filesystem;
@@ -212,6 +213,41 @@ TEST(AppAudio, ManifestCommandSkipsAndCountsBadFiles) {
   config.data.dataset = out;
   config.data.root = dir.string();
   EXPECT_EQ(app::make_pretrain_dataset(config)->size(), 2u);
+}
+
+TEST(AppAudio, ManifestSkipsAWavThatPromisesMoreDataThanItHolds) {
+  const fs::path dir = data2vec::testing::make_temp_dir("d2v-manifest-truncated");
+  write(dir / "whole.wav", clip(300, 0.5, 1));
+  write(dir / "cut.wav", clip(300, 0.5, 2));
+  fs::resize_file(dir / "cut.wav", fs::file_size(dir / "cut.wav") / 2);  // a copy cut short
+  const auto out = (dir / "train.tsv").string();
+  ASSERT_EQ(
+      run_command(std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out), 0)
+      << last_command_output();
+  EXPECT_NE(last_command_output().find("cut.wav: truncated"), std::string::npos)
+      << last_command_output();
+  const auto manifest = audio::read_manifest(out);
+  ASSERT_EQ(manifest.entries.size(), 1u);
+  EXPECT_EQ(manifest.entries[0].path, "whole.wav");
+}
+
+TEST(AppAudio, EmbedSkipsAndNamesEmptyWavs) {
+  const fs::path dir = data2vec::testing::make_temp_dir("d2v-embed-empty");
+  write(dir / "a.wav", clip(300, 0.5, 1));
+  std::ofstream(dir / "b-zero-bytes.wav").flush();
+  write(dir / "c-no-samples.wav", torch::zeros({0}));
+  write(dir / "d-too-short.wav", clip(300, 0.01, 2));  // 160 samples: less than one window
+  write(dir / "e.wav", clip(600, 0.5, 3));
+  const auto run = data2vec::testing::untrained_run(audio_config(speech_root()));
+  const auto out = (dir / "features.safetensors").string();
+  ASSERT_EQ(run_command(std::string(DATA2VEC_BINARY) + " embed --checkpoint " + run + " --input " +
+                        dir.string() + " --output " + out),
+            0)
+      << last_command_output();
+  for (const char* skipped : {"b-zero-bytes.wav", "c-no-samples.wav", "d-too-short.wav"})
+    EXPECT_NE(last_command_output().find(skipped), std::string::npos) << last_command_output();
+  const auto file = io::load_safetensors(out);
+  EXPECT_EQ(file.tensors.at("features").size(0), 2);
 }
 
 TEST(AppAudio, PretrainEvaluateAndEmbedThroughTheCommandLine) {

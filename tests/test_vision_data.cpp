@@ -20,6 +20,7 @@
 #pragma GCC diagnostic pop
 
 namespace fs = std::filesystem;
+using data2vec::testing::error_of;
 using data2vec::testing::make_temp_dir;
 using data2vec::testing::tensors_close;
 using namespace data2vec::vision;
@@ -51,17 +52,6 @@ std::vector<uint8_t> iota_bytes(size_t n, int start = 0) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = uint8_t((start + int(i) * 7) % 256);
   return v;
-}
-
-// Message of the exception `fn` throws ("" if none).
-template <typename Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -133,6 +123,17 @@ TEST(VisionIdx, DatasetGivesNormalisedImagesAndLabels) {
   const auto msg =
       error_of([&] { IdxImageDataset(dir + "/img.gz", dir + "/lab_short.gz", options); });
   EXPECT_NE(msg.find("lab_short.gz"), std::string::npos) << msg;
+}
+
+TEST(VisionIdx, LabelsOutsideTheTenClassesNameTheFile) {
+  // Fashion-MNIST has ten classes: a 200 in its labels is damage, not a 201st class.
+  const auto root = make_temp_dir("vision-idx-labels");
+  write_gz(root + "/train-images-idx3-ubyte.gz", idx_bytes({3, 4, 4}, iota_bytes(48)));
+  write_gz(root + "/train-labels-idx1-ubyte.gz", idx_bytes({3}, {2, 200, 9}));
+  const auto msg = error_of([&] { IdxImageDataset::load_fashion_mnist(root, /*train=*/true); });
+  EXPECT_NE(msg.find(root + "/train-labels-idx1-ubyte.gz"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("200"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("index 1"), std::string::npos) << msg;
 }
 
 TEST(VisionImageFolder, ReadsPngJpegAndFlagsCorruptFiles) {

@@ -1,5 +1,7 @@
 #include "data2vec/app/audio_builders.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <random>
@@ -274,10 +276,18 @@ FilesDataset audio_files_dataset(const io::Config& c, const std::string& input) 
   if (manifest.entries.empty())
     throw std::invalid_argument("no readable audio files under '" + input + "'");
   // Every file gets a vector: one window of the conv stack (400 samples) is the least it reads.
-  auto options = dataset_options(c).min_samples(400);
+  // A shorter file is named and skipped, as an unreadable one is; not the end of the whole run.
+  constexpr int64_t kMinSamples = 400;
+  for (const auto& entry : manifest.entries) {
+    if (entry.num_samples < kMinSamples) {
+      spdlog::warn("embed: skipping {}: {} samples at 16 kHz, shorter than one 25 ms window",
+                   (fs::path(manifest.root) / entry.path).string(), entry.num_samples);
+    }
+  }
+  auto options = dataset_options(c).min_samples(kMinSamples);
   auto dataset = std::make_shared<audio::AudioManifestDataset>(manifest, options);
-  TORCH_CHECK(dataset->num_skipped() == 0, "embed: ", dataset->num_skipped(),
-              " audio files under '", input, "' are shorter than 400 samples (25 ms)");
+  if (dataset->size() == 0)
+    throw std::invalid_argument("no audio file under '" + input + "' is long enough to embed");
   std::vector<std::string> files;
   for (size_t i = 0; i < dataset->size(); ++i) files.push_back(dataset->describe(i));
   return {dataset, files};

@@ -86,12 +86,12 @@ EvalSplits vision_splits(const io::Config& c, bool augment) {
     auto gz = [](const std::string& base) {
       return std::filesystem::exists(base + ".gz") ? base + ".gz" : base;
     };
-    return {std::make_shared<vision::IdxImageDataset>(gz(train_prefix + "images-idx3-ubyte"),
-                                                      gz(train_prefix + "labels-idx1-ubyte"),
-                                                      image_transform(c, augment)),
-            std::make_shared<vision::IdxImageDataset>(gz(test_prefix + "images-idx3-ubyte"),
-                                                      gz(test_prefix + "labels-idx1-ubyte"),
-                                                      image_transform(c, false))};
+    return {std::make_shared<vision::IdxImageDataset>(
+                gz(train_prefix + "images-idx3-ubyte"), gz(train_prefix + "labels-idx1-ubyte"),
+                image_transform(c, augment), vision::kMnistClasses),
+            std::make_shared<vision::IdxImageDataset>(
+                gz(test_prefix + "images-idx3-ubyte"), gz(test_prefix + "labels-idx1-ubyte"),
+                image_transform(c, false), vision::kMnistClasses)};
   }
   if (c.data.dataset == "image-folder") {
     return {

@@ -32,6 +32,13 @@ int64_t embed_files(const EmbedOptions& options) {
           .pool(eval::parse_pool_mode(options.pool)));
   std::vector<std::string> embedded;
   for (auto i : features.indices) embedded.push_back(files[i]);
+  // Nothing embedded is a failure, not an empty file of features and exit 0: every input was
+  // unreadable (each is named in a warning above).
+  if (embedded.empty()) {
+    throw std::runtime_error(
+        "embed: none of the " + std::to_string(files.size()) + " files under '" + options.input +
+        "' could be read (see the warnings above); nothing written to " + options.output);
+  }
   io::save_safetensors(options.output, {{"features", features.features}},
                        {{"files", nlohmann::json(embedded).dump()}, {"pool", options.pool}});
   spdlog::info("embedded {} files ({} skipped) -> {}", embedded.size(), features.num_skipped,

@@ -55,6 +55,20 @@ std::string truncated_data_chunk(const std::string& log) {
   return "";
 }
 
+// Refuses a file with no audio at all, or whose header promises more data than the file holds
+// (libsndfile would read what is there and say nothing).
+void check_complete(const std::string& path, const SF_INFO& info, SNDFILE* file) {
+  if (info.frames <= 0 || info.channels <= 0) {
+    throw BadSample(path + ": no audio (" + std::to_string(info.frames) + " frames, " +
+                    std::to_string(info.channels) + " channels)");
+  }
+  const std::string truncated = truncated_data_chunk(sndfile_log(file));
+  if (!truncated.empty()) {
+    throw BadSample(path + ": truncated file: libsndfile reports '" + truncated +
+                    "' (the header promises more data than the file holds; re-copy or drop it)");
+  }
+}
+
 int converter_type(ResampleQuality quality) {
   switch (quality) {
     case ResampleQuality::kBest:
@@ -97,6 +111,8 @@ std::string to_string(ResampleQuality quality) {
 AudioInfo read_audio_info(const std::string& path) {
   SF_INFO info;
   auto file = open_for_reading(path, info);
+  // The same refusals as read_audio's, so that a manifest never lists a file training would skip.
+  check_complete(path, info, file.get());
   return {static_cast<int64_t>(info.frames), info.samplerate, info.channels};
 }
 
@@ -133,15 +149,7 @@ torch::Tensor resample(const torch::Tensor& waveform, int64_t from_rate, int64_t
 torch::Tensor read_audio(const std::string& path, int64_t sample_rate, ResampleQuality quality) {
   SF_INFO info;
   auto file = open_for_reading(path, info);
-  if (info.frames <= 0 || info.channels <= 0) {
-    throw BadSample(path + ": no audio (" + std::to_string(info.frames) + " frames, " +
-                    std::to_string(info.channels) + " channels)");
-  }
-  const std::string truncated = truncated_data_chunk(sndfile_log(file.get()));
-  if (!truncated.empty()) {
-    throw BadSample(path + ": truncated file: libsndfile reports '" + truncated +
-                    "' (the header promises more data than the file holds; re-copy or drop it)");
-  }
+  check_complete(path, info, file.get());
   auto interleaved =
       torch::empty({static_cast<int64_t>(info.frames), info.channels}, torch::kFloat32);
   const sf_count_t read = sf_readf_float(file.get(), interleaved.data_ptr<float>(), info.frames);

@@ -19,7 +19,7 @@ namespace data2vec::vision {
 namespace fs = std::filesystem;
 
 IdxImageDataset::IdxImageDataset(const std::string& images_path, const std::string& labels_path,
-                                 const ImageTransformOptions& options)
+                                 const ImageTransformOptions& options, int64_t num_classes)
     : images_path_(images_path), options_(options) {
   auto images = read_idx(images_path);
   TORCH_CHECK(images.dim() == 3 || (images.dim() == 4 && images.size(3) == 3), "IDX images ",
@@ -34,7 +34,15 @@ IdxImageDataset::IdxImageDataset(const std::string& images_path, const std::stri
   TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "IDX labels ", labels_path, ": dims ",
               labels.sizes(), " do not match the ", n, " images of ", images_path);
   labels_ = labels.to(torch::kLong);
-  num_classes_ = n == 0 ? 0 : labels_.max().item<int64_t>() + 1;
+  num_classes_ = num_classes > 0 ? num_classes : n == 0 ? 0 : labels_.max().item<int64_t>() + 1;
+  // A label past the classes would silently widen every classifier head (or index past it).
+  if (num_classes > 0 && n > 0) {
+    const auto bad = (labels_ >= num_classes).nonzero();
+    TORCH_CHECK(bad.size(0) == 0, "IDX labels ", labels_path, ": label ",
+                labels_[bad[0][0]].item<int64_t>(), " at index ", bad[0][0].item<int64_t>(),
+                " is outside the ", num_classes, " classes 0..", num_classes - 1, " (", bad.size(0),
+                " such labels)");
+  }
 }
 
 std::shared_ptr<IdxImageDataset> IdxImageDataset::load_fashion_mnist(const std::string& root,
@@ -46,7 +54,8 @@ std::shared_ptr<IdxImageDataset> IdxImageDataset::load_fashion_mnist(
     const std::string& root, bool train, const ImageTransformOptions& options) {
   const std::string split = train ? "train" : "t10k";
   return std::make_shared<IdxImageDataset>(root + "/" + split + "-images-idx3-ubyte.gz",
-                                           root + "/" + split + "-labels-idx1-ubyte.gz", options);
+                                           root + "/" + split + "-labels-idx1-ubyte.gz", options,
+                                           kMnistClasses);
 }
 
 Example IdxImageDataset::get(size_t index, uint64_t seed) const {

@@ -12,11 +12,16 @@
 
 namespace data2vec::vision {
 
+// MNIST and Fashion-MNIST both have ten classes.
+inline constexpr int64_t kMnistClasses = 10;
+
 class IdxImageDataset : public data2vec::Dataset {
  public:
   // `images_path`: IDX [N,H,W] (grey) or [N,H,W,3]; `labels_path`: IDX [N], or "" (unlabelled).
+  // `num_classes` > 0: the set's classes (10 for MNIST and Fashion-MNIST); a label outside
+  // [0, num_classes) is an error naming the file. 0: one more than the largest label.
   IdxImageDataset(const std::string& images_path, const std::string& labels_path,
-                  const ImageTransformOptions& options);
+                  const ImageTransformOptions& options, int64_t num_classes = 0);
 
   // Fashion-MNIST's four files under `root` (train-images-idx3-ubyte.gz,
   // train-labels-idx1-ubyte.gz, t10k-...). `options` defaults to fashion_mnist_transform(train):
