@@ -147,12 +147,12 @@ std::string nearest_keys_hint(const std::string& name, std::vector<ConfigKey>& k
 }
 
 void apply_node(Config& config, const YAML::Node& node, const std::string& prefix,
-                const std::string& source, std::vector<ConfigKey>& keys) {
+                const std::string& source, std::vector<ConfigKey>& keys, ConfigOrigins* origins) {
   for (const auto& item : node) {
     const auto name = prefix + item.first.as<std::string>();
     const YAML::Node& value = item.second;
     if (value.IsMap()) {
-      apply_node(config, value, name + ".", source, keys);
+      apply_node(config, value, name + ".", source, keys, origins);
       continue;
     }
     auto it = std::find_if(keys.begin(), keys.end(),
@@ -162,10 +162,15 @@ void apply_node(Config& config, const YAML::Node& node, const std::string& prefi
                    "unknown key '" + name + "'" + nearest_keys_hint(name, keys));
     }
     assign(*it, value, source);
+    if (origins != nullptr) {
+      const auto mark = value.Mark();
+      (*origins)[name] = mark.is_null() ? source : source + ":" + std::to_string(mark.line + 1);
+    }
   }
 }
 
-void apply_file(Config& config, const std::string& path, std::set<std::string>& visited) {
+void apply_file(Config& config, const std::string& path, std::set<std::string>& visited,
+                ConfigOrigins* origins) {
   const auto canonical = std::filesystem::weakly_canonical(path).string();
   if (!visited.insert(canonical).second) {
     throw std::invalid_argument(path + ": 'base' chain includes this file twice");
@@ -177,20 +182,27 @@ void apply_file(Config& config, const std::string& path, std::set<std::string>& 
   } catch (const YAML::ParserException& e) {
     config_error(path, e.mark, "YAML syntax error: " + e.msg);
   }
-  if (root.IsNull()) return;
+  // An empty file (or one of comments only) is a mistake, not a request for every default: a
+  // truncated copy or the wrong path would otherwise train something nobody asked for.
+  if (root.IsNull()) {
+    config_error(path, YAML::Mark::null_mark(),
+                 "the file holds no keys (empty, or comments only); a configuration sets at least "
+                 "model.modality and data.dataset (presets are in configs/)");
+  }
   if (!root.IsMap()) config_error(path, root.Mark(), "expected a map of sections at top level");
   if (root["base"]) {
     const auto base = std::filesystem::path(path).parent_path() / root["base"].as<std::string>();
-    apply_file(config, base.string(), visited);
+    apply_file(config, base.string(), visited, origins);
     root.remove("base");
   }
   auto keys = config_keys(config);
-  apply_node(config, root, "", path, keys);
+  apply_node(config, root, "", path, keys, origins);
 }
 
 }  // namespace
 
-void apply_yaml(Config& config, const std::string& yaml_text, const std::string& source) {
+void apply_yaml(Config& config, const std::string& yaml_text, const std::string& source,
+                ConfigOrigins* origins) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -200,10 +212,11 @@ void apply_yaml(Config& config, const std::string& yaml_text, const std::string&
   if (root.IsNull()) return;
   if (!root.IsMap()) config_error(source, root.Mark(), "expected a map of sections at top level");
   auto keys = config_keys(config);
-  apply_node(config, root, "", source, keys);
+  apply_node(config, root, "", source, keys, origins);
 }
 
-void apply_overrides(Config& config, const std::vector<std::string>& overrides) {
+void apply_overrides(Config& config, const std::vector<std::string>& overrides,
+                     ConfigOrigins* origins) {
   auto keys = config_keys(config);
   for (const auto& item : overrides) {
     const auto eq = item.find('=');
@@ -224,93 +237,124 @@ void apply_overrides(Config& config, const std::vector<std::string>& overrides) 
     }
     if (value.IsNull()) value = YAML::Node(std::string());
     assign(*it, value, "--set " + item);
+    if (origins != nullptr) (*origins)[name] = "--set " + item;
   }
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   Config config;
+  ConfigOrigins origins;
   std::set<std::string> visited;
-  apply_file(config, path, visited);
-  apply_overrides(config, overrides);
-  validate(config);
+  apply_file(config, path, visited, &origins);
+  apply_overrides(config, overrides, &origins);
+  validate(config, &origins);
   return config;
 }
 
 namespace {
 
-void check_one_of(const std::string& key, const std::string& value,
-                  const std::vector<std::string>& allowed) {
-  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
-  std::string list;
-  for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-  throw std::invalid_argument("config key '" + key + "' = '" + value + "': expected one of " + list);
-}
+// Throws the semantic errors of validate(): each names the key and, when known, the file and
+// line (or the --set) that gave it its value, as the type errors of apply_node do.
+class Checker {
+ public:
+  explicit Checker(const ConfigOrigins* origins) : origins_(origins) {}
 
-void check_positive(const std::string& key, double value) {
-  if (!(value > 0)) {
-    throw std::invalid_argument("config key '" + key + "' must be > 0, got " + std::to_string(value));
+  [[noreturn]] void fail(const std::string& key, const std::string& message) const {
+    std::string where;
+    if (origins_ != nullptr) {
+      const auto it = origins_->find(key);
+      if (it != origins_->end()) where = it->second + ": ";
+    }
+    throw std::invalid_argument(where + "config key '" + key + "' " + message);
   }
-}
+
+  void one_of(const std::string& key, const std::string& value,
+              const std::vector<std::string>& allowed) const {
+    if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    fail(key, "= '" + value + "': expected one of " + list);
+  }
+
+  // Integers print as integers ("got -4", not "-4.000000").
+  void positive(const std::string& key, int64_t value) const {
+    if (value <= 0) fail(key, "must be > 0, got " + std::to_string(value));
+  }
+  void positive(const std::string& key, double value) const {
+    if (!(value > 0)) fail(key, "must be > 0, got " + number(value));
+  }
+  void non_negative(const std::string& key, int64_t value, const std::string& note = "") const {
+    if (value < 0) fail(key, "must be >= 0" + note + ", got " + std::to_string(value));
+  }
+
+  static std::string number(double value) {
+    std::ostringstream out;
+    out << value;
+    return out.str();
+  }
+
+ private:
+  const ConfigOrigins* origins_;
+};
 
 }  // namespace
 
-void validate(const Config& c) {
+void validate(const Config& c, const ConfigOrigins* origins) {
+  const Checker check(origins);
   if ((c.model.preset == "hf") != !c.model.hf_config.empty()) {
-    throw std::invalid_argument(
-        "config key 'model.hf_config' must be set exactly when model.preset is 'hf' (data2vec "
-        "import-hf writes both)");
+    check.fail("model.hf_config",
+               "must be set exactly when model.preset is 'hf' (data2vec import-hf writes both)");
   }
-  check_one_of("train.precision", c.train.precision, {"fp32", "bf16"});
-  check_one_of("train.device", c.train.device, {"cpu", "cuda", "auto"});
-  check_one_of("train.dist_backend", c.train.dist_backend, {"auto", "gloo", "nccl"});
-  check_positive("train.dist_timeout_s", double(c.train.dist_timeout_s));
-  check_positive("train.bucket_mb", c.train.bucket_mb);
-  if (c.train.mask_group < 0) throw std::invalid_argument("config key 'train.mask_group' must be >= 0");
-  check_one_of("model.modality", c.model.modality, {"toy", "vision", "audio", "text"});
-  check_one_of("model.algorithm", c.model.algorithm, {"v1", "v2"});
-  check_one_of("model.layer_result", c.model.layer_result, {"ffn", "block"});
-  check_one_of("model.target_layer_norm", c.model.target_layer_norm,
+  check.one_of("train.precision", c.train.precision, {"fp32", "bf16"});
+  check.one_of("train.device", c.train.device, {"cpu", "cuda", "auto"});
+  check.one_of("train.dist_backend", c.train.dist_backend, {"auto", "gloo", "nccl"});
+  check.positive("train.dist_timeout_s", c.train.dist_timeout_s);
+  check.positive("train.bucket_mb", c.train.bucket_mb);
+  check.non_negative("train.mask_group", c.train.mask_group);
+  check.one_of("model.modality", c.model.modality, {"toy", "vision", "audio", "text"});
+  check.one_of("model.algorithm", c.model.algorithm, {"v1", "v2"});
+  check.one_of("model.layer_result", c.model.layer_result, {"ffn", "block"});
+  check.one_of("model.target_layer_norm", c.model.target_layer_norm,
                {"instance_norm", "layer_norm", "none"});
-  check_one_of("model.target_final_norm", c.model.target_final_norm,
+  check.one_of("model.target_final_norm", c.model.target_final_norm,
                {"instance_norm", "layer_norm", "none"});
-  check_one_of("optim.name", c.optim.name, {"adam", "adamw"});
-  check_one_of("optim.schedule", c.optim.schedule, {"cosine", "linear", "tri_stage", "constant"});
-  check_positive("train.max_steps", double(c.train.max_steps));
-  check_positive("train.batch_size", double(c.train.batch_size));
-  check_positive("train.accumulate", double(c.train.accumulate));
-  check_positive("optim.lr", c.optim.lr);
-  check_positive("log.every", double(c.log.every));
-  check_positive("checkpoint.every", double(c.checkpoint.every));
-  check_positive("model.top_k_layers", double(c.model.top_k_layers));
-  if (c.train.threads < 0) throw std::invalid_argument("config key 'train.threads' must be >= 0");
-  if (c.ema.decay_start < 0 || c.ema.decay_start > 1 || c.ema.decay_end < 0 || c.ema.decay_end > 1) {
-    throw std::invalid_argument("config keys 'ema.decay_start' and 'ema.decay_end' must be in [0, 1]");
+  check.one_of("optim.name", c.optim.name, {"adam", "adamw"});
+  check.one_of("optim.schedule", c.optim.schedule, {"cosine", "linear", "tri_stage", "constant"});
+  check.positive("train.max_steps", c.train.max_steps);
+  check.positive("train.batch_size", c.train.batch_size);
+  check.positive("train.accumulate", c.train.accumulate);
+  check.positive("optim.lr", c.optim.lr);
+  check.positive("log.every", c.log.every);
+  check.positive("checkpoint.every", c.checkpoint.every);
+  check.positive("model.top_k_layers", c.model.top_k_layers);
+  check.non_negative("train.threads", c.train.threads, " (0 = every core)");
+  for (const auto& [key, value] :
+       {std::pair<const char*, double>{"ema.decay_start", c.ema.decay_start},
+        {"ema.decay_end", c.ema.decay_end}}) {
+    if (value < 0 || value > 1) check.fail(key, "must be in [0, 1], got " + Checker::number(value));
   }
   for (const auto& [key, value] : {std::pair<const char*, int64_t>{"model.clone_batch", c.model.clone_batch},
                                    {"model.decoder_dim", c.model.decoder_dim},
                                    {"model.decoder_kernel", c.model.decoder_kernel},
                                    {"model.decoder_groups", c.model.decoder_groups},
                                    {"model.decoder_layers", c.model.decoder_layers}}) {
-    if (value < 0) {
-      throw std::invalid_argument(std::string("config key '") + key + "' must be >= 0 (0 = the modality's default)");
-    }
+    check.non_negative(key, value, " (0 = the modality's default)");
   }
   if (c.model.decoder_kernel > 0 && c.model.decoder_kernel % 2 == 0) {
-    throw std::invalid_argument("config key 'model.decoder_kernel' must be odd (same padding)");
+    check.fail("model.decoder_kernel",
+               "must be odd (same padding), got " + std::to_string(c.model.decoder_kernel));
   }
   if (c.model.mask_ratio <= 0 || c.model.mask_ratio >= 1) {
-    throw std::invalid_argument("config key 'model.mask_ratio' must be in (0, 1)");
+    check.fail("model.mask_ratio", "must be in (0, 1), got " + Checker::number(c.model.mask_ratio));
   }
-  if (c.model.pos_conv_kernel < 0) {
-    throw std::invalid_argument("config key 'model.pos_conv_kernel' must be >= 0 (0 = the preset's)");
-  }
+  check.non_negative("model.pos_conv_kernel", c.model.pos_conv_kernel, " (0 = the preset's)");
   if (c.data.pack && c.data.max_samples <= 0) {
-    throw std::invalid_argument("config key 'data.pack' needs data.max_samples > 0 (the packed length)");
+    check.fail("data.pack", "needs data.max_samples > 0 (the packed length)");
   }
   const auto& layer = c.eval.probe_layer;
   if (layer != "final" && (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos)) {
-    throw std::invalid_argument("config key 'eval.probe_layer' is '" + layer +
-                                "': expected final, 0 (local features) or a block number 1..L");
+    check.fail("eval.probe_layer",
+               "is '" + layer + "': expected final, 0 (local features) or a block number 1..L");
   }
 }
 

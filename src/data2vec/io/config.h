@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -141,14 +142,21 @@ std::vector<ConfigKey> config_keys(Config& config);
 // preset it builds on with a top-level `base: other.yaml` (resolved relative to the file).
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
+// Where each key got its value: "FILE:LINE", or "--set key=value". The functions below record
+// it when given a map, and validate() names it in its errors.
+using ConfigOrigins = std::map<std::string, std::string>;
+
 // Applies one YAML document (already read from `source`, used in messages) over `config`.
-void apply_yaml(Config& config, const std::string& yaml_text, const std::string& source);
+void apply_yaml(Config& config, const std::string& yaml_text, const std::string& source,
+                ConfigOrigins* origins = nullptr);
 
 // Applies "a.b=value" overrides.
-void apply_overrides(Config& config, const std::vector<std::string>& overrides);
+void apply_overrides(Config& config, const std::vector<std::string>& overrides,
+                     ConfigOrigins* origins = nullptr);
 
-// Semantic checks across keys (enums, ranges); errors name the key.
-void validate(const Config& config);
+// Semantic checks across keys (enums, ranges); errors name the key, and with `origins` the file
+// and line or the --set that set it.
+void validate(const Config& config, const ConfigOrigins* origins = nullptr);
 
 // The resolved configuration as YAML (every key), readable by load_config.
 std::string to_yaml(const Config& config);
