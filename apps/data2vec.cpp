@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <filesystem>
 #include <iostream>
 
@@ -25,7 +26,56 @@
 namespace fs = std::filesystem;
 using namespace data2vec;
 
+#ifndef DATA2VEC_VERSION
+#define DATA2VEC_VERSION "0.2.0"
+#endif
+
 namespace {
+
+// The exit codes, as `data2vec --help` and the README list them.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitRuntimeError = 1,   // a command failed (bad config, unreadable file, full disk, ...)
+  kExitUsageError = 2,     // the command line could not be parsed
+  kExitGuardStopped = 3,   // pretrain stopped by the collapse or non-finite-loss guard
+  kExitInterrupted = 130,  // pretrain stopped by SIGINT / SIGTERM (with a checkpoint), 128 + 2
+};
+
+constexpr const char* kExitCodesHelp =
+    "Exit codes: 0 ok; 1 runtime error (message on stderr); 2 usage error; 3 pretraining "
+    "stopped by the collapse or non-finite-loss guard; 130 pretraining interrupted by "
+    "SIGINT/SIGTERM (a checkpoint was written: continue with --resume).\n"
+    "Results go to stdout, logs and errors to stderr.";
+
+// `data2vec --version`: what decides how fast and in which precision a run goes.
+std::string version_text() {
+  std::string features;
+  for (const auto& feature : train::precision_cpu_features()) features += " " + feature;
+  return fmt::format(
+      "data2vec {}\nLibTorch {}\nBLAS {}\nCPU features for fp32/bf16:{} (bf16 pays off "
+      "with avx512_bf16 or amx_bf16; otherwise use train.precision fp32)",
+      DATA2VEC_VERSION, TORCH_VERSION, train::blas_library(),
+      features.empty() ? " none of avx2, avx512_bf16, amx_bf16" : features);
+}
+
+// A parse error as CLI11 prints it, with exit code 2; a first word that is no command says so.
+int usage_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const auto* command : app.get_subcommands([](const CLI::App*) { return true; })) {
+      names += (names.empty() ? "" : ", ") + command->get_name();
+      known |= command->get_name() == argv[1];
+    }
+    if (!known) {
+      std::cerr << "data2vec: unknown command '" << argv[1] << "' (commands: " << names
+                << "); see data2vec --help\n";
+      return kExitUsageError;
+    }
+  }
+  app.exit(e);
+  return kExitUsageError;
+}
 
 // --config FILE and --set key=value, shared by the commands that read a configuration.
 struct ConfigFlags {
@@ -53,8 +103,9 @@ void initialise_from(Data2Vec& model, const std::string& init) {
   spdlog::info("student and teacher start from the encoder of {}", init);
 }
 
-int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resume, int64_t stop_at,
-                 const std::string& init, int nproc, const std::vector<std::string>& args) {
+int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resume, bool overwrite,
+                 int64_t stop_at, const std::string& init, int nproc,
+                 const std::vector<std::string>& args) {
   auto distributed = train::distributed_options_from_env();
   if (nproc > 1 && !distributed) return train::launch_local_workers(nproc, args);
   io::Config config;
@@ -85,6 +136,7 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
   job.config = config;
   job.run_dir = out_dir;
   job.resume = resume;
+  job.overwrite = overwrite;
   job.stop_at_step = stop_at;
   if (distributed) {  // under a launcher: a group even of one (the same code path everywhere)
     distributed->backend = config.train.dist_backend;
@@ -101,11 +153,14 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
   job.train_data = app::make_pretrain_dataset(config);
   if (config.eval.knn_every > 0 && is_main) job.monitor = app::make_knn_monitor(config);
   const auto result = train::pretrain(job);
-  if (!is_main) return result.stopped_because.empty() ? 0 : 3;
+  const int code = result.interrupted               ? kExitInterrupted
+                   : result.stopped_because.empty() ? kExitOk
+                                                    : kExitGuardStopped;
+  if (!is_main) return code;
   std::cout << "steps " << result.steps_done << ", last loss " << result.last_loss
             << ", bad samples " << result.bad_samples << ", checkpoint "
             << (result.last_checkpoint.empty() ? "none" : result.last_checkpoint) << "\n";
-  return result.stopped_because.empty() ? 0 : 3;
+  return code;
 }
 
 // `data2vec tokenizer train`: SentencePiece on a config's pretraining corpus or on text files.
@@ -142,31 +197,47 @@ int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>
 int main(int argc, char** argv) {
   // Logs and errors go to stderr, results to stdout: `data2vec ... > out.txt` keeps results only.
   spdlog::set_default_logger(spdlog::stderr_color_mt("data2vec"));
+  // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ, silently; ignored,
+  // the write fails with EFBIG instead and the error names the file.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{
       "data2vec: self-supervised pretraining of image, speech and text encoders (data2vec 1.0 "
       "and 2.0) on LibTorch.\nRun `data2vec <command> --help` for a command's options."};
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();  // every option's help shows its default
   app.set_help_all_flag("--help-all", "show the help of every command");
+  app.set_version_flag("--version", version_text,
+                       "print the version, the LibTorch version, the BLAS in use and the CPU "
+                       "features that decide between fp32 and bf16");
+  app.footer(kExitCodesHelp);
 
   ConfigFlags pretrain_flags;
   std::string pretrain_out;
   bool pretrain_resume = false;
+  bool pretrain_overwrite = false;
   int64_t pretrain_stop_at = 0;
   int pretrain_nproc = 1;
   std::string pretrain_init;
   auto* pretrain = app.add_subcommand(
       "pretrain",
       "Pretrain an encoder the data2vec way. Writes DIR/metrics.jsonl, DIR/tb/ (TensorBoard), "
-      "DIR/config.yaml and DIR/checkpoints/{step_N,last}. Ctrl-C writes a checkpoint and stops.");
+      "DIR/config.yaml and DIR/checkpoints/{step_N,last}. Ctrl-C writes a checkpoint and stops "
+      "(exit 130). A DIR that already holds a run is refused unless --resume or --overwrite.");
   pretrain_flags.add_to(pretrain, false);
   pretrain->add_option("-o,--out", pretrain_out, "run directory")->required();
   pretrain->add_flag("--resume", pretrain_resume,
                      "continue exactly from DIR/checkpoints/last (config from the checkpoint; "
                      "--set still applies, e.g. to raise train.max_steps)");
-  pretrain->add_option("--stop-at", pretrain_stop_at,
-                       "stop after this step with a checkpoint, keeping the schedules of "
-                       "train.max_steps; continue later with --resume");
+  pretrain
+      ->add_flag("--overwrite", pretrain_overwrite,
+                 "start a new run in a DIR that holds one: DELETES its checkpoints/, tb/, "
+                 "metrics.jsonl, metrics.png and config.yaml first (other files stay)")
+      ->excludes(pretrain->get_option("--resume"));
+  pretrain
+      ->add_option("--stop-at", pretrain_stop_at,
+                   "stop after this step with a checkpoint, keeping the schedules of "
+                   "train.max_steps; continue later with --resume (0: do not stop early)")
+      ->check(CLI::NonNegativeNumber);
   pretrain
       ->add_option("--init", pretrain_init,
                    "start student and teacher from this run's encoder (e.g. one made by "
@@ -188,7 +259,9 @@ int main(int argc, char** argv) {
 
   ConfigFlags show_flags;
   auto* show = app.add_subcommand(
-      "config", "Print the resolved configuration (every key with its value) as YAML.");
+      "config",
+      "Print the resolved configuration (every key with its value) as YAML, after the checks "
+      "pretrain makes (with --config, the model is built once to check the architecture).");
   show->add_option("-c,--config", show_flags.path,
                    "YAML configuration (default: built-in defaults)");
   show->add_option("--set", show_flags.overrides, "override one key (repeatable)");
@@ -344,12 +417,17 @@ int main(int argc, char** argv) {
   classify->add_option("--top-k", classify_options.top_k, "labels per image")
       ->check(CLI::PositiveNumber);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version end here too, with code 0.
+    return e.get_exit_code() == 0 ? app.exit(e) : usage_error(app, e, argc, argv);
+  }
 
   try {
     if (*pretrain) {
-      return run_pretrain(pretrain_flags, pretrain_out, pretrain_resume, pretrain_stop_at,
-                          pretrain_init, pretrain_nproc,
+      return run_pretrain(pretrain_flags, pretrain_out, pretrain_resume, pretrain_overwrite,
+                          pretrain_stop_at, pretrain_init, pretrain_nproc,
                           std::vector<std::string>(argv + 1, argv + argc));
     }
     if (*probe || *finetune || *evaluate) {
@@ -420,9 +498,14 @@ int main(int argc, char** argv) {
       io::Config config;
       if (!show_flags.path.empty()) {
         config = show_flags.load();
+        // What pretrain would reject when it builds the model (e.g. model.top_k_layers beyond
+        // the encoder's depth) is rejected here too. The built-in defaults alone are a table
+        // of keys, not a run (pretrain needs --config), so they are not built.
+        app::make_model(config);
       } else {
-        io::apply_overrides(config, show_flags.overrides);
-        io::validate(config);
+        io::ConfigOrigins origins;
+        io::apply_overrides(config, show_flags.overrides, &origins);
+        io::validate(config, &origins);
       }
       std::cout << io::to_yaml(config);
       return 0;
@@ -430,10 +513,10 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& e) {
     // The message alone: LibTorch's C++ backtrace means nothing to a user.
     spdlog::error("{}", e.what_without_backtrace());
-    return 1;
+    return kExitRuntimeError;
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    return 1;
+    return kExitRuntimeError;
   }
-  return 0;
+  return kExitOk;
 }

@@ -265,20 +265,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-std::string blas_name() {
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    for (const char* name : {"openblas", "libmkl", "blis", "libblas.so"}) {
-      if (line.find(name) != std::string::npos) {
-        const auto slash = line.find('/');
-        return slash == std::string::npos ? name : line.substr(slash);
-      }
-    }
-  }
-  return "unknown";
-}
-
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(Model& m) {
   // Two groups as the trainer makes them: no weight decay on biases, norms, scales, tokens,
   // position tables (train/optimizer.cpp).
@@ -324,7 +310,7 @@ nlohmann::json header(const Args& a, int threads) {
           {"dtype", a.dtype},
           {"threads", threads},
           {"torch", TORCH_VERSION},
-          {"blas", blas_name()}};
+          {"blas", data2vec::train::blas_library()}};
 }
 
 // Forward passes of `encoder` on `input` (the first a.warmup untimed), under inference mode.

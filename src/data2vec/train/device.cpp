@@ -2,6 +2,10 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -74,6 +78,36 @@ int set_threads(int64_t threads) {
   const int n = threads > 0 ? int(threads) : int(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
   return torch::get_num_threads();
+}
+
+std::string blas_library() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    for (const char* name : {"openblas", "libmkl", "blis", "libblas.so"}) {
+      if (line.find(name) != std::string::npos) {
+        const auto slash = line.find('/');
+        return slash == std::string::npos ? name : line.substr(slash);
+      }
+    }
+  }
+  return "unknown";
+}
+
+std::vector<std::string> precision_cpu_features() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;  // the first CPU's flags speak for all
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::vector<std::string> flags{std::istream_iterator<std::string>(words), {}};
+    std::vector<std::string> found;
+    for (const char* feature : {"avx2", "avx512_bf16", "amx_bf16"}) {
+      if (std::find(flags.begin(), flags.end(), feature) != flags.end()) found.push_back(feature);
+    }
+    return found;
+  }
+  return {};
 }
 
 }  // namespace data2vec::train

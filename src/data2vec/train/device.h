@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 namespace data2vec::train {
 
@@ -29,5 +30,14 @@ class AutocastGuard {
 
 // Sets the intra-op thread count; 0 means every core. Returns the count in force.
 int set_threads(int64_t threads);
+
+// The BLAS library this process has mapped (its path from /proc/self/maps: OpenBLAS, MKL, BLIS
+// or the reference libblas), or "unknown". What `--version` and the benchmarks report.
+std::string blas_library();
+
+// Which of the CPU features that decide between fp32 and bf16 this machine has, in this order:
+// avx2 (fast fp32), avx512_bf16 (bf16 dot products), amx_bf16 (bf16 tiles), from /proc/cpuinfo.
+// bf16 pays off only with the last two; without them bf16 autocast is emulated and slower.
+std::vector<std::string> precision_cpu_features();
 
 }  // namespace data2vec::train

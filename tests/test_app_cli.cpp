@@ -1,0 +1,147 @@
+// The command line as a Unix tool: --version, exit codes (documented in --help), usage errors,
+// a run directory that already holds a run, a file-size limit, and `data2vec config` making the
+// checks `pretrain` makes.
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "data2vec/io/config.h"
+#include "pretrain_support.h"
+#include "support.h"
+
+namespace fs = std::filesystem;
+using namespace data2vec;
+using data2vec::testing::last_command_output;
+using data2vec::testing::make_temp_dir;
+using data2vec::testing::toy_run_config;
+
+namespace {
+
+const std::string kBinary = DATA2VEC_BINARY;
+
+// Runs `command` through the shell; its exit code (-1 when a signal ended it).
+int exit_code(const std::string& command) {
+  const int status = data2vec::testing::run_command(command);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// A configuration file of the toy run (seconds per run) with `max_steps` steps.
+std::string toy_config_file(const std::string& dir, int64_t max_steps) {
+  const auto path = dir + "/toy.yaml";
+  std::ofstream(path) << io::to_yaml(toy_run_config(max_steps));
+  return path;
+}
+
+}  // namespace
+
+TEST(Cli, VersionNamesTheBuildTorchBlasAndCpuFeatures) {
+  // stdout alone: the version is a result.
+  ASSERT_EQ(exit_code("(" + kBinary + " --version 2>/dev/null)"), 0) << last_command_output();
+  const auto out = last_command_output();
+  EXPECT_NE(out.find(std::string("data2vec ") + DATA2VEC_VERSION), std::string::npos) << out;
+  EXPECT_NE(out.find("LibTorch 1."), std::string::npos) << out;
+  EXPECT_NE(out.find("BLAS "), std::string::npos) << out;
+  EXPECT_NE(out.find("CPU features"), std::string::npos) << out;
+}
+
+TEST(Cli, UsageErrorsExitTwoAndAnUnknownCommandIsNamed) {
+  EXPECT_EQ(exit_code(kBinary + " pretrian --out x"), 2);
+  EXPECT_NE(last_command_output().find("unknown command 'pretrian'"), std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " pretrain"), 2) << last_command_output();  // no --out
+  EXPECT_EQ(exit_code(kBinary + " pretrain --out x --stop-at -5"), 2) << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " pretrain --out x --resume --overwrite"), 2)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary), 2) << last_command_output();
+  // The codes are documented where a user looks.
+  ASSERT_EQ(exit_code(kBinary + " --help"), 0);
+  for (const char* code : {"Exit codes", "1 runtime error", "2 usage error", "3 pretraining", "130"})
+    EXPECT_NE(last_command_output().find(code), std::string::npos) << last_command_output();
+}
+
+TEST(Cli, ARunDirectoryIsNotStartedOverByMistake) {
+  const auto work = make_temp_dir("cli-existing");
+  const auto run = work + "/run";
+  ASSERT_EQ(exit_code(kBinary + " pretrain --config " + toy_config_file(work, 10) + " --out " + run),
+            0)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " pretrain --config " + work + "/toy.yaml --out " + run), 1);
+  EXPECT_NE(last_command_output().find("--resume"), std::string::npos) << last_command_output();
+  // --overwrite starts clean: none of the first run's checkpoints or log records stay.
+  ASSERT_EQ(exit_code(kBinary + " pretrain --config " + toy_config_file(work, 5) + " --out " + run +
+                      " --overwrite"),
+            0)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/step_10"));
+  EXPECT_TRUE(fs::exists(run + "/checkpoints/step_5"));
+  std::ifstream log(run + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(log, line)) EXPECT_LE(nlohmann::json::parse(line).at("step"), 5) << line;
+}
+
+TEST(Cli, AFileSizeLimitFailsTheWriteAndNamesTheFile) {
+  // Without SIGXFSZ ignored the kernel kills the process silently (the shell sees 128 + 25).
+  const auto work = make_temp_dir("cli-fsize");
+  const auto run = work + "/run";
+  const auto config = toy_config_file(work, 5);
+  // 100 blocks (51 or 102 kB, as the shell counts): the config, the log and the output fit, the
+  // weights (170 kB) do not.
+  EXPECT_EQ(exit_code("ulimit -f 100; " + kBinary + " pretrain --config " + config + " --out " +
+                      run),
+            1);
+  EXPECT_NE(last_command_output().find("model.safetensors.tmp"), std::string::npos)
+      << last_command_output();
+  EXPECT_NE(last_command_output().find("File too large"), std::string::npos)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(run + "/checkpoints/step_5.tmp"));
+}
+
+TEST(Cli, ConfigErrorsNameTheFileLineAndValue) {
+  const auto work = make_temp_dir("cli-config");
+  const auto path = work + "/bad.yaml";
+  std::ofstream(path) << "model:\n  modality: toy\ntrain:\n  max_steps: 10\n  batch_size: -4\n";
+  EXPECT_EQ(exit_code(kBinary + " config --config " + path), 1);
+  auto out = last_command_output();
+  EXPECT_NE(out.find(path + ":5: config key 'train.batch_size' must be > 0, got -4"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("-4.0"), std::string::npos) << out;
+  EXPECT_EQ(exit_code(kBinary + " config --set train.batch_size=-4"), 1);
+  EXPECT_NE(last_command_output().find("--set train.batch_size=-4: "), std::string::npos)
+      << last_command_output();
+
+  const auto empty = work + "/empty.yaml";
+  std::ofstream(empty) << "# nothing but a comment\n";
+  EXPECT_EQ(exit_code(kBinary + " config --config " + empty), 1);
+  EXPECT_NE(last_command_output().find(empty + ": the file holds no keys"), std::string::npos)
+      << last_command_output();
+}
+
+TEST(Cli, ConfigRejectsWhatPretrainRejects) {
+  // The toy micro encoder has 2 layers: averaging the top 99 is refused when the model is built.
+  const auto config = toy_config_file(make_temp_dir("cli-config-model"), 10);
+  EXPECT_EQ(exit_code(kBinary + " config --config " + config + " --set model.top_k_layers=99"), 1);
+  EXPECT_NE(last_command_output().find("top_k_layers = 99"), std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " config --config " + config + " --set model.top_k_layers=2"), 0)
+      << last_command_output();
+}
+
+TEST(Cli, EmbedWithNoReadableInputFails) {
+  io::Config vision;
+  vision.model.modality = "vision";
+  vision.model.preset = "fmnist-mini";
+  vision.model.top_k_layers = 4;
+  const auto run = data2vec::testing::untrained_run(vision);
+  const auto images = make_temp_dir("cli-embed-broken");
+  std::ofstream(images + "/a.png") << "not a png";
+  std::ofstream(images + "/b.png") << "not a png either";
+  const auto out = images + "/features.safetensors";
+  EXPECT_EQ(exit_code(kBinary + " embed --checkpoint " + run + " --input " + images +
+                      " --output " + out),
+            1);
+  EXPECT_NE(last_command_output().find("none of the 2 files"), std::string::npos)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(out));
+}
