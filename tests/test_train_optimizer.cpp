@@ -1,4 +1,5 @@
 #include "data2vec/core/toy_encoder.h"
+#include "data2vec/train/checkpoint.h"
 #include "data2vec/train/optimizer.h"
 #include "support.h"
 
@@ -59,4 +60,30 @@ TEST(Optimizer, AdamDecaysWeightsDecoupledAsFairseq) {
   const double expected = 1.0 * (1.0 - lr * wd) - lr * g / (std::sqrt(g * g) + eps);  // 0.85
   EXPECT_TRUE(
       data2vec::testing::tensors_close("adam step", w, torch::full({2, 2}, expected), 1e-6));
+}
+
+TEST(Optimizer, AnAdamRunFromBeforeDecoupledDecayResumes) {
+  // Runs saved while optim.name adam built LibTorch's Adam hold its state; the AdamW that adam
+  // builds now must read it, moments and step count included.
+  auto w = torch::ones({2, 2}, torch::requires_grad());
+  std::vector<torch::optim::OptimizerParamGroup> groups;  // decayed, exempt: as make_optimizer
+  groups.emplace_back(std::vector<torch::Tensor>{w},
+                      std::make_unique<torch::optim::AdamOptions>(
+                          torch::optim::AdamOptions(0.1).weight_decay(0.5)));
+  groups.emplace_back(std::vector<torch::Tensor>{},
+                      std::make_unique<torch::optim::AdamOptions>(0.1));
+  torch::optim::Adam old(std::move(groups), torch::optim::AdamOptions(0.1));
+  w.mutable_grad() = torch::full({2, 2}, 0.5);
+  old.step();
+  const auto bytes = train::optimizer_bytes(old);
+
+  io::OptimConfig config;
+  config.name = "adam";
+  auto resumed = train::make_optimizer({{w}, {}}, config);
+  ASSERT_NO_THROW(train::load_optimizer_bytes(*resumed, bytes));
+  const auto& state = static_cast<torch::optim::AdamWParamState&>(
+      *resumed->state().at(c10::guts::to_string(w.unsafeGetTensorImpl())));
+  EXPECT_EQ(state.step(), 1);
+  EXPECT_TRUE(data2vec::testing::tensors_close("exp_avg", state.exp_avg(),
+                                               torch::full({2, 2}, 0.1 * (0.5 + 0.5)), 1e-6));
 }
