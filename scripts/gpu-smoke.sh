@@ -17,6 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log_dir="${1:-runs/gpu-smoke}"
+rm -rf "$log_dir"/vision-* "$log_dir"/toy-nccl  # pretrain refuses to start over a run
 mkdir -p "$log_dir"
 build=build-cuda
 declare -a results=()
