@@ -120,3 +120,56 @@ TEST(Config, ShippedPresetsLoad) {
     EXPECT_NO_THROW(data2vec::io::load_config(path)) << preset;
   }
 }
+
+TEST(Config, AlgorithmV2BringsTheDefaultsOfDataVec2) {
+  // data2vec 2.0 (arXiv 2212.07525; fairseq config/v2/*.yaml): FFN layer results, instance norm
+  // per layer, squared error; images layer-norm the average, mask 80% and scale by 1/sqrt(D),
+  // text scales by 1 and masks 48%. A config that only says `algorithm: v2` must get them.
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const Config vision = data2vec::io::load_config(
+      write_file(dir, "vision.yaml", "model:\n  modality: vision\n  algorithm: v2\n"));
+  EXPECT_EQ(vision.model.layer_result, "ffn");
+  EXPECT_EQ(vision.model.target_layer_norm, "instance_norm");
+  EXPECT_EQ(vision.model.target_final_norm, "layer_norm");
+  EXPECT_DOUBLE_EQ(vision.model.loss_beta, 0.0);
+  EXPECT_DOUBLE_EQ(vision.model.loss_scale, 0.0);  // 1/sqrt(D)
+  EXPECT_DOUBLE_EQ(vision.model.mask_ratio, 0.8);
+
+  const Config text = data2vec::io::load_config(
+      write_file(dir, "text.yaml", "model:\n  modality: text\n  algorithm: v2\n"));
+  EXPECT_EQ(text.model.target_final_norm, "none");
+  EXPECT_DOUBLE_EQ(text.model.loss_scale, 1.0);
+  EXPECT_DOUBLE_EQ(text.model.mask_ratio, 0.48);
+
+  const Config audio = data2vec::io::load_config(
+      write_file(dir, "audio.yaml", "model:\n  modality: audio\n  algorithm: v2\n"));
+  EXPECT_EQ(audio.model.layer_result, "ffn");
+  EXPECT_EQ(audio.model.target_final_norm, "none");
+  EXPECT_DOUBLE_EQ(audio.model.loss_scale, 0.0);
+
+  // data2vec 1.0 keeps its own defaults.
+  const Config v1 = data2vec::io::load_config(
+      write_file(dir, "v1.yaml", "model:\n  modality: vision\n  algorithm: v1\n"));
+  EXPECT_EQ(v1.model.layer_result, "block");
+  EXPECT_EQ(v1.model.target_layer_norm, "layer_norm");
+  EXPECT_DOUBLE_EQ(v1.model.loss_beta, 2.0);
+  EXPECT_DOUBLE_EQ(v1.model.mask_ratio, 0.6);
+}
+
+TEST(Config, ExplicitKeysWinOverTheAlgorithmsDefaults) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  write_file(dir, "parent.yaml", "model:\n  modality: vision\n  layer_result: block\n");
+  const auto child =
+      write_file(dir, "child.yaml", "base: parent.yaml\nmodel:\n  algorithm: v2\n  loss_beta: 2\n");
+  // From a base file, from the file itself and from --set: each stays as written.
+  const Config c = data2vec::io::load_config(child, {"model.mask_ratio=0.7"});
+  EXPECT_EQ(c.model.layer_result, "block");
+  EXPECT_DOUBLE_EQ(c.model.loss_beta, 2.0);
+  EXPECT_DOUBLE_EQ(c.model.mask_ratio, 0.7);
+  // The keys not written take the 2.0 defaults.
+  EXPECT_EQ(c.model.target_layer_norm, "instance_norm");
+  EXPECT_DOUBLE_EQ(c.model.loss_scale, 0.0);
+  // --set model.algorithm=v2 on a file is as good as writing it there.
+  const auto plain = write_file(dir, "plain.yaml", "model:\n  modality: vision\n");
+  EXPECT_EQ(data2vec::io::load_config(plain, {"model.algorithm=v2"}).model.layer_result, "ffn");
+}

@@ -247,8 +247,24 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   std::set<std::string> visited;
   apply_file(config, path, visited, &origins);
   apply_overrides(config, overrides, &origins);
+  apply_algorithm_defaults(config, origins);
   validate(config, &origins);
   return config;
+}
+
+void apply_algorithm_defaults(Config& config, const ConfigOrigins& origins) {
+  auto& m = config.model;
+  if (m.algorithm != "v2") return;
+  const bool images = m.modality == "vision", text = m.modality == "text";
+  const auto unset = [&](const char* key) { return origins.count(key) == 0; };
+  if (unset("model.layer_result")) m.layer_result = "ffn";
+  if (unset("model.target_layer_norm")) m.target_layer_norm = "instance_norm";
+  if (unset("model.target_final_norm")) m.target_final_norm = images ? "layer_norm" : "none";
+  if (unset("model.loss_beta")) m.loss_beta = 0.0;
+  if (unset("model.loss_scale")) m.loss_scale = text ? 1.0 : 0.0;
+  // Inverse block masking keeps 20% of the patches; text masks 48% of its tokens at random.
+  // (Audio's 2.0 mask is its own: blocks of 5 frames, 50%.)
+  if (unset("model.mask_ratio") && (images || text)) m.mask_ratio = images ? 0.8 : 0.48;
 }
 
 namespace {

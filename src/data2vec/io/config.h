@@ -39,6 +39,8 @@ struct ModelConfig {
   std::string hf_config = "";       // preset hf: the Hugging Face config.json (JSON text) the encoder is built from (import-hf writes it)
   std::string algorithm = "v1";     // v1 (data2vec) | v2 (data2vec 2.0)
   int64_t top_k_layers = 6;         // K: targets average the LAST K layer results
+  // The defaults of the next six keys are the vision 1.0 recipe's; with algorithm v2, load_config
+  // gives the keys a file or --set leaves unset 2.0's instead (apply_algorithm_defaults).
   std::string layer_result = "block";        // ffn | block: which tensor is a layer result
   std::string target_layer_norm = "layer_norm";  // per-layer: instance_norm | layer_norm | none
   std::string target_final_norm = "layer_norm";  // of the average: instance_norm | layer_norm | none
@@ -157,6 +159,15 @@ void apply_overrides(Config& config, const std::vector<std::string>& overrides,
 // Semantic checks across keys (enums, ranges); errors name the key, and with `origins` the file
 // and line or the --set that set it.
 void validate(const Config& config, const ConfigOrigins* origins = nullptr);
+
+// data2vec 2.0's own defaults (arXiv 2212.07525; fairseq examples/data2vec/config/v2/*.yaml) for
+// the keys whose defaults above are the vision 1.0 recipe's: with model.algorithm v2, every one
+// of them that `origins` does not name (no file or --set gave it a value) becomes
+//   layer_result ffn, target_layer_norm instance_norm, loss_beta 0 (squared error),
+//   target_final_norm layer_norm for images and none otherwise,
+//   loss_scale 1 for text and 0 (1/sqrt(D)) otherwise, mask_ratio 0.8 for images, 0.48 for text.
+// Keys set explicitly keep their values. load_config applies it; v1 configs are left alone.
+void apply_algorithm_defaults(Config& config, const ConfigOrigins& origins);
 
 // The resolved configuration as YAML (every key), readable by load_config.
 std::string to_yaml(const Config& config);
