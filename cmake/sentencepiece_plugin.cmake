@@ -1,6 +1,6 @@
 # libd2v_sentencepiece.so: SentencePiece behind a plain C API, loaded at run time by
 # src/data2vec/text/tokenizer.cpp. Debian's libsentencepiece carries its own protobuf-lite, which
-# clashes with libtorch's protobuf when both are linked into one process (SPEC section 7), so
+# clashes with libtorch's protobuf when both are linked into one process (checked: the protobuf versions clash), so
 # data2vec_lib must never link sentencepiece: only this plugin does, and it is dlopen()ed with
 # RTLD_LOCAL | RTLD_DEEPBIND.
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)

@@ -1,4 +1,4 @@
-// The Data2Vec module (SPEC section 1): what the teacher sees, which layers make the targets,
+// The Data2Vec module (data2vec, arXiv 2202.03555): what the teacher sees, which layers make the targets,
 // where gradients go, which positions count, and that a checkpoint round trip is exact.
 #include <cmath>
 #include <memory>

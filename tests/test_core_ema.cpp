@@ -1,4 +1,4 @@
-// The EMA teacher: decay schedule (SPEC 1.7) and the update rule of core/ema.h.
+// The EMA teacher: decay schedule (arXiv 2202.03555, sec. 3) and the update rule of core/ema.h.
 #include <cstdint>
 
 #include "data2vec/core/ema.h"

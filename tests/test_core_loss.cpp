@@ -1,4 +1,4 @@
-// The regression loss (SPEC 1.6) and the spread statistic (SPEC 1.8) against hand computations.
+// The regression loss (arXiv 2202.03555, sec. 3) and the spread statistic (arXiv 2202.03555, sec. 3) against hand computations.
 #include <cmath>
 
 #include "data2vec/core/loss.h"

@@ -1,4 +1,4 @@
-// Teacher targets (SPEC 1.4): top-K selection and the normalisations of core/targets.h, each
+// Teacher targets (arXiv 2202.03555, sec. 3): top-K selection and the normalisations of core/targets.h, each
 // checked against a hand computation.
 #include <cmath>
 #include <limits>

@@ -1,4 +1,4 @@
-// data2vec 2.0 in the core (SPEC section 3): gather / restore of kept positions, the decoder, and
+// data2vec 2.0 in the core (data2vec 2.0, arXiv 2212.07525): gather / restore of kept positions, the decoder, and
 // Data2Vec with algorithm v2 — the student encodes kept positions only, the teacher runs once per
 // original example, its targets are the same for every copy, the loss covers the masked
 // positions of every copy and nothing else, and no gradient reaches the teacher.

@@ -1,5 +1,5 @@
 // The SentencePiece tokenizer through its dlopen()ed plugin: trains, encodes and decodes in the
-// same process as libtorch (a direct link of both crashes before main, SPEC section 7).
+// same process as libtorch (a direct link of both crashes before main, see text/tokenizer.h).
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fashion-MNIST (SPEC section 6): 60000 train + 10000 test 28x28 grey images, 10 classes, as
+# Fashion-MNIST (see scripts/fetch-data.sh): 60000 train + 10000 test 28x28 grey images, 10 classes, as
 # gzipped IDX files from Debian's dataset-fashion-mnist, linked into $DATA_ROOT/fashion-mnist/:
 #   train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz
 #   t10k-labels-idx1-ubyte.gz

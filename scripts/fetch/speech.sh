@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Speech data from Debian packages (SPEC 6), unpacked, never installed:
+# Speech data from Debian packages (see scripts/fetch-data.sh), unpacked, never installed:
 #   asterisk-core-sounds-{en,es,fr,it,ru}-wav  one speaker per language, 8 kHz mono WAV prompts
 #   klettres-data                              1836 Ogg Vorbis clips, 20 languages (letters, syllables)
 # Layout: $DATA_ROOT/speech/<package>/ holds the package's own tree (usr/share/...).

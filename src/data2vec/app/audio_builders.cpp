@@ -19,7 +19,7 @@ namespace data2vec::app {
 
 namespace {
 
-// The rate every audio model here reads (SPEC 2: 16 kHz).
+// The rate every audio model here reads (arXiv 2202.03555; fairseq's data2vec configs: 16 kHz).
 constexpr int64_t kSampleRate = 16000;
 
 const std::vector<std::string> kAsteriskLanguages{"en", "es", "fr", "it", "ru"};

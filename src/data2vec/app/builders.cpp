@@ -287,7 +287,7 @@ EncoderFactory make_encoder_factory(const io::Config& config) {
 }
 
 Data2VecOptions make_data2vec_options(const io::Config& c) {
-  // data2vec 2.0 defaults per modality (SPEC section 3); 0 / < 0 in the config = these.
+  // data2vec 2.0 defaults per modality (data2vec 2.0, arXiv 2212.07525); 0 / < 0 in the config = these.
   const bool image = c.model.modality == "vision";
   const int64_t clones = c.model.clone_batch > 0     ? c.model.clone_batch
                          : image                     ? 16

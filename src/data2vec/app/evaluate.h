@@ -1,4 +1,4 @@
-// The evaluation protocol of SPEC section 5 for a pretraining run, with both baselines measured
+// The evaluation protocol of the papers' protocol, arXiv 2202.03555 sec. 4 for a pretraining run, with both baselines measured
 // in the same run: a linear model on the raw input, and the same encoder at random init.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The audio encoder (SPEC 2, audio column): a wav2vec 2.0-style model as data2vec audio uses it.
+// The audio encoder (arXiv 2202.03555; fairseq's data2vec configs, audio column): a wav2vec 2.0-style model as data2vec audio uses it.
 //
 //   waveform [B,S] -> feature_extractor (7 Conv1d, each -> LayerNorm over channels -> GELU)
 //   -> [B,T,C] -> feature_projection (LayerNorm(C) -> Linear(C,D)) = local_features [B,T,D]
@@ -102,7 +102,7 @@ struct AudioEncoderOptions {
   TORCH_ARG(BlockMask1dOptions, v2_mask) = BlockMask1dOptions();
 };
 
-// Presets by name (SPEC 2 sizes, depth x width x mlp x heads):
+// Presets by name (ViT / wav2vec 2.0 sizes, depth x width x mlp x heads):
 //   mini  4 x 128 x 512 x 2,    conv width 128 (CPU demos: the CNN costs ~0.3 GFLOP per second of
 //                               audio forward, a quarter of tiny's)
 //   tiny  12 x 192 x 768 x 3,   conv width 256 (half of 512: the CNN dominates a tiny model's

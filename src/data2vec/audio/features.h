@@ -1,4 +1,4 @@
-// Log-mel spectrograms: the raw-input baseline of the audio evaluation (SPEC section 5: "a linear
+// Log-mel spectrograms: the raw-input baseline of the audio evaluation (the papers' protocol, arXiv 2202.03555 sec. 4: "a linear
 // model on the raw input"), pooled over time.
 //
 //   waveform [B,S] -> |STFT|^2 (Hann window, no centring) [B,F,T] -> mel filterbank [B,M,T]

@@ -31,7 +31,7 @@ struct SpanMaskOptions {
 torch::Tensor span_mask(const torch::Tensor& lengths, int64_t time, const SpanMaskOptions& options,
                         at::Generator& generator);
 
-// ---- data2vec 2.0: 1-D block masking (SPEC section 3) ----
+// ---- data2vec 2.0: 1-D block masking (data2vec 2.0, arXiv 2212.07525) ----
 
 struct BlockMask1dOptions {
   /// Fraction of real frames masked. Default 0.5.

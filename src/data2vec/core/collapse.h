@@ -1,4 +1,4 @@
-// Representation collapse (SPEC 1.8): after a warm-up, targets or predictions that no longer vary
+// Representation collapse (arXiv 2202.03555, sec. 3): after a warm-up, targets or predictions that no longer vary
 // between positions mean training is lost. A pure check; the trainer decides what to do.
 #pragma once
 

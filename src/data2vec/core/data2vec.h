@@ -1,4 +1,4 @@
-// Data2Vec: one module that trains any encoder the data2vec way (SPEC sections 1 and 3).
+// Data2Vec: one module that trains any encoder the data2vec way (arXiv 2202.03555 and 2212.07525).
 //
 // data2vec 1.0 (algorithm v1):
 //   mask -> student(masked input) -> head at masked positions
@@ -47,7 +47,7 @@ struct Data2VecOptions {
   TORCH_ARG(LossOptions, loss) = LossOptions();
   /// Regression head: 0 -> Linear(D,D); m > 0 -> Linear(D,mD) -> GELU -> Linear(mD,D) (text: 2).
   TORCH_ARG(int64_t, head_hidden_mult) = 0;
-  /// v2: masked copies M of each example (SPEC: image 16, audio and text 8). Default 8.
+  /// v2: masked copies M of each example (arXiv 2212.07525: image 16, audio and text 8). Default 8.
   TORCH_ARG(int64_t, clone_batch) = 8;
   /// v2: the decoder is the encoder's default_decoder_options() with these taken over where
   /// > 0 (width, kernel, groups, blocks). Default 0 (the modality's decoder).

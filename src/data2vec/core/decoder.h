@@ -1,4 +1,4 @@
-// The data2vec 2.0 decoder (SPEC section 3): a light CNN that fills the masked slots.
+// The data2vec 2.0 decoder (data2vec 2.0, arXiv 2212.07525): a light CNN that fills the masked slots.
 //
 //   input [R,T,D] (encoder output at kept slots, N(0, 0.01) noise at masked slots, in the
 //   original order) -> blocks of Conv(kernel k, groups g) -> LayerNorm(no affine) -> GELU, with a

@@ -1,4 +1,4 @@
-// The EMA teacher: its decay schedule (SPEC 1.7) and the update rule.
+// The EMA teacher: its decay schedule (arXiv 2202.03555, sec. 3) and the update rule.
 #pragma once
 
 #include <torch/torch.h>

@@ -9,7 +9,7 @@
 // and, optionally, teacher_features(): how the EMA copy reads the batch (default: the unmasked
 // input through extract_features; audio reads the student's unmasked local features instead).
 //
-// data2vec 2.0 (SPEC section 3) needs one more, optional, capability: encoding only the kept
+// data2vec 2.0 (data2vec 2.0, arXiv 2212.07525) needs one more, optional, capability: encoding only the kept
 // positions of M masked copies of each example. An encoder that has it overrides
 //   supports_kept_encoding() -> true
 //   v2_mask(input, clones, generator)            -> [B*M,T] bool, the same masked count per row
@@ -27,7 +27,7 @@
 
 namespace data2vec {
 
-// Which tensor of a transformer layer counts as its "layer result" (SPEC 1.4).
+// Which tensor of a transformer layer counts as its "layer result" (arXiv 2202.03555, sec. 3).
 enum class LayerResultKind {
   kFfn,    // feed-forward output before the residual add, dropout and the final layer norm
   kBlock,  // the block's output after its residual (data2vec 1.0 vision)
@@ -116,7 +116,7 @@ class EncoderImpl : public torch::nn::Module {
   virtual EncoderOutput extract_kept_features(const EncoderInput& input,
                                               const torch::Tensor& ids_keep, int64_t clones);
 
-  // The modality's 2.0 decoder (SPEC 3): 1-D 384/k7/g16/4 blocks by default; vision 2-D.
+  // The modality's 2.0 decoder (data2vec 2.0, arXiv 2212.07525): 1-D 384/k7/g16/4 blocks by default; vision 2-D.
   virtual DecoderOptions default_decoder_options() const { return DecoderOptions(); }
 };
 

@@ -1,4 +1,4 @@
-// The regression loss (SPEC 1.6) and the spread statistics logged beside it (SPEC 1.8).
+// The regression loss (arXiv 2202.03555, sec. 3) and the spread statistics logged beside it (arXiv 2202.03555, sec. 3).
 #pragma once
 
 #include <torch/torch.h>

@@ -1,4 +1,4 @@
-// Teacher targets (SPEC 1.4): the average of the normalised top-K layer results.
+// Teacher targets (arXiv 2202.03555, sec. 3): the average of the normalised top-K layer results.
 #pragma once
 
 #include <torch/torch.h>

@@ -1,4 +1,4 @@
-// Frozen-encoder features for the probes (SPEC 5): pool the encoder's final output per example and
+// Frozen-encoder features for the probes (arXiv 2202.03555 sec. 4): pool the encoder's final output per example and
 // collect [N,D] fp32 features with their labels, for any encoder and dataset through the core
 // interfaces.
 #pragma once

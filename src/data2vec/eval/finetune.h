@@ -1,4 +1,4 @@
-// Fine-tuning (SPEC 5): an encoder plus a linear head on a labelled dataset, trained end to end
+// Fine-tuning (arXiv 2202.03555 sec. 4): an encoder plus a linear head on a labelled dataset, trained end to end
 // with AdamW, a cosine learning rate after a linear warm-up and layer-wise lr decay, on a
 // class-balanced fraction of the labels (1%, 10%, 100%); scored by top-1 on the test dataset.
 // The encoder runs unmasked (apply_mask is not used), in train mode while training and eval mode

@@ -1,4 +1,4 @@
-// k-NN accuracy (SPEC 5): the cheap monitor of a representation during pretraining. Cosine
+// k-NN accuracy (arXiv 2202.03555 sec. 4): the cheap monitor of a representation during pretraining. Cosine
 // similarity between L2-normalised features; by default the votes of the k nearest train rows are
 // weighted by exp(similarity / temperature) as in DINO (k = 20, temperature 0.07).
 #pragma once

@@ -1,4 +1,4 @@
-// Linear probe (SPEC 5): a multinomial logistic regression on frozen features, with its L2
+// Linear probe (arXiv 2202.03555 sec. 4): a multinomial logistic regression on frozen features, with its L2
 // strength chosen on a held-out part of the training split. Works on any [N,D] feature matrix:
 // pooled encoder outputs, or raw pixels / bag-of-words / log-mel for the raw-input baseline.
 //

@@ -53,7 +53,7 @@ struct ModelConfig {
   int64_t pos_conv_kernel = 0;     // audio: kernel of each positional conv layer; 0 = the preset's (19)
   double dropout = -1;              // encoder dropout; < 0 = the preset's
   double layer_scale_init = -1;     // vision layer scale; < 0 = the preset's
-  // data2vec 2.0 (algorithm v2); 0 / < 0 = the modality's default (SPEC section 3)
+  // data2vec 2.0 (algorithm v2); 0 / < 0 = the modality's default (data2vec 2.0, arXiv 2212.07525)
   int64_t clone_batch = 0;          // masked copies per example; 0 = image 16, audio / text 8, toy 4
   int64_t decoder_dim = 0;          // CNN decoder width; 0 = image / text 768, audio 384
   int64_t decoder_kernel = 0;       // decoder conv kernel (odd); 0 = image 3, audio 7, text 9

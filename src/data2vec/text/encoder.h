@@ -1,4 +1,4 @@
-// The text encoder (RoBERTa-style, SPEC section 2 text column):
+// The text encoder (RoBERTa-style, arXiv 2202.03555 and fairseq's data2vec configs text column):
 //
 //   ids [B,T] -> word + position + token-type embeddings -> LayerNorm -> dropout
 //   -> L post-LN blocks (key padding mask) -> x [B,T,D]
@@ -134,7 +134,7 @@ class TextEncoderImpl : public EncoderImpl {
   EncoderOutput encode(const EncoderInput& input, const torch::Tensor& token_type_ids);
   // BERT's pooled output tanh(pooler.dense(x[:,0])) [B,D]; requires the pooler option.
   torch::Tensor pool(const torch::Tensor& x);
-  // The teacher averages the transformer layers and copies the embeddings (SPEC section 2).
+  // The teacher averages the transformer layers and copies the embeddings (arXiv 2202.03555 and fairseq's data2vec configs).
   std::vector<std::string> ema_copied_prefixes() const override { return {"embeddings."}; }
 
   // data2vec 2.0: random masks with masking().mask_prob() of each row's real tokens (padding kept

@@ -1,4 +1,4 @@
-// BERT-style token masking for the text student (SPEC section 2, text column).
+// BERT-style token masking for the text student (arXiv 2202.03555 and fairseq's data2vec configs, text column).
 //
 // Per sequence, among its eligible tokens (real, i.e. not padding, and not one of the special
 // ids), exactly n = max(1, round(mask_prob * eligible)) are selected uniformly without

@@ -1,7 +1,7 @@
 // SentencePiece tokenizer for the text modality, loaded from a plugin at run time.
 //
 // Debian's libsentencepiece and libtorch cannot be linked into one process (their protobuf copies
-// clash, SPEC section 7). The library therefore never links sentencepiece: it dlopen()s
+// clash, checked: the protobuf versions clash). The library therefore never links sentencepiece: it dlopen()s
 // libd2v_sentencepiece.so (src/plugins/sentencepiece/, a plain C API) with
 // RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND. The plugin is found, in order, at
 //   $D2V_SENTENCEPIECE_PLUGIN, next to the running executable, in its parent directory

@@ -1,4 +1,4 @@
-// The data2vec 1.0 vision encoder: a BEiT-style ViT (SPEC 2, vision column).
+// The data2vec 1.0 vision encoder: a BEiT-style ViT (arXiv 2202.03555; fairseq's data2vec configs, vision column).
 //
 //   pixels [B,C,H,W] -> Conv2d patch embed [B,N,D] -> mask token at masked patches
 //   -> prepend CLS [B,1+N,D] -> L pre-LN blocks (layer scale, no key bias, eps 1e-6) with a

@@ -1,4 +1,4 @@
-// BEiT block masking for image patches (SPEC 2, vision column): random rectangles of patches with
+// BEiT block masking for image patches (arXiv 2202.03555; fairseq's data2vec configs, vision column): random rectangles of patches with
 // a log-uniform aspect ratio until the target count is reached, then the count made exact.
 //
 // Scaling with the grid: BEiT's numbers (blocks of >= 16 patches) are for a 14x14 grid (224 px,
@@ -35,7 +35,7 @@ int64_t block_mask_count(int64_t num_patches, double mask_ratio);
 torch::Tensor block_mask(int64_t batch, int64_t grid_h, int64_t grid_w,
                          const BlockMaskOptions& options, at::Generator& generator);
 
-// ---- data2vec 2.0: inverse block masking (SPEC section 3) ----
+// ---- data2vec 2.0: inverse block masking (data2vec 2.0, arXiv 2212.07525) ----
 // The KEPT region is grown as blocks: random block centres, a block_size x block_size square of
 // patches around each (clipped at the grid's edge) marked kept, until exactly
 // inverse_block_keep_count(N, mask_ratio) patches are kept (the last block adds only as many of

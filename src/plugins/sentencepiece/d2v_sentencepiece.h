@@ -1,8 +1,9 @@
 /* The C interface of libd2v_sentencepiece.so, a thin wrapper around SentencePiece.
  *
  * Why a plugin: Debian's libsentencepiece bundles its own protobuf-lite and exports its symbols;
- * libtorch loads the system protobuf. Linking both into one process crashes before main (SPEC
- * section 7). data2vec therefore never links sentencepiece: it dlopen()s this library with
+ * libtorch loads the system protobuf. Linking both into one process crashes before main
+ * (checked here: the two protobuf versions clash). data2vec therefore never links
+ * sentencepiece: it dlopen()s this library with
  * RTLD_LOCAL | RTLD_DEEPBIND (src/data2vec/text/tokenizer.cpp), and only plain C types cross the
  * boundary.
  *
