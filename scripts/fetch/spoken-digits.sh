@@ -16,8 +16,12 @@ set -euo pipefail
 : "${DATA_ROOT:?DATA_ROOT is not set: run scripts/fetch-data.sh spoken-digits}"
 
 out="$DATA_ROOT/speech/spoken-digits"
-if [ -f "$out/.done" ]; then
-  echo "spoken-digits: already in $out ($(find "$out" -name '*.wav' | wc -l) files)"
+# The set's fingerprint: sha256 over every file's path and sha256, in sorted order.
+set_hash() { (cd "$out" && find . -name '*.wav' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); }
+
+# v2: sox runs with -R (no random dither), so the set is the same bytes on every machine.
+if [ -f "$out/.done" ] && grep -q '^v2 ' "$out/.done"; then
+  echo "spoken-digits: already in $out ($(find "$out" -name '*.wav' | wc -l) files, sha256 $(set_hash))"
   exit 0
 fi
 
@@ -44,7 +48,7 @@ rm -rf "$out"
 to16k() {
   local in="$1" dst="$2"
   shift 2
-  sox -V1 "$in" -r 16000 -c 1 -b 16 "$dst" "$@"
+  sox -R -V1 "$in" -r 16000 -c 1 -b 16 "$dst" "$@"
 }
 
 # variations SPLIT WORD VOICE MADE.wav: 3 tempos x 3 pitches (cents) of one synthesised clip.
@@ -92,7 +96,9 @@ for i in "${!words[@]}"; do
 
   to16k "$asterisk/$i.wav" "$out/test-real/$word/asterisk-en-allison.wav"
 done
-touch "$out/.done"
+hash="$(set_hash)"
+echo "v2 $hash" > "$out/.done"
 for split in train test-voices test-engines test-real; do
   echo "spoken-digits: $out/$split: $(find "$out/$split" -name '*.wav' | wc -l) clips"
 done
+echo "spoken-digits: sha256 of the set $hash"
