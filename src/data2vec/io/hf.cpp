@@ -353,6 +353,38 @@ std::string plain_dict_pickle(const std::string& in, const std::string& path) {
   return out;
 }
 
+// LibTorch's unpickler takes a tensor's sizes, strides and offset from the pickle and its
+// storage size from the pickle too, without checking them against the bytes the archive holds.
+// Returns why `tensor` would read outside the `available` bytes of its record ("" when it fits),
+// counted in 64 bits with every product checked for overflow.
+std::string storage_overrun(const torch::Tensor& tensor, size_t available) {
+  const auto sizes = tensor.sizes();
+  const auto strides = tensor.strides();
+  if (tensor.storage_offset() < 0) return "has a negative storage offset";
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] < 0 || strides[d] < 0) return "has a negative size or stride";
+    if (sizes[d] == 0) return "";  // no elements: nothing is read
+  }
+  int64_t last = tensor.storage_offset();  // index of the furthest element
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    int64_t step = 0;
+    if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &step) ||
+        __builtin_add_overflow(last, step, &last)) {
+      return "has a shape whose element count overflows 64 bits";
+    }
+  }
+  int64_t end = 0;
+  if (__builtin_add_overflow(last, 1, &last) ||
+      __builtin_mul_overflow(last, int64_t(tensor.dtype().itemsize()), &end)) {
+    return "has a shape whose byte size overflows 64 bits";
+  }
+  if (uint64_t(end) > available) {
+    return "needs " + std::to_string(end) + " bytes of storage but the archive holds " +
+           std::to_string(available);
+  }
+  return "";
+}
+
 }  // namespace
 
 StateDict read_torch_state_dict(const std::string& path) {
@@ -369,10 +401,13 @@ StateDict read_torch_state_dict(const std::string& path) {
       offset += take;
       return take;
     };
+    std::map<const void*, size_t> record_bytes;  // storage data -> bytes the archive holds
     auto read_record = [&](const std::string& name) {
       const std::string record = "data/" + name;
       if (!zip.hasRecord(record)) bad_pickle(path, "missing tensor data '" + record + "'");
-      return std::get<0>(zip.getRecord(record));
+      auto [data, bytes] = zip.getRecord(record);
+      record_bytes[data.get()] = bytes;
+      return std::move(data);
     };
     torch::jit::Unpickler unpickler(reader, nullptr, nullptr, read_record, c10::Device("cpu"));
     const auto value = unpickler.parse_ivalue();
@@ -383,7 +418,11 @@ StateDict read_torch_state_dict(const std::string& path) {
       if (!entry.value().isTensor()) {
         bad_pickle(path, "entry '" + entry.key().toStringRef() + "' is not a tensor");
       }
-      state[entry.key().toStringRef()] = entry.value().toTensor().contiguous();
+      const auto& tensor = entry.value().toTensor();
+      const auto it = record_bytes.find(tensor.storage().data());
+      const auto why = storage_overrun(tensor, it == record_bytes.end() ? 0 : it->second);
+      if (!why.empty()) bad_pickle(path, "tensor '" + entry.key().toStringRef() + "' " + why);
+      state[entry.key().toStringRef()] = tensor.contiguous();
     }
     return state;
   } catch (const c10::Error& e) {

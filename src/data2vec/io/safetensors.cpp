@@ -2,8 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "data2vec/io/files.h"
 
@@ -41,6 +43,24 @@ torch::ScalarType dtype_from_name(const std::string& dtype, const std::string& f
     if (dtype == d.name) return d.type;
   }
   corrupt(file, "tensor '" + tensor + "' has unknown dtype '" + dtype + "'");
+}
+
+// A JSON list of integers, strictly: nlohmann would convert 1e30 or -1 to an integer type
+// (undefined or wrapped).
+template <typename Int>
+std::vector<Int> integer_list(const nlohmann::json& list, const std::string& file,
+                              const std::string& tensor, const char* field) {
+  if (!list.is_array()) corrupt(file, "tensor '" + tensor + "': " + field + " is not a list");
+  std::vector<Int> out;
+  for (const auto& item : list) {
+    const bool ok = std::is_signed_v<Int> ? item.is_number_integer() : item.is_number_unsigned();
+    if (!ok) {
+      corrupt(file, "tensor '" + tensor + "': " + field + " holds " + item.dump() +
+                        ", not a" + (std::is_signed_v<Int> ? "n" : " non-negative") + " integer");
+    }
+    out.push_back(item.get<Int>());
+  }
+  return out;
 }
 
 }  // namespace
@@ -112,18 +132,27 @@ SafetensorsContent parse_safetensors(const std::string& bytes, const std::string
     }
     try {
       const auto type = dtype_from_name(value.at("dtype").get<std::string>(), name, key);
-      const auto shape = value.at("shape").get<std::vector<int64_t>>();
-      const auto offsets = value.at("data_offsets").get<std::vector<uint64_t>>();
+      const auto shape = integer_list<int64_t>(value.at("shape"), name, key, "shape");
+      const auto offsets = integer_list<uint64_t>(value.at("data_offsets"), name, key,
+                                                  "data_offsets");
       if (offsets.size() != 2 || offsets[0] > offsets[1] || offsets[1] > data_size) {
         corrupt(name, "tensor '" + key + "' has data offsets outside the " +
                           std::to_string(data_size) + " data bytes");
       }
-      uint64_t numel = 1;
+      // Element count and byte size, refused before they can overflow: a shape such as
+      // [2^32, 2^32] would otherwise wrap to 0 bytes and pass the size check.
+      int64_t numel = 1;
       for (auto s : shape) {
         if (s < 0) corrupt(name, "tensor '" + key + "' has a negative dimension");
-        numel *= static_cast<uint64_t>(s);
+        if (__builtin_mul_overflow(numel, s, &numel)) {
+          corrupt(name, "tensor '" + key + "' has a shape whose element count overflows 64 bits");
+        }
       }
-      const uint64_t expected = numel * c10::elementSize(type);
+      int64_t signed_bytes = 0;
+      if (__builtin_mul_overflow(numel, int64_t(c10::elementSize(type)), &signed_bytes)) {
+        corrupt(name, "tensor '" + key + "' has a shape whose byte size overflows 64 bits");
+      }
+      const auto expected = static_cast<uint64_t>(signed_bytes);
       if (offsets[1] - offsets[0] != expected) {
         corrupt(name, "tensor '" + key + "' holds " + std::to_string(offsets[1] - offsets[0]) +
                           " bytes but its shape needs " + std::to_string(expected));

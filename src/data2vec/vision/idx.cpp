@@ -2,7 +2,9 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -55,12 +57,25 @@ torch::Tensor read_idx(const std::string& path) {
   for (int d = 0; d < ndims; ++d) {
     const uint8_t* b = header.data() + 4 * d;
     sizes[d] = (int64_t(b[0]) << 24) | (int64_t(b[1]) << 16) | (int64_t(b[2]) << 8) | b[3];
-    numel *= sizes[d];
+    TORCH_CHECK(!__builtin_mul_overflow(numel, sizes[d], &numel), "IDX file ", path, ": dims ",
+                c10::IntArrayRef(sizes.data(), size_t(d) + 1),
+                " announce more elements than 64 bits can count: not an IDX file");
   }
-  auto out = torch::empty(sizes, torch::kUInt8);
-  const size_t got = read_fully(file.get(), out.data_ptr<uint8_t>(), size_t(numel), path);
+  // The body is read in growing chunks, not allocated from the header up front: a damaged header
+  // announcing terabytes then fails as truncated instead of exhausting memory.
+  std::vector<uint8_t> body;
+  size_t got = 0;
+  while (got < size_t(numel)) {
+    const size_t want = std::min<size_t>(size_t(numel), std::max<size_t>(2 * got, 1 << 20));
+    body.resize(want);
+    const size_t chunk = read_fully(file.get(), body.data() + got, want - got, path);
+    got += chunk;
+    if (got < want) break;
+  }
   TORCH_CHECK(got == size_t(numel), "IDX file ", path, ": truncated, ", got, " of ", numel,
-              " data bytes for dims ", out.sizes());
+              " data bytes for dims ", c10::IntArrayRef(sizes));
+  auto out = torch::empty(sizes, torch::kUInt8);
+  if (numel > 0) std::memcpy(out.data_ptr<uint8_t>(), body.data(), size_t(numel));
   return out;
 }
 

@@ -1,0 +1,152 @@
+// Readers of untrusted files refuse shapes that do not fit: an element count or byte size that
+// overflows 64 bits, or more data than the file holds, is an error naming the file, not a wrapped
+// size, a huge allocation or a read past the end of a buffer.
+#include <caffe2/serialize/inline_container.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+
+#include "data2vec/io/files.h"
+#include "data2vec/io/hf.h"
+#include "data2vec/io/safetensors.h"
+#include "data2vec/vision/idx.h"
+#include "support.h"
+
+namespace {
+
+using data2vec::testing::error_of;
+using data2vec::testing::fixture_path;
+using data2vec::testing::make_temp_dir;
+
+// A safetensors file with one tensor entry given as raw JSON, and `data_bytes` zero bytes.
+std::string safetensors_with(const std::string& entry_json, size_t data_bytes) {
+  const std::string json = "{\"t\":" + entry_json + "}";
+  std::string out;
+  for (int i = 0; i < 8; ++i) out.push_back(char((uint64_t(json.size()) >> (8 * i)) & 0xff));
+  return out + json + std::string(data_bytes, '\0');
+}
+
+void expect_named_error(const std::string& message, const std::string& file,
+                        const std::string& what) {
+  EXPECT_NE(message.find(file), std::string::npos) << message;
+  EXPECT_NE(message.find(what), std::string::npos) << message;
+}
+
+TEST(SafetensorsLimits, ElementCountThatWrapsToZeroIsRefused) {
+  // 2^32 * 2^32 elements wrap to 0 in 64 bits, which matched the empty data range [0, 0].
+  const auto bytes = safetensors_with(
+      R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]})", 0);
+  expect_named_error(error_of([&] { data2vec::io::parse_safetensors(bytes, "wrap.safetensors"); }),
+                     "wrap.safetensors", "overflows 64 bits");
+}
+
+TEST(SafetensorsLimits, ByteSizeThatWrapsIsRefused) {
+  // 2^62 elements fit in 64 bits, 4 bytes each do not (and wrap to 0 bytes).
+  const auto bytes = safetensors_with(
+      R"({"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]})", 0);
+  expect_named_error(error_of([&] { data2vec::io::parse_safetensors(bytes, "bytes.safetensors"); }),
+                     "bytes.safetensors", "overflows 64 bits");
+}
+
+TEST(SafetensorsLimits, NonIntegerShapeIsRefused) {
+  const auto bytes = safetensors_with(
+      R"({"dtype":"F32","shape":[1e30],"data_offsets":[0,4]})", 4);
+  expect_named_error(error_of([&] { data2vec::io::parse_safetensors(bytes, "float.safetensors"); }),
+                     "float.safetensors", "not an integer");
+  const auto negative = safetensors_with(
+      R"({"dtype":"F32","shape":[1],"data_offsets":[-4,0]})", 4);
+  expect_named_error(
+      error_of([&] { data2vec::io::parse_safetensors(negative, "negative.safetensors"); }),
+      "negative.safetensors", "not a non-negative integer");
+}
+
+TEST(SafetensorsLimits, ShapeLargerThanTheFileIsRefused) {
+  const auto bytes = safetensors_with(
+      R"({"dtype":"F32","shape":[1000000],"data_offsets":[0,4000000]})", 16);
+  expect_named_error(error_of([&] { data2vec::io::parse_safetensors(bytes, "big.safetensors"); }),
+                     "big.safetensors", "outside the 16 data bytes");
+}
+
+// IDX header: 0 0 0x08 ndims, then each dim as a big-endian uint32.
+std::string idx_header(const std::vector<uint32_t>& dims) {
+  std::string out{'\0', '\0', '\x08', char(dims.size())};
+  for (auto d : dims) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(char((d >> shift) & 0xff));
+  }
+  return out;
+}
+
+TEST(IdxLimits, ElementCountOverflowIsRefused) {
+  const auto dir = make_temp_dir("idx-limits");
+  const auto path = dir + "/overflow.idx";
+  data2vec::io::write_file_atomically(path, idx_header({0xffffffffu, 0xffffffffu, 0xffffffffu}));
+  expect_named_error(error_of([&] { data2vec::vision::read_idx(path); }), path,
+                     "more elements than 64 bits can count");
+}
+
+TEST(IdxLimits, DimsLargerThanTheFileAreTruncationNotAnAllocation) {
+  // 2^31 * 2^31 bytes (4 EiB) announced, 3 present: refused as truncated, naming the file,
+  // before any allocation of the announced size.
+  const auto dir = make_temp_dir("idx-limits");
+  const auto path = dir + "/huge.idx";
+  data2vec::io::write_file_atomically(path, idx_header({0x80000000u, 0x80000000u}) + "abc");
+  expect_named_error(error_of([&] { data2vec::vision::read_idx(path); }), path,
+                     "truncated, 3 of 4611686018427387904");
+}
+
+// The committed pytorch_model.bin fixture, with its data.pkl passed through `edit` and
+// rewritten (the zip's CRCs follow).
+std::string edited_state_dict(const std::string& dir,
+                              const std::function<std::string(std::string)>& edit) {
+  caffe2::serialize::PyTorchStreamReader in(fixture_path("hf_pickle/pytorch_model.bin"));
+  const auto path = dir + "/pytorch_model.bin";
+  caffe2::serialize::PyTorchStreamWriter out(path);
+  for (const auto& name : in.getAllRecords()) {
+    if (name == "version" || name == ".data/version") continue;  // the writer adds its own
+    const auto [data, size] = in.getRecord(name);
+    std::string bytes(static_cast<const char*>(data.get()), size);
+    if (name == "data.pkl") bytes = edit(bytes);
+    out.writeRecord(name, bytes.data(), bytes.size());
+  }
+  out.writeEndOfFile();
+  return path;
+}
+
+// The first tensor of the fixture, encoder.weight, is pickled with size (3, 5), stride (5, 1)
+// over a storage of 15 floats.
+const std::string kWeightSizes("K\x03K\x05\x86", 5);
+
+TEST(TorchStateDictLimits, EditingHelperKeepsAReadableFile) {
+  const auto dir = make_temp_dir("pickle-limits");
+  const auto path = edited_state_dict(dir, [](std::string pkl) {
+    EXPECT_NE(pkl.find(kWeightSizes), std::string::npos);
+    return pkl;
+  });
+  EXPECT_EQ(data2vec::io::read_torch_state_dict(path).at("encoder.weight").sizes(),
+            torch::IntArrayRef({3, 5}));
+}
+
+TEST(TorchStateDictLimits, SizesBeyondTheStoredBytesAreRefused) {
+  // (3, 50) with stride (5, 1) reaches element 59 of a 15-element storage.
+  const auto dir = make_temp_dir("pickle-limits");
+  const auto path = edited_state_dict(dir, [](std::string pkl) {
+    return pkl.replace(pkl.find(kWeightSizes), kWeightSizes.size(), std::string("K\x03K\x32\x86", 5));
+  });
+  expect_named_error(error_of([&] { data2vec::io::read_torch_state_dict(path); }), path,
+                     "needs 240 bytes of storage but the archive holds 60");
+}
+
+TEST(TorchStateDictLimits, OverflowingSizesAreRefused) {
+  // (2^62, 5): LONG1 with 8 bytes for the first size.
+  const auto dir = make_temp_dir("pickle-limits");
+  const auto path = edited_state_dict(dir, [](std::string pkl) {
+    const std::string huge("\x8a\x08\0\0\0\0\0\0\0\x40K\x05\x86", 13);
+    return pkl.replace(pkl.find(kWeightSizes), kWeightSizes.size(), huge);
+  });
+  const auto message = error_of([&] { data2vec::io::read_torch_state_dict(path); });
+  EXPECT_NE(message.find(path), std::string::npos) << message;
+  EXPECT_NE(message.find("overflow"), std::string::npos) << message;
+}
+
+}  // namespace
