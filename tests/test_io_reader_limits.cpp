@@ -1,15 +1,19 @@
 // Readers of untrusted files refuse shapes that do not fit: an element count or byte size that
 // overflows 64 bits, or more data than the file holds, is an error naming the file, not a wrapped
-// size, a huge allocation or a read past the end of a buffer.
+// size, a huge allocation or a read past the end of a buffer. Also the inputs the fuzz targets
+// (fuzz/) found, kept in fuzz/corpus/.
 #include <caffe2/serialize/inline_container.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <string>
 
+#include "data2vec/audio/io.h"
+#include "data2vec/io/config.h"
 #include "data2vec/io/files.h"
 #include "data2vec/io/hf.h"
 #include "data2vec/io/safetensors.h"
+#include "data2vec/vision/datasets.h"
 #include "data2vec/vision/idx.h"
 #include "support.h"
 
@@ -147,6 +151,46 @@ TEST(TorchStateDictLimits, OverflowingSizesAreRefused) {
   const auto message = error_of([&] { data2vec::io::read_torch_state_dict(path); });
   EXPECT_NE(message.find(path), std::string::npos) << message;
   EXPECT_NE(message.find("overflow"), std::string::npos) << message;
+}
+
+// Found by fuzz/fuzz_image: a JPEG whose Huffman table (DHT) lists more than 256 codes made
+// stb_image 2.27 write past its table. The corpus file's first byte is the target's channel
+// choice.
+TEST(ImageLimits, JpegHuffmanTableWithTooManyCodesIsRefused) {
+  const auto input = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
+                                             "/fuzz/corpus/image/crash-jpeg-dht-over-256-codes");
+  const auto dir = make_temp_dir("image-limits");
+  const auto path = dir + "/dht.jpg";
+  data2vec::io::write_file_atomically(path, input.substr(1));
+  expect_named_error(error_of([&] { data2vec::vision::decode_image_file(path, 3); }), path,
+                     "Huffman table lists 289 codes");
+}
+
+// Found by fuzz/fuzz_audio: a FLAC header announcing 2^29 frames made read_audio allocate 2 GiB
+// before reading. Here the seed's STREAMINFO announces 2^36 - 1 frames (275 GB): refused as
+// truncated, naming the file, without allocating the announced size.
+TEST(AudioLimits, FrameCountBeyondTheFileIsTruncationNotAnAllocation) {
+  auto flac = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
+                                      "/fuzz/corpus/audio/mono8k.flac");
+  ASSERT_EQ(flac.substr(0, 4), "fLaC");
+  flac[21] = char((uint8_t(flac[21]) & 0xf0) | 0x0f);  // total samples: the low 36 bits
+  for (int i = 22; i < 26; ++i) flac[i] = '\xff';
+  const auto dir = make_temp_dir("audio-limits");
+  const auto path = dir + "/huge.flac";
+  data2vec::io::write_file_atomically(path, flac);
+  expect_named_error(error_of([&] { data2vec::audio::read_audio(path, 16000); }), path,
+                     "of 68719476735 frames");
+}
+
+// Found by fuzz/fuzz_config: a YAML key that is itself a map or list (`? [a, b]: 1`) surfaced as
+// yaml-cpp's "bad conversion" without the file or line.
+TEST(ConfigLimits, AKeyThatIsNotAPlainNameIsNamedWithTheFile) {
+  data2vec::io::Config config;
+  for (const char* text : {"? [a, b]: 1\n", "train:\n  ? {x: 1}: 2\n"}) {
+    expect_named_error(
+        error_of([&] { data2vec::io::apply_yaml(config, text, "bad.yaml"); }), "bad.yaml",
+        "a key must be a plain name");
+  }
 }
 
 }  // namespace

@@ -150,9 +150,20 @@ torch::Tensor read_audio(const std::string& path, int64_t sample_rate, ResampleQ
   SF_INFO info;
   auto file = open_for_reading(path, info);
   check_complete(path, info, file.get());
-  auto interleaved =
-      torch::empty({static_cast<int64_t>(info.frames), info.channels}, torch::kFloat32);
-  const sf_count_t read = sf_readf_float(file.get(), interleaved.data_ptr<float>(), info.frames);
+  // Read in blocks, not into one buffer of the size the header announces: a damaged header that
+  // claims billions of frames (found by fuzz/fuzz_audio) then fails as truncated instead of
+  // allocating gigabytes.
+  const int64_t channels = info.channels;
+  const sf_count_t block = std::max<sf_count_t>(1, (sf_count_t(1) << 20) / channels);
+  std::vector<float> samples;
+  sf_count_t read = 0;
+  while (read < info.frames) {
+    const sf_count_t want = std::min(block, info.frames - read);
+    samples.resize(size_t((read + want) * channels));
+    const sf_count_t got = sf_readf_float(file.get(), samples.data() + read * channels, want);
+    read += std::max<sf_count_t>(got, 0);
+    if (got < want) break;
+  }
   if (read != info.frames || sf_error(file.get()) != SF_ERR_NO_ERROR) {
     std::string log = sndfile_log(file.get());
     const size_t error_at = log.find("ERROR");
@@ -162,7 +173,9 @@ torch::Tensor read_audio(const std::string& path, int64_t sample_rate, ResampleQ
     throw BadSample(path + ": corrupt or truncated: read " + std::to_string(read) + " of " +
                     std::to_string(info.frames) + " frames (libsndfile: " + detail + ")");
   }
-  auto mono = info.channels == 1 ? interleaved.view({-1}) : interleaved.mean(/*dim=*/1);  // [S]
+  const auto interleaved = torch::from_blob(samples.data(), {int64_t(read), channels});
+  // [S]; resample copies, so nothing returned points into `samples`.
+  auto mono = channels == 1 ? interleaved.view({-1}) : interleaved.mean(/*dim=*/1);
   return resample(mono, info.samplerate, sample_rate, quality);
 }
 

@@ -2,13 +2,21 @@
 
 #include <algorithm>
 #include <cctype>
+#include <climits>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "data2vec/vision/idx.h"
 
 // The one translation unit that compiles stb_image (its own code trips -Wextra).
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+// Only the formats the image readers list (.png .jpg .jpeg .bmp): stb's other decoders are
+// attack surface a user's folder never needs.
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #include <stb_image.h>
@@ -105,9 +113,62 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root,
               ": no .png/.jpg/.jpeg/.bmp files in any root/<class>/ sub-folder");
 }
 
+namespace {
+
+// stb_image 2.27 (Debian bookworm) writes past a Huffman table when a JPEG's DHT segment lists
+// more than 256 codes (found by fuzz/fuzz_image; 2.28 refuses such a table). Walks the JPEG's
+// segments as stb does and returns what is wrong, or "" (also for files that are not JPEG).
+std::string oversized_jpeg_huffman_table(const std::string& b) {
+  auto byte = [&](size_t i) -> size_t { return i < b.size() ? uint8_t(b[i]) : 0; };
+  if (byte(0) != 0xFF || byte(1) != 0xD8) return "";
+  size_t i = 2;
+  while (i + 1 < b.size()) {
+    if (byte(i) != 0xFF) {  // entropy-coded data or junk between segments
+      ++i;
+      continue;
+    }
+    const size_t marker = byte(i + 1);
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD9)) {
+      i += 2;  // stuffed byte, TEM, RST0-7, SOI, EOI: no length
+      continue;
+    }
+    const size_t length = byte(i + 2) << 8 | byte(i + 3);
+    if (marker == 0xC4) {  // DHT: tables of (class/id, 16 counts, the codes), as stb reads them
+      long left = long(length) - 2;
+      for (size_t p = i + 4; left > 0 && p < b.size();) {
+        size_t codes = 0;
+        for (size_t k = 0; k < 16; ++k) codes += byte(p + 1 + k);
+        if (codes > 256) {
+          return "a Huffman table lists " + std::to_string(codes) + " codes (at most 256)";
+        }
+        p += 17 + codes;
+        left -= long(17 + codes);
+      }
+    }
+    i += 2 + length;
+  }
+  return "";
+}
+
+}  // namespace
+
 torch::Tensor decode_image_file(const std::string& path, int64_t channels) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) throw data2vec::BadSample("cannot read image " + path);
+  if (bytes.size() > size_t(INT_MAX)) throw data2vec::BadSample("image " + path + " is over 2 GiB");
+  const auto bad_table = oversized_jpeg_huffman_table(bytes);
+  if (!bad_table.empty()) {
+    throw data2vec::BadSample("cannot decode image " + path + ": corrupt JPEG: " + bad_table);
+  }
   int width = 0, height = 0, file_channels = 0;
-  stbi_uc* pixels = stbi_load(path.c_str(), &width, &height, &file_channels, int(channels));
+  stbi_uc* pixels =
+      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()),
+                            &width, &height, &file_channels, int(channels));
   if (pixels == nullptr) {
     throw data2vec::BadSample("cannot decode image " + path + ": " + stbi_failure_reason());
   }

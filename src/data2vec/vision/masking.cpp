@@ -83,7 +83,7 @@ torch::Tensor block_mask(int64_t batch, int64_t grid_h, int64_t grid_w,
   const auto* seed_data = seeds.data_ptr<int64_t>();
   std::vector<uint8_t> mask(n);
   for (int64_t b = 0; b < batch; ++b) {
-    Rng rng(uint64_t(seed_data[b]));
+    Rng rng{uint64_t(seed_data[b])};
     std::fill(mask.begin(), mask.end(), 0);
     int64_t count = 0;
     while (count < target) {
@@ -126,7 +126,7 @@ torch::Tensor inverse_block_mask(int64_t batch, int64_t grid_h, int64_t grid_w,
   std::vector<uint8_t> kept(n);
   std::vector<int64_t> fresh;
   for (int64_t b = 0; b < batch; ++b) {
-    Rng rng(uint64_t(seed_data[b]));
+    Rng rng{uint64_t(seed_data[b])};
     std::fill(kept.begin(), kept.end(), 0);
     int64_t count = 0;
     while (count < target) {
