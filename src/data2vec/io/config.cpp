@@ -149,6 +149,9 @@ std::string nearest_keys_hint(const std::string& name, std::vector<ConfigKey>& k
 void apply_node(Config& config, const YAML::Node& node, const std::string& prefix,
                 const std::string& source, std::vector<ConfigKey>& keys, ConfigOrigins* origins) {
   for (const auto& item : node) {
+    if (!item.first.IsScalar()) {  // `? [a, b]: 1` (found by fuzz/fuzz_config)
+      config_error(source, item.first.Mark(), "a key must be a plain name, not a list or map");
+    }
     const auto name = prefix + item.first.as<std::string>();
     const YAML::Node& value = item.second;
     if (value.IsMap()) {
