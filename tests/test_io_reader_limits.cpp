@@ -157,13 +157,17 @@ TEST(TorchStateDictLimits, OverflowingSizesAreRefused) {
 // stb_image 2.27 write past its table. The corpus file's first byte is the target's channel
 // choice.
 TEST(ImageLimits, JpegHuffmanTableWithTooManyCodesIsRefused) {
-  const auto input = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
-                                             "/fuzz/corpus/image/crash-jpeg-dht-over-256-codes");
-  const auto dir = make_temp_dir("image-limits");
-  const auto path = dir + "/dht.jpg";
-  data2vec::io::write_file_atomically(path, input.substr(1));
-  expect_named_error(error_of([&] { data2vec::vision::decode_image_file(path, 3); }), path,
-                     "Huffman table lists 289 codes");
+  // The second one starts with 0xFF fill bytes before the SOI marker.
+  for (const auto& [name, codes] : {std::pair<std::string, int>{"over-256-codes", 289},
+                                    std::pair<std::string, int>{"after-fill-bytes", 1091}}) {
+    const auto input = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
+                                               "/fuzz/corpus/image/crash-jpeg-dht-" + name);
+    const auto dir = make_temp_dir("image-limits");
+    const auto path = dir + "/dht.jpg";
+    data2vec::io::write_file_atomically(path, input.substr(1));
+    expect_named_error(error_of([&] { data2vec::vision::decode_image_file(path, 3); }), path,
+                       "Huffman table lists " + std::to_string(codes) + " codes");
+  }
 }
 
 // Found by fuzz/fuzz_audio: a FLAC header announcing 2^29 frames made read_audio allocate 2 GiB
@@ -180,6 +184,21 @@ TEST(AudioLimits, FrameCountBeyondTheFileIsTruncationNotAnAllocation) {
   data2vec::io::write_file_atomically(path, flac);
   expect_named_error(error_of([&] { data2vec::audio::read_audio(path, 16000); }), path,
                      "of 68719476735 frames");
+}
+
+// Found by fuzz/fuzz_audio: a WAV header announcing a sample rate libsamplerate cannot convert
+// from (beyond a factor of 256) surfaced as its error, without the file.
+TEST(AudioLimits, SampleRateBeyondTheResamplerIsNamedWithTheFile) {
+  auto wav = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
+                                     "/fuzz/corpus/audio/mono8k.wav");
+  ASSERT_EQ(wav.substr(0, 4), "RIFF");
+  const uint32_t rate = 8000000;  // bytes 24-27: the sample rate, little-endian
+  for (int i = 0; i < 4; ++i) wav[24 + i] = char((rate >> (8 * i)) & 0xff);
+  const auto dir = make_temp_dir("audio-limits");
+  const auto path = dir + "/fast.wav";
+  data2vec::io::write_file_atomically(path, wav);
+  expect_named_error(error_of([&] { data2vec::audio::read_audio(path, 16000); }), path,
+                     "sample rate 8000000 Hz cannot be resampled to 16000 Hz");
 }
 
 // Found by fuzz/fuzz_config: a YAML key that is itself a map or list (`? [a, b]: 1`) surfaced as

@@ -150,6 +150,14 @@ torch::Tensor read_audio(const std::string& path, int64_t sample_rate, ResampleQ
   SF_INFO info;
   auto file = open_for_reading(path, info);
   check_complete(path, info, file.get());
+  // libsamplerate converts ratios within [1/256, 256] (a damaged header found by fuzz/fuzz_audio
+  // announced 16203136 Hz).
+  if (info.samplerate <= 0 || int64_t(info.samplerate) > 256 * sample_rate ||
+      sample_rate > 256 * int64_t(info.samplerate)) {
+    throw BadSample(path + ": sample rate " + std::to_string(info.samplerate) +
+                    " Hz cannot be resampled to " + std::to_string(sample_rate) +
+                    " Hz (at most a factor of 256)");
+  }
   // Read in blocks, not into one buffer of the size the header announces: a damaged header that
   // claims billions of frames (found by fuzz/fuzz_audio) then fails as truncated instead of
   // allocating gigabytes.

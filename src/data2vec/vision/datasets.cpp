@@ -120,8 +120,10 @@ namespace {
 // segments as stb does and returns what is wrong, or "" (also for files that are not JPEG).
 std::string oversized_jpeg_huffman_table(const std::string& b) {
   auto byte = [&](size_t i) -> size_t { return i < b.size() ? uint8_t(b[i]) : 0; };
-  if (byte(0) != 0xFF || byte(1) != 0xD8) return "";
-  size_t i = 2;
+  size_t i = 0;  // SOI, after any number of 0xFF fill bytes (stb skips them too)
+  while (i < b.size() && byte(i) == 0xFF) ++i;
+  if (i == 0 || byte(i) != 0xD8) return "";
+  ++i;
   while (i + 1 < b.size()) {
     if (byte(i) != 0xFF) {  // entropy-coded data or junk between segments
       ++i;
