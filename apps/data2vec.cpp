@@ -10,6 +10,7 @@
 #include "data2vec/app/builders.h"
 #include "data2vec/app/embed.h"
 #include "data2vec/app/evaluate.h"
+#include "data2vec/app/finetune_ctc.h"
 #include "data2vec/app/hf.h"
 #include "data2vec/app/pretrained.h"
 #include "data2vec/audio/data.h"
@@ -299,7 +300,56 @@ int main(int argc, char** argv) {
                         "fraction of the training labels, e.g. 0.01");
     command->add_option("--epochs", eval_options.finetune_epochs, "fine-tuning epochs");
     command->add_option("--lr", eval_options.finetune_lr, "fine-tuning peak learning rate");
+    command->add_flag("--every-task", eval_options.finetune_every_task,
+                      "fine-tune on every task with its own train split (text: brown genre and "
+                      "spam), not only the first");
   }
+
+  app::FinetuneCtcOptions ctc_options;
+  int64_t ctc_steps = 1000, ctc_batch = 8, ctc_freeze = 0;
+  double ctc_lr = 5e-4;
+  bool ctc_mask = false, ctc_no_baseline = false;
+  uint64_t ctc_seed = 0;
+  auto* finetune_ctc = app.add_subcommand(
+      "finetune-ctc",
+      "Speech recognition: fine-tune an audio encoder (a run, or a Hugging Face folder / run "
+      "import-hf made) with a CTC head over characters (Hugging Face's English vocab.json: blank "
+      "<pad>, word boundary |), the conv feature encoder frozen, Adam under fairseq's tri-stage "
+      "schedule (10% warm-up, 40% hold, 50% exponential decay); the same encoder at random init "
+      "is fine-tuned alike as the baseline. Prints word and character error rates (greedy "
+      "decoding) on each --test list. --out saves the fine-tuned model as a run that transcribe "
+      "reads and export-hf writes as a Data2VecAudioForCTC.");
+  finetune_ctc
+      ->add_option("--checkpoint", ctc_options.checkpoint,
+                   "run or checkpoint directory, or a Hugging Face folder (audio)")
+      ->required()
+      ->check(CLI::ExistingPath);
+  finetune_ctc
+      ->add_option("--train", ctc_options.train,
+                   "transcript list: path<TAB>transcript per line (paths relative to the list; "
+                   "scripts/fetch-data.sh spoken-sentences writes them)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  finetune_ctc->add_option("--test", ctc_options.tests, "transcript list to score (repeatable)")
+      ->check(CLI::ExistingFile);
+  finetune_ctc->add_option("-o,--out", ctc_options.out_dir, "save the fine-tuned model here");
+  finetune_ctc->add_option("--steps", ctc_steps, "updates")->check(CLI::PositiveNumber);
+  finetune_ctc->add_option("--batch-size", ctc_batch, "utterances per update")
+      ->check(CLI::PositiveNumber);
+  finetune_ctc->add_option("--lr", ctc_lr, "peak learning rate")->check(CLI::PositiveNumber);
+  finetune_ctc
+      ->add_option("--freeze-encoder-steps", ctc_freeze,
+                   "updates during which only the head learns (fairseq freeze_finetune_updates)")
+      ->check(CLI::NonNegativeNumber);
+  finetune_ctc->add_flag("--mask", ctc_mask,
+                         "mask frames with the encoder's span mask while training (wav2vec 2.0's "
+                         "fine-tuning regulariser)");
+  finetune_ctc->add_option("--seed", ctc_seed, "seed of the head, batch order, dropout and masks");
+  finetune_ctc->add_option("--train-limit", ctc_options.train_limit,
+                           "first N training utterances (0 = all)");
+  finetune_ctc->add_flag("--no-baseline", ctc_no_baseline,
+                         "skip the random-init baseline (it doubles the time)");
+  finetune_ctc->add_option("--report", ctc_options.report_path, "write a markdown report here");
 
   auto* tokenizer = app.add_subcommand("tokenizer", "Text tokenizers (SentencePiece).");
   tokenizer->require_subcommand(1);
@@ -436,6 +486,17 @@ int main(int argc, char** argv) {
       if (*finetune && eval_options.label_fraction <= 0) eval_options.label_fraction = 0.01;
       const auto rows = app::evaluate_run(eval_options);
       std::cout << app::rows_to_markdown(rows);
+      return 0;
+    }
+    if (*finetune_ctc) {
+      ctc_options.baseline = !ctc_no_baseline;
+      ctc_options.finetune.steps(ctc_steps)
+          .batch_size(ctc_batch)
+          .lr(ctc_lr)
+          .freeze_encoder_steps(ctc_freeze)
+          .mask(ctc_mask)
+          .seed(ctc_seed);
+      std::cout << app::ctc_rows_to_markdown(app::finetune_ctc(ctc_options));
       return 0;
     }
     if (*tokenizer_train) {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -96,7 +97,6 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
   train::set_threads(config.train.threads);
   const torch::Device device = train::resolve_device(config.train.device);
   const auto tasks = make_eval_tasks(config);
-  const auto& splits = tasks.front().splits;
   std::vector<EvaluationRow> rows;
 
   if (options.probe) {
@@ -154,15 +154,34 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       }
     }
   }
-  if (options.label_fraction > 0) {
+  // Fine-tuning: the first task, or every task that has its own train split (tasks sharing one,
+  // such as the spoken-digit test sets, are fine-tuned once, on the first).
+  std::vector<const EvalTask*> finetune_tasks;
+  std::vector<const Dataset*> finetune_splits;
+  for (const auto& task : tasks) {
+    if (std::find(finetune_splits.begin(), finetune_splits.end(), task.splits.train.get()) !=
+        finetune_splits.end()) {
+      continue;
+    }
+    finetune_tasks.push_back(&task);
+    finetune_splits.push_back(task.splits.train.get());
+    if (!options.finetune_every_task) break;
+  }
+  for (const auto* task : options.label_fraction > 0 ? finetune_tasks
+                                                     : std::vector<const EvalTask*>{}) {
     for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
              {"random init, fine-tune", ""}, {"data2vec, fine-tune", "student."}}) {
       auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
-      const auto result = eval::finetune(encoder, *splits.train, *splits.test,
+      const auto result = eval::finetune(encoder, *task->splits.train, *task->splits.test,
                                          eval::FinetuneOptions()
                                              .label_fraction(options.label_fraction)
                                              .epochs(options.finetune_epochs)
                                              .lr(options.finetune_lr)
+                                             // layer-wise decay is the vision recipe (BEiT);
+                                             // RoBERTa and wav2vec 2.0 fine-tune without it
+                                             .layer_decay(config.model.modality == "vision"
+                                                              ? 0.65
+                                                              : 1.0)
                                              .batch_size(64)
                                              .device(device)
                                              .bf16(config.train.precision == "bf16")
@@ -173,7 +192,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       const auto name = method + " " + percent(options.label_fraction) + "% labels";
       spdlog::info("{}: test {}%, train {}% ({})", name, percent(result.test_acc),
                    percent(result.train_acc), detail.str());
-      rows.push_back({tasks.front().name, name, result.test_acc, result.train_acc, detail.str()});
+      rows.push_back({task->name, name, result.test_acc, result.train_acc, detail.str()});
     }
   }
   if (!options.report_path.empty()) {

@@ -42,15 +42,13 @@ torch::Tensor head_linear(const HfModel& model, const torch::Tensor& x, const st
   return torch::linear(x, w->second, b->second);
 }
 
-// Zero mean, unit variance over the utterance as Wav2Vec2FeatureExtractor does it
-// (zero_mean_unit_var_norm: population variance, eps 1e-7).
+}  // namespace
+
 torch::Tensor hf_normalize(const torch::Tensor& waveform) {
   const auto mean = waveform.mean();
   const auto var = (waveform - mean).pow(2).mean();
   return (waveform - mean) / torch::sqrt(var + 1e-7);
 }
-
-}  // namespace
 
 std::vector<Transcript> transcribe(const TranscribeOptions& options) {
   auto model = load_hf_model(options.model);

@@ -5,10 +5,16 @@
 // preprocessor_config.json as Hugging Face's feature extractors read it.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <string>
 #include <vector>
 
 namespace data2vec::app {
+
+// Zero mean, unit variance over the utterance as Wav2Vec2FeatureExtractor does it
+// (zero_mean_unit_var_norm: population variance, eps 1e-7). waveform [S].
+torch::Tensor hf_normalize(const torch::Tensor& waveform);
 
 struct TranscribeOptions {
   std::string model;                // HF folder or run directory with a CTC head and vocab.json

@@ -24,6 +24,8 @@ class CtcVocabulary {
 
   int64_t blank() const { return blank_; }
   int64_t size() const { return int64_t(id_to_token_.size()); }
+  // The token of `id` ("" for an id no token has).
+  const std::string& token(int64_t id) const { return id_to_token_.at(size_t(id)); }
   // Ids -> text: the delimiter becomes a space, special tokens (<s>, </s>, <unk>, the blank)
   // are dropped, runs of spaces collapse and the ends are trimmed.
   std::string decode(const std::vector<int64_t>& ids) const;
