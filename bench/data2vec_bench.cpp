@@ -4,6 +4,8 @@
 //
 //   data2vec_bench --config vision-tiny --mode train --batch 16 --dtype fp32 --threads 2 --reps 3
 //   data2vec_bench --mode gemm --dtype fp32 --threads 2
+//   data2vec_bench --config text-tiny --mode layers --tokens 512 --batch 8 --kernel blocked
+//   data2vec_bench --config text-tiny --mode train --tokens 1024 --batch 4     (scaling table)
 //   data2vec_bench --config vision-tiny --batch 2 --dump parity.safetensors   (parity fixture)
 //
 // A training step, as the trainer runs it (train/trainer.cpp): draw the mask -> student forward
@@ -40,6 +42,7 @@
 #include "data2vec/audio/encoder.h"
 #include "data2vec/core/data2vec.h"
 #include "data2vec/io/safetensors.h"
+#include "data2vec/nn/transformer.h"
 #include "data2vec/text/encoder.h"
 #include "data2vec/train/device.h"
 #include "data2vec/vision/encoder.h"
@@ -53,7 +56,7 @@ using data2vec::EncoderInput;
 
 struct Args {
   std::string config = "vision-tiny";
-  std::string mode = "train";  // train | extract | gemm
+  std::string mode = "train";  // train | extract | gemm | layers
   int64_t batch = 16;
   std::string dtype = "fp32";  // fp32 | bf16
   int threads = 0;             // 0 = all cores
@@ -63,7 +66,10 @@ struct Args {
   int64_t gemm_size = 0;  // 0 = 2048 (fp32) / 1024 (bf16)
   std::string dump;       // parity fixture path (train mode, fp32, dropout off)
   std::string profile;    // chrome trace of the timed steps (bench/profile.py sums it by op)
-  bool plain = false;     // the blocks' plain paths (nn::set_fast_paths(false)): A/B of the fusions
+  std::string kernel = "blocked";  // --mode layers: plain | fused | blocked
+  std::string gelu = "torch";      // --mode layers: torch | poly (nn::gelu_erf; not with plain)
+  int64_t tokens = 128;            // text: tokens per example
+  double seconds = 2.0;            // audio: seconds per clip (16 kHz)
   std::string hf;  // extract with the encoder of this Hugging Face folder (import-hf's reader)
 };
 
@@ -73,7 +79,9 @@ struct Args {
                "                       audio-{tiny,base}] [--mode train|extract|gemm]\n"
                "                      [--batch N] [--dtype fp32|bf16] [--threads N (0 = all)]\n"
                "                      [--warmup N] [--reps N] [--seed N] [--gemm-size N]\n"
-               "                      [--dump FILE.safetensors] [--plain]\n"
+               "                      [--dump FILE.safetensors] [--tokens N] [--seconds S]\n"
+               "                      [--kernel plain|fused|blocked] [--gelu torch|poly]\n"
+               "                      (--kernel, --gelu: --mode layers)\n"
                "                      [--profile FILE.trace]\n"
                "       data2vec_bench --hf HF_DIR --config NAME [--batch N] ...   (extract only)\n";
   std::exit(2);
@@ -84,10 +92,9 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") usage("help");
-    if (flag == "--plain") {
-      a.plain = true;
-      continue;
-    }
+    if (flag == "--plain")
+      usage("--plain is gone: the plain twin is a build option of the blocks now; time it with "
+            "--mode layers --kernel plain");
     if (i + 1 >= argc) usage("missing value after " + flag);
     const std::string value = argv[++i];
     if (flag == "--config")
@@ -114,10 +121,21 @@ Args parse(int argc, char** argv) {
       a.profile = value;
     else if (flag == "--hf")
       a.hf = value;
+    else if (flag == "--kernel")
+      a.kernel = value;
+    else if (flag == "--gelu")
+      a.gelu = value;
+    else if (flag == "--tokens")
+      a.tokens = std::stoll(value);
+    else if (flag == "--seconds")
+      a.seconds = std::stod(value);
     else
       usage("unknown flag " + flag);
   }
-  if (a.mode != "train" && a.mode != "extract" && a.mode != "gemm") usage("bad --mode " + a.mode);
+  if (a.mode != "train" && a.mode != "extract" && a.mode != "gemm" && a.mode != "layers")
+    usage("bad --mode " + a.mode);
+  if (a.kernel != "plain" && a.kernel != "fused" && a.kernel != "blocked")
+    usage("bad --kernel " + a.kernel);
   if (a.dtype != "fp32" && a.dtype != "bf16") usage("bad --dtype " + a.dtype);
   if (a.reps < 1 || a.batch < 1) usage("--reps and --batch must be >= 1");
   return a;
@@ -126,9 +144,9 @@ Args parse(int argc, char** argv) {
 // ---- the benchmark configurations (bench/reference.py holds the same table) ----
 
 // Sequence sizes of the synthetic inputs.
-constexpr int64_t kTextTokens = 128;      // tokens per text example
+int64_t g_text_tokens = 128;              // tokens per text example (--tokens)
 constexpr int64_t kTextVocab = 8000;      // the brown-tiny tokenizer's size
-constexpr int64_t kAudioSamples = 32000;  // 2 s at 16 kHz -> 99 frames
+int64_t g_audio_samples = 32000;          // 2 s at 16 kHz -> 99 frames (--seconds)
 
 struct OptimSpec {
   bool adamw;
@@ -175,8 +193,9 @@ Model build(const std::string& config, bool no_dropout) {
     m.model = Data2Vec([o] { return data2vec::vision::make_vision_encoder(o); }, options);
   } else if (modality == "text") {
     auto o = data2vec::text::text_preset(size, kTextVocab);
+    o.max_positions(std::max(o.max_positions(), g_text_tokens));
     if (no_dropout) o.dropout(0).attention_dropout(0);
-    m.tokens = kTextTokens;
+    m.tokens = g_text_tokens;
     m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
     options
         .targets(data2vec::TargetOptions()
@@ -194,7 +213,7 @@ Model build(const std::string& config, bool no_dropout) {
     auto o = data2vec::audio::audio_preset(size).layerdrop(0.0);
     if (no_dropout) o.dropout(0).attention_dropout(0);
     m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
-    int64_t length = kAudioSamples, in_dim = 1;
+    int64_t length = g_audio_samples, in_dim = 1;
     for (const auto& c : o.conv_layers()) {
       length = (length - c.kernel) / c.stride + 1;
       m.front_flops += 2.0 * double(length) * double(c.dim * in_dim * c.kernel);
@@ -227,17 +246,17 @@ EncoderInput make_input(const Model& m, int64_t batch) {
   if (m.modality == "vision") {
     in.source = torch::randn({batch, 3, 224, 224});
   } else if (m.modality == "text") {
-    in.source = torch::randint(5, kTextVocab, {batch, kTextTokens}, torch::kLong);
-    auto pad = torch::zeros({batch, kTextTokens}, torch::kBool);
+    in.source = torch::randint(5, kTextVocab, {batch, g_text_tokens}, torch::kLong);
+    auto pad = torch::zeros({batch, g_text_tokens}, torch::kBool);
     for (int64_t i = 0; i < batch; ++i) {
-      const int64_t real = kTextTokens - 8 * (i % 4);
+      const int64_t real = g_text_tokens - 8 * (i % 4);
       pad[i].slice(0, real).fill_(true);
       in.source[i].slice(0, real).fill_(1);  // <pad>
     }
     in.source.select(1, 0).fill_(0);  // <s>
     in.padding_mask = pad;
   } else {
-    in.source = torch::randn({batch, kAudioSamples});
+    in.source = torch::randn({batch, g_audio_samples});
   }
   return in;
 }
@@ -303,8 +322,16 @@ int64_t count_parameters(torch::nn::Module& module) {
 }
 
 nlohmann::json header(const Args& a, int threads) {
-  return {{"impl", a.plain ? "cpp-plain" : "cpp"},
-          {"config", a.config},
+  std::string config = a.config;  // the sequence length in the name when not the default
+  if (a.config.rfind("text", 0) == 0 && a.tokens != 128) config += " T" + std::to_string(a.tokens);
+  if (a.config.rfind("audio", 0) == 0 && a.seconds != 2.0) {
+    std::ostringstream s;
+    s << " " << a.seconds << "s";
+    config += s.str();
+  }
+  const std::string layers_impl = "cpp-" + a.kernel + (a.gelu == "poly" ? "-polygelu" : "");
+  return {{"impl", a.mode == "layers" ? layers_impl : "cpp"},
+          {"config", config},
           {"mode", a.mode},
           {"batch", a.batch},
           {"dtype", a.dtype},
@@ -409,6 +436,70 @@ int run_gemm(const Args& a, int threads) {
   return 0;
 }
 
+// --mode layers: the model's transformer blocks alone (depth blocks of its type over T tokens:
+// vision pre-LN with layer scale and a shared [H,T,T] relative position bias, text post-LN with
+// key padding, audio post-LN), forward + backward, built with one attention kernel. The A/B of
+// the kernels (plain = the reference twin: separate q/k/v, [B,H,T,T] softmax, torch::gelu).
+int run_layers(const Args& a, int threads) {
+  const Model m = build(a.config, /*no_dropout=*/true);
+  const bool vision = m.modality == "vision";
+  const int64_t heads = m.dim / 64, t = m.tokens, b = a.batch;
+  auto options = data2vec::nn::BlockOptions(m.dim, heads, m.mlp);
+  if (a.kernel == "plain") options.fast_paths(false);
+  options.fast_gelu(a.gelu == "poly");
+  options.attention_kernel(a.kernel == "fused" ? data2vec::nn::AttentionKernel::kFused
+                                               : data2vec::nn::AttentionKernel::kBlocked);
+  if (vision) options.layer_scale_init(0.1).key_bias(false).layer_norm_eps(1e-6);
+  std::vector<std::function<data2vec::nn::BlockOutput(const torch::Tensor&, const torch::Tensor&,
+                                                       const torch::Tensor&)>>
+      blocks;
+  torch::nn::ModuleList list;
+  for (int64_t i = 0; i < m.depth; ++i) {
+    if (vision) {
+      data2vec::nn::PreNormBlock block(options);
+      list->push_back(block);
+      blocks.push_back([block](const auto& x, const auto& bias, const auto& pad) mutable {
+        return block->forward(x, bias, pad);
+      });
+    } else {
+      data2vec::nn::PostNormBlock block(options);
+      list->push_back(block);
+      blocks.push_back([block](const auto& x, const auto& bias, const auto& pad) mutable {
+        return block->forward(x, bias, pad);
+      });
+    }
+  }
+  auto bias = vision ? torch::randn({heads, t, t}).requires_grad_(true) : torch::Tensor();
+  torch::Tensor pad;
+  if (m.modality == "text") pad = make_input(m, b).padding_mask;
+  const auto x0 = torch::randn({b, t, m.dim});
+  std::vector<double> times;
+  for (int i = 0; i < a.warmup + a.reps; ++i) {
+    const auto t0 = Clock::now();
+    auto x = x0.clone().requires_grad_(true);
+    torch::Tensor h = x;
+    for (auto& block : blocks) h = block(h, bias, pad).x;
+    h.pow(2).mean().backward();
+    (void)x.grad().sum().item<double>();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (i >= a.warmup) times.push_back(s);
+    list->zero_grad();
+    if (bias.defined()) bias.mutable_grad() = torch::Tensor();
+  }
+  Model layers_only = m;  // forward + backward of the blocks: 3 x their forward
+  layers_only.teacher_front_flops = 0;
+  auto j = header(a, threads);
+  j["params"] = count_parameters(*list);
+  j["flops"] = 3.0 * double(b) * forward_flops(layers_only, /*teacher=*/true);
+  j["times_s"] = times;
+  j["median_s"] = median(times);
+  j["samples_per_s"] = double(b) / median(times);
+  j["gflops"] = j["flops"].get<double>() / median(times) / 1e9;
+  j["peak_rss_mb"] = peak_rss_mb();
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -418,7 +509,9 @@ int main(int argc, char** argv) {
   if (a.mode == "gemm") return run_gemm(a, threads);
   if (!a.hf.empty()) return run_hf_extract(a, threads);
 
-  data2vec::nn::set_fast_paths(!a.plain);
+  g_text_tokens = a.tokens;
+  g_audio_samples = int64_t(std::llround(a.seconds * 16000.0));
+  if (a.mode == "layers") return run_layers(a, threads);
   const bool dumping = !a.dump.empty();
   Model m = build(a.config, /*no_dropout=*/dumping);
   const EncoderInput input = make_input(m, a.batch);

@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TEXT_TOKENS = 128  # kTextTokens in data2vec_bench.cpp
+TEXT_TOKENS = 128  # kTextTokens in data2vec_bench.cpp (--tokens)
 TEXT_VOCAB = 8000
-AUDIO_SAMPLES = 32000
+AUDIO_SAMPLES = 32000  # 2 s at 16 kHz (--seconds)
 
 VISION = {"tiny": (12, 192, 768, 3), "small": (12, 384, 1536, 6), "base": (12, 768, 3072, 12)}
 TEXT = {"tiny": (12, 192, 768, 3), "small": (12, 384, 1536, 6), "base": (12, 768, 3072, 12)}
@@ -255,7 +255,7 @@ class TextEncoder(nn.Module):
     def __init__(self, size, dropout=0.1):
         super().__init__()
         depth, d, mlp, heads = TEXT[size]
-        self.embeddings = TextEmbeddings(TEXT_VOCAB, d)
+        self.embeddings = TextEmbeddings(TEXT_VOCAB, d, max(512, TEXT_TOKENS))
         self.embedding_dropout = nn.Dropout(dropout)
         self.encoder = TextLayers(
             [PostNormBlock(d, heads, mlp, 1e-5, dropout, dropout) for _ in range(depth)])
@@ -605,6 +605,15 @@ def load_safetensors(path):
     return out, header.get("__metadata__", {})
 
 
+def length_suffix(modality, a):
+    """The sequence length in the configuration's name when it is not the default."""
+    if modality == "text" and a.tokens != 128:
+        return f" T{a.tokens}"
+    if modality == "audio" and a.seconds != 2.0:
+        return f" {a.seconds:g}s"
+    return ""
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -619,10 +628,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokens", type=int, default=128, help="text: tokens per example")
+    ap.add_argument("--seconds", type=float, default=2.0, help="audio: seconds per clip")
     ap.add_argument("--check", help="replay a data2vec_bench --dump file; print its losses")
     a = ap.parse_args()
 
     import os
+    global TEXT_TOKENS, AUDIO_SAMPLES
+    TEXT_TOKENS, AUDIO_SAMPLES = a.tokens, int(round(a.seconds * 16000))
     torch.set_num_threads(a.threads if a.threads > 0 else os.cpu_count())
     torch.manual_seed(a.seed)
     fixed = None
@@ -649,7 +662,8 @@ def main():
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.dtype == "bf16" else (
         lambda: torch.autocast("cpu", enabled=False))
 
-    result = {"impl": "python", "config": a.config, "mode": a.mode, "batch": a.batch,
+    result = {"impl": "python", "config": a.config + length_suffix(modality, a), "mode": a.mode,
+              "batch": a.batch,
               "dtype": a.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "params": sum(p.numel() for p in model.student.parameters()),
               "params_total": sum(p.numel() for p in model.parameters())}

@@ -8,7 +8,10 @@
 #   bench/run.sh --bf16     add bf16 rows (small batches: bf16 is slow on CPUs without
 #                           AVX512-BF16 / AMX)
 #   bench/run.sh --base     add vision-small/base, text-base and audio-base rows
-#   bench/run.sh --plain    also time C++ with the blocks' plain paths (the fusions' A/B)
+#   bench/run.sh --layers   add the A/B of the attention kernels: the transformer blocks alone
+#                           (forward + backward) built plain / fused / blocked, C++ only
+#   bench/run.sh --scaling  add the scaling table: train steps at a fixed 4096 text tokens
+#                           (T = 128 .. 1024) and 20 s of audio (2 .. 20 s clips) per batch
 #   bench/run.sh --hf       add extraction with imported Hugging Face base models (ViT-B/16 at
 #                           224 and audio base on 10 s, random weights written by
 #                           scripts/hf_reference.py make-model) against the same model in plain
@@ -20,18 +23,19 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/data2vec_bench}
 PYTHON=${PYTHON:-/usr/bin/python3}
 args_given="$*"
-quick=0 bf16=0 base=0 plain=0 hf=0 rounds="" threads=$(nproc) out=""
+quick=0 bf16=0 base=0 layers=0 scaling=0 hf=0 rounds="" threads=$(nproc) out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
     --bf16) bf16=1 ;;
     --base) base=1 ;;
-    --plain) plain=1 ;;
+    --layers) layers=1 ;;
+    --scaling) scaling=1 ;;
     --hf) hf=1 ;;
     --rounds) rounds=$2; shift ;;
     --threads) threads=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -66,6 +70,14 @@ if ((hf)); then
   done
   hf_rows+=("vision-base extract 8 fp32 1 2" "audio-base extract 2 fp32 1 2")
 fi
+if ((scaling)); then
+  rows+=("text-tiny train 32 fp32 1 2 128" "text-tiny train 16 fp32 1 2 256"
+         "text-tiny train 8 fp32 1 2 512" "text-tiny train 4 fp32 1 2 1024"
+         "audio-tiny train 10 fp32 1 1 2" "audio-tiny train 4 fp32 1 1 5"
+         "audio-tiny train 2 fp32 1 1 10" "audio-tiny train 1 fp32 1 1 20")
+fi
+layer_rows=()
+((layers)) && layer_rows+=("vision-tiny 16" "text-tiny 16 128" "text-tiny 4 1024")
 ((base)) && rows+=("vision-small train 16 fp32 1 1" "vision-base train 8 fp32 1 1"
                    "text-base train 8 fp32 1 1" "audio-base train 4 fp32 1 1")
 
@@ -82,14 +94,27 @@ for ((round = 1; round <= rounds; round++)); do
   gemm fp32
   ((bf16)) && gemm bf16
   for row in "${rows[@]}"; do
-    read -r config mode batch dtype warmup reps <<< "$row"
+    read -r config mode batch dtype warmup reps length <<< "$row"
     args=(--config "$config" --mode "$mode" --batch "$batch" --dtype "$dtype"
           --threads "$threads" --warmup "$warmup" --reps "$reps" --seed "$round")
+    # the scaling rows' sequence length: tokens (text) or seconds (audio)
+    if [[ -n ${length:-} ]]; then
+      if [[ $config == text* ]]; then args+=(--tokens "$length"); else args+=(--seconds "$length"); fi
+    fi
     cpp() { "$BENCH" "${args[@]}" >> "$out"; }
     py() { "$PYTHON" bench/reference.py "${args[@]}" >> "$out"; }
-    cpp_plain() { if ((plain)); then "$BENCH" "${args[@]}" --plain >> "$out"; fi; }
-    if ((round % 2)); then cpp; py; cpp_plain; else cpp_plain; py; cpp; fi
-    echo "  round $round: $config $mode b$batch $dtype done ($(uptime | sed 's/.*load average: //'))" >&2
+    if ((round % 2)); then cpp; py; else py; cpp; fi
+    echo "  round $round: $config $mode b$batch $dtype ${length:-} done ($(uptime | sed 's/.*load average: //'))" >&2
+  done
+  for row in "${layer_rows[@]}"; do
+    read -r config batch tokens <<< "$row"
+    args=(--config "$config" --mode layers --batch "$batch" --threads "$threads" --warmup 1
+          --reps 2)
+    [[ -n ${tokens:-} ]] && args+=(--tokens "$tokens")
+    kernels=(plain fused blocked)
+    ((round % 2)) || kernels=(blocked fused plain)
+    for kernel in "${kernels[@]}"; do "$BENCH" "${args[@]}" --kernel "$kernel" >> "$out"; done
+    echo "  round $round: layers $config b$batch ${tokens:-} done ($(uptime | sed 's/.*load average: //'))" >&2
   done
   for row in "${hf_rows[@]}"; do
     read -r model mode batch dtype warmup reps <<< "$row"

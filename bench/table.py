@@ -18,9 +18,14 @@ def main(paths):
     gemm = defaultdict(list)  # (dtype, threads) -> GFLOP/s of each run
     times = defaultdict(list)  # (config, mode, batch, dtype, threads) -> impl -> step times
     info = {}
+    layers = {}  # (config, batch, threads) -> impl -> runs
     for r in runs:
         if r["mode"] == "gemm":
             gemm[(r["dtype"], r["threads"])].append(r["gflops"])
+            continue
+        if r["mode"] == "layers":  # data2vec_bench --mode layers --kernel K
+            layers.setdefault((r["config"], r["batch"], r["threads"]), defaultdict(list))[
+                r["impl"]].append(r)
             continue
         key = (r["config"], r["mode"], r["batch"], r["dtype"], r["threads"])
         times.setdefault(key, defaultdict(list))[r["impl"]].extend(r["times_s"])
@@ -48,13 +53,6 @@ def main(paths):
             peak = peaks.get((dtype, threads))
             mfu[impl] = row[impl]["flops"] / med / 1e9 / peak if peak else None
             rss[impl] = row[impl]["peak_rss_mb"]
-        if "cpp-plain" in per:  # data2vec_bench --plain: the blocks without their fast paths
-            med = statistics.median(per["cpp-plain"])
-            plain_rate = batch / med
-            extra_rows.append(f"| {config} {mode} b{batch} {dtype}, C++ plain paths "
-                              f"| {plain_rate:.2f} | - | fast / plain: "
-                              f"{rate.get('cpp', float('nan')) / plain_rate:.2f}x | - | - | - "
-                              f"| - | {len(per['cpp-plain'])} / - | - |")
         fmt = lambda d, k, f: (f % d[k]) if d.get(k) is not None else "-"
         ratio = f"{rate['cpp'] / rate['python']:.2f}x" if len(rate) == 2 else "-"
         params = "-"
@@ -72,6 +70,29 @@ def main(paths):
               f"| {steps.get('cpp', 0)} / {steps.get('python', 0)} | {params} |")
     for row in extra_rows:
         print(row)
+    if layers:
+        print()
+        print("Transformer blocks alone, forward + backward (data2vec_bench --mode layers): "
+              "seconds per step (median), peak RSS (MB)")
+        print()
+        print("| blocks | plain | fused | blocked | plain / fused | plain / blocked "
+              "| RSS plain / fused / blocked | MFU blocked |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for (config, batch, threads), per in sorted(layers.items()):
+            med = {k: statistics.median([t for r in v for t in r["times_s"]])
+                   for k, v in per.items()}
+            rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in per.items()}
+            g = lambda d, k, f: (f % d[k]) if k in d else "-"
+            ratio = lambda k: f"{med['cpp-plain'] / med[k]:.2f}x" if (
+                k in med and "cpp-plain" in med) else "-"
+            peak = peaks.get(("fp32", threads))
+            mfu = (f"{per['cpp-blocked'][0]['flops'] / med['cpp-blocked'] / 1e9 / peak:.2f}"
+                   if peak and "cpp-blocked" in med else "-")
+            print(f"| {config} b{batch} | {g(med, 'cpp-plain', '%.3f')} "
+                  f"| {g(med, 'cpp-fused', '%.3f')} | {g(med, 'cpp-blocked', '%.3f')} "
+                  f"| {ratio('cpp-fused')} | {ratio('cpp-blocked')} "
+                  f"| {g(rss, 'cpp-plain', '%.0f')} / {g(rss, 'cpp-fused', '%.0f')} / "
+                  f"{g(rss, 'cpp-blocked', '%.0f')} | {mfu} |")
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0

@@ -1,6 +1,8 @@
 // The fast paths of the shared transformer blocks (fused q/k/v with the softmax scale in the
-// query weights, in-place logit bias, fused layer-scale residual) against their plain twins:
-// same outputs and same gradients for the same weights.
+// query weights, the fused or the blocked attention kernel, the polynomial GELU, the fused
+// layer-scale residual) against their plain twins (BlockOptions::fast_paths(false)): same
+// outputs and same gradients of the input, the logit bias and every parameter for the same
+// weights.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -14,12 +16,9 @@ using data2vec::testing::tensors_close;
 
 // Builds the block twice (fast paths on and off) with the same weights.
 template <typename Block>
-std::pair<Block, Block> twins(const BlockOptions& options) {
-  set_fast_paths(true);
+std::pair<Block, Block> twins(BlockOptions options) {
   Block fast(options);
-  set_fast_paths(false);
-  Block plain(options);
-  set_fast_paths(true);
+  Block plain(options.fast_paths(false));
   torch::NoGradGuard no_grad;
   auto source = fast->named_parameters();
   for (auto& p : plain->named_parameters()) {
@@ -53,18 +52,24 @@ void expect_same(Block& fast, Block& plain, const torch::Tensor& x, const torch:
   }
 }
 
-TEST(FastPaths, PreNormBlockWithLayerScaleNoKeyBiasAndRelativeBias) {
+class FastPaths : public ::testing::TestWithParam<AttentionKernel> {};
+
+TEST_P(FastPaths, PreNormBlockWithLayerScaleNoKeyBiasAndRelativeBias) {
   torch::manual_seed(0);
-  auto [fast, plain] = twins<PreNormBlock>(
-      BlockOptions(24, 3, 48).layer_norm_eps(1e-6).layer_scale_init(0.1).key_bias(false));
+  auto [fast, plain] = twins<PreNormBlock>(BlockOptions(24, 3, 48)
+                                               .layer_norm_eps(1e-6)
+                                               .layer_scale_init(0.1)
+                                               .key_bias(false)
+                                               .attention_kernel(GetParam())
+                                               .fast_gelu(true));
   const auto x = torch::randn({2, 7, 24});
   const auto bias = torch::randn({3, 7, 7});  // [H,T,T]
   expect_same(fast, plain, x, bias, torch::Tensor());
 }
 
-TEST(FastPaths, PostNormBlockWithPaddingMask) {
+TEST_P(FastPaths, PostNormBlockWithPaddingMask) {
   torch::manual_seed(1);
-  auto [fast, plain] = twins<PostNormBlock>(BlockOptions(16, 2, 32));
+  auto [fast, plain] = twins<PostNormBlock>(BlockOptions(16, 2, 32).attention_kernel(GetParam()));
   fast->eval();  // no dropout randomness (its defaults are 0 anyway)
   plain->eval();
   const auto x = torch::randn({3, 5, 16});
@@ -74,10 +79,41 @@ TEST(FastPaths, PostNormBlockWithPaddingMask) {
   expect_same(fast, plain, x, torch::Tensor(), padding);
 }
 
-TEST(FastPaths, PreNormBlockWithoutLayerScaleTakesThePlainResidual) {
+TEST_P(FastPaths, LongerOddSequencesWithPaddingAndPerExampleBias) {
+  torch::manual_seed(3);
+  auto [fast, plain] = twins<PreNormBlock>(
+      BlockOptions(32, 4, 64).layer_scale_init(0.1).attention_kernel(GetParam()).fast_gelu(true));
+  const auto x = torch::randn({3, 131, 32});
+  const auto bias = torch::randn({3, 4, 131, 131});  // [B,H,T,T]
+  auto padding = torch::zeros({3, 131}, torch::kBool);
+  padding[0].slice(0, 77).fill_(true);
+  expect_same(fast, plain, x, bias, padding);
+}
+
+TEST_P(FastPaths, PreNormBlockWithoutLayerScaleTakesThePlainResidual) {
   torch::manual_seed(2);
-  auto [fast, plain] = twins<PreNormBlock>(BlockOptions(8, 2, 16));
+  auto [fast, plain] = twins<PreNormBlock>(BlockOptions(8, 2, 16).attention_kernel(GetParam()));
   expect_same(fast, plain, torch::randn({2, 4, 8}), torch::Tensor(), torch::Tensor());
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, FastPaths,
+                         ::testing::Values(AttentionKernel::kFused, AttentionKernel::kBlocked),
+                         [](const auto& info) {
+                           return info.param == AttentionKernel::kFused ? "Fused" : "Blocked";
+                         });
+
+// A bf16 input (autocast's dtype) through a module built with the blocked kernel takes the
+// fused path and stays close to the plain twin.
+TEST(FastPathsBf16, BlockedKernelFallsBackOutsideFp32) {
+  torch::manual_seed(5);
+  auto [fast, plain] = twins<PreNormBlock>(
+      BlockOptions(16, 2, 32).attention_kernel(AttentionKernel::kBlocked).fast_gelu(true));
+  fast->to(torch::kBFloat16);
+  plain->to(torch::kBFloat16);
+  const auto x = torch::randn({2, 9, 16}).to(torch::kBFloat16);
+  const auto of = fast->forward(x, {}, {}), op = plain->forward(x, {}, {});
+  EXPECT_EQ(of.x.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(tensors_close("bf16 block output", of.x, op.x, 0.1));
 }
 
 }  // namespace

@@ -1,23 +1,16 @@
 #include "data2vec/nn/transformer.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 #include <limits>
 
+#include "data2vec/nn/attention.h"
+#include "data2vec/nn/gelu.h"
+
 namespace data2vec::nn {
 
-namespace {
-bool g_fast_paths = true;
-}  // namespace
-
-void set_fast_paths(bool enabled) {
-  g_fast_paths = enabled;
-}
-bool fast_paths() {
-  return g_fast_paths;
-}
-
-SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_)
-    : options(options_), fused_(g_fast_paths) {
+SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_) : options(options_) {
   TORCH_CHECK(options.dim() % options.num_heads() == 0, "attention: width ", options.dim(),
               " does not divide into ", options.num_heads(), " heads");
   const auto d = options.dim();
@@ -26,6 +19,11 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_)
                         torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(options.key_bias())));
   value = register_module("value", torch::nn::Linear(d, d));
   output = register_module("output", torch::nn::Linear(d, d));
+  switch (options.kernel()) {
+    case AttentionKernel::kPlain: forward_ = &SelfAttentionImpl::forward_plain; break;
+    case AttentionKernel::kFused: forward_ = &SelfAttentionImpl::forward_fused; break;
+    case AttentionKernel::kBlocked: forward_ = &SelfAttentionImpl::forward_blocked; break;
+  }
 }
 
 namespace {
@@ -50,8 +48,7 @@ torch::Tensor logit_mask(const torch::Tensor& bias, const torch::Tensor& key_pad
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
                                          const torch::Tensor& key_padding_mask) {
-  return fused_ ? forward_fused(x, bias, key_padding_mask)
-                : forward_plain(x, bias, key_padding_mask);
+  return (this->*forward_)(x, bias, key_padding_mask);
 }
 
 torch::Tensor SelfAttentionImpl::forward_plain(const torch::Tensor& x, const torch::Tensor& bias,
@@ -79,6 +76,29 @@ torch::Tensor SelfAttentionImpl::forward_plain(const torch::Tensor& x, const tor
   return output(context.transpose(1, 2).reshape({b, t, h * dh}));
 }
 
+torch::Tensor SelfAttentionImpl::fused_qkv(const torch::Tensor& x, double scale) {
+  // One GEMM for q, k and v. The parameters stay separate (checkpoint names); their
+  // concatenation is a [3D,D] copy per forward, small next to the activations. The softmax
+  // scale rides on the query weights instead of a pass over the [B,H,T,T] logits.
+  const auto k_bias = key->bias.defined() ? key->bias : torch::zeros_like(query->bias);
+  const auto weight = torch::cat({query->weight * scale, key->weight, value->weight});  // [3D,D]
+  const auto bias = torch::cat({query->bias * scale, k_bias, value->bias});             // [3D]
+  return torch::linear(x, weight, bias);                                                // [B,T,3D]
+}
+
+torch::Tensor SelfAttentionImpl::forward_blocked(const torch::Tensor& x,
+                                                 const torch::Tensor& attn_bias,
+                                                 const torch::Tensor& key_padding_mask) {
+  // The kernel is CPU fp32; on another device, another dtype or under autocast (bf16 linears)
+  // the fused path, the same math, takes the call.
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || at::autocast::is_cpu_enabled())
+    return forward_fused(x, attn_bias, key_padding_mask);
+  const auto dh = options.dim() / options.num_heads();
+  const auto qkv = fused_qkv(x, 1.0 / std::sqrt(double(dh)));  // [B,T,3D]
+  const double p = is_training() ? options.attention_dropout() : 0.0;
+  return output(blocked_attention(qkv, options.num_heads(), attn_bias, key_padding_mask, p));
+}
+
 torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,
                                                const torch::Tensor& attn_bias,
                                                const torch::Tensor& key_padding_mask) {
@@ -88,13 +108,7 @@ torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,
 #else
   const double scale = 1.0 / std::sqrt(double(dh));
 #endif
-  // One GEMM for q, k and v. The parameters stay separate (checkpoint names); their
-  // concatenation is a [3D,D] copy per forward, small next to the activations. The softmax
-  // scale rides on the query weights instead of a pass over the [B,H,T,T] logits.
-  const auto k_bias = key->bias.defined() ? key->bias : torch::zeros_like(query->bias);
-  const auto weight = torch::cat({query->weight * scale, key->weight, value->weight});  // [3D,D]
-  const auto bias = torch::cat({query->bias * scale, k_bias, value->bias});             // [3D]
-  const auto qkv = torch::linear(x, weight, bias)                                       // [B,T,3D]
+  const auto qkv = fused_qkv(x, scale)  // [B,T,3D]
                        .view({b, t, 3, h, dh})
                        .permute({2, 0, 3, 1, 4})
                        .contiguous()  // [3,B,H,T,Dh]: one copy into the heads layout
@@ -120,7 +134,8 @@ torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,
   return output(context.view({b, h, t, dh}).transpose(1, 2).reshape({b, t, d}));
 }
 
-FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options) {
+FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options)
+    : fast_gelu_(options.fast_gelu()) {
   fc1 = register_module("fc1", torch::nn::Linear(options.dim(), options.hidden_dim()));
   fc2 = register_module("fc2", torch::nn::Linear(options.hidden_dim(), options.dim()));
   activation_dropout =
@@ -128,20 +143,24 @@ FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options) {
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  return fc2(activation_dropout(torch::gelu(fc1(x))));
+  const auto hidden = fc1(x);  // [B,T,F]
+  return fc2(activation_dropout(fast_gelu_ ? gelu_erf(hidden) : torch::gelu(hidden)));
 }
 
 namespace {
 
 SelfAttention make_attention(const BlockOptions& o) {
-  return SelfAttention(AttentionOptions(o.dim(), o.num_heads())
-                           .key_bias(o.key_bias())
-                           .attention_dropout(o.attention_dropout()));
+  return SelfAttention(
+      AttentionOptions(o.dim(), o.num_heads())
+          .key_bias(o.key_bias())
+          .attention_dropout(o.attention_dropout())
+          .kernel(o.fast_paths() ? o.attention_kernel() : AttentionKernel::kPlain));
 }
 
 FeedForward make_feed_forward(const BlockOptions& o) {
-  return FeedForward(
-      FeedForwardOptions(o.dim(), o.mlp_dim()).activation_dropout(o.activation_dropout()));
+  return FeedForward(FeedForwardOptions(o.dim(), o.mlp_dim())
+                         .activation_dropout(o.activation_dropout())
+                         .fast_gelu(o.fast_paths() && o.fast_gelu()));
 }
 
 torch::nn::LayerNorm make_layer_norm(const BlockOptions& o) {
@@ -162,7 +181,7 @@ PreNormBlockImpl::PreNormBlockImpl(const BlockOptions& options) {
     lambda_2 =
         register_parameter("lambda_2", torch::full({options.dim()}, options.layer_scale_init()));
   }
-  fused_residual_ = g_fast_paths && lambda_1.defined() && options.dropout() == 0.0;
+  fused_residual_ = options.fast_paths() && lambda_1.defined() && options.dropout() == 0.0;
 }
 
 BlockOutput PreNormBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& attention_bias,

@@ -8,12 +8,15 @@
 
 namespace data2vec::nn {
 
-// The fast paths of these blocks (fused q/k/v GEMM with the softmax scale folded into the query
-// weights, layer scale fused into the residual add) are on by default.
-// Blocks read the switch when they are constructed; the plain paths stay as the reference the
-// tests compare against (tests/test_nn_fast_paths.cpp) and as the benchmark's A/B baseline.
-void set_fast_paths(bool enabled);
-bool fast_paths();
+// How attention is computed; chosen when the module is built (the options), never in forward.
+// All three give the same outputs and gradients (tests/test_nn_fast_paths.cpp,
+// tests/test_nn_blocked_attention.cpp); the parameters and their names are the same.
+enum class AttentionKernel {
+  kPlain,    // separate q/k/v projections, [B,H,T,T] logits, torch::softmax: the reference
+  kFused,    // one q/k/v GEMM (softmax scale in the query weights), bmm over [B*H,T,Dh]
+  kBlocked,  // one q/k/v GEMM, then blocked_attention (nn/attention.h): never holds [T,T] per
+             // head, forward and backward; CPU fp32 (other devices / dtypes take kFused)
+};
 
 struct AttentionOptions {
   AttentionOptions(int64_t dim, int64_t num_heads) : dim_(dim), num_heads_(num_heads) {}
@@ -25,6 +28,9 @@ struct AttentionOptions {
   TORCH_ARG(bool, key_bias) = true;
   /// Dropout on the attention probabilities. Default 0.
   TORCH_ARG(double, attention_dropout) = 0.0;
+  /// How the attention is computed. Default kFused (kBlocked is exact and holds O(T) memory per
+  /// head, but not yet faster here: BENCHMARKS.md).
+  TORCH_ARG(AttentionKernel, kernel) = AttentionKernel::kFused;
 };
 
 // Multi-head self-attention with separate q/k/v projections (the Hugging Face layout).
@@ -41,12 +47,17 @@ class SelfAttentionImpl : public torch::nn::Module {
   torch::nn::Linear output{nullptr};                               // D -> D
 
  private:
-  // The two implementations of forward (same math; `fused_` chosen at construction).
+  // The implementations of forward (same math), one chosen at construction from the kernel.
+  using Forward = torch::Tensor (SelfAttentionImpl::*)(const torch::Tensor&, const torch::Tensor&,
+                                                        const torch::Tensor&);
   torch::Tensor forward_plain(const torch::Tensor& x, const torch::Tensor& bias,
                               const torch::Tensor& key_padding_mask);
   torch::Tensor forward_fused(const torch::Tensor& x, const torch::Tensor& bias,
                               const torch::Tensor& key_padding_mask);
-  bool fused_ = true;
+  torch::Tensor forward_blocked(const torch::Tensor& x, const torch::Tensor& bias,
+                                const torch::Tensor& key_padding_mask);
+  torch::Tensor fused_qkv(const torch::Tensor& x, double scale);  // [B,T,3D]
+  Forward forward_ = &SelfAttentionImpl::forward_fused;
 };
 TORCH_MODULE(SelfAttention);
 
@@ -56,6 +67,10 @@ struct FeedForwardOptions {
   TORCH_ARG(int64_t, hidden_dim);
   /// Dropout after the GELU. Default 0.
   TORCH_ARG(double, activation_dropout) = 0.0;
+  /// GELU through nn::gelu_erf (nn/gelu.h: a vectorised erf accurate to fp32 rounding) instead
+  /// of torch::gelu; only for CPU fp32 tensors (others take torch::gelu). Default false: it does
+  /// not pay yet (BENCHMARKS.md).
+  TORCH_ARG(bool, fast_gelu) = false;
 };
 
 // Linear(D, hidden) -> GELU -> dropout -> Linear(hidden, D).
@@ -66,6 +81,9 @@ class FeedForwardImpl : public torch::nn::Module {
 
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout activation_dropout{nullptr};
+
+ private:
+  bool fast_gelu_ = false;
 };
 TORCH_MODULE(FeedForward);
 
@@ -85,6 +103,14 @@ struct BlockOptions {
   TORCH_ARG(double, dropout) = 0.0;
   TORCH_ARG(double, attention_dropout) = 0.0;
   TORCH_ARG(double, activation_dropout) = 0.0;
+  /// The fast paths: `attention_kernel`, `fast_gelu` and the layer scale fused into the residual
+  /// add. false builds the plain reference twin (kPlain attention, torch::gelu, separate multiply
+  /// and add) that the tests and the benchmark's A/B compare against. Default true.
+  TORCH_ARG(bool, fast_paths) = true;
+  /// The attention kernel when fast_paths is on. Default kFused.
+  TORCH_ARG(AttentionKernel, attention_kernel) = AttentionKernel::kFused;
+  /// The polynomial GELU (FeedForwardOptions::fast_gelu) when fast_paths is on. Default false.
+  TORCH_ARG(bool, fast_gelu) = false;
 };
 
 // What one block hands back: its output and its feed-forward result (the data2vec "ffn" layer

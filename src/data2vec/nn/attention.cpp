@@ -1,0 +1,336 @@
+#include "data2vec/nn/attention.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "data2vec/nn/vec_math.h"
+
+namespace data2vec::nn {
+
+namespace {
+
+constexpr int64_t kQueryBlock = 64;  // Bq: rows of S per GEMM
+constexpr float kLowest = std::numeric_limits<float>::lowest();
+
+// Row-major C[m,n] = beta C + op(A) op(B) on raw fp32 storage with leading dimensions: the
+// tiles are strided views of the packed [B,T,3D] / [B,T,D] tensors; at::mm_out / addmm_ hand
+// them to the BLAS as they are (a row stride is a leading dimension), without copies.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+  auto view = [&](const float* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    auto t = torch::from_blob(const_cast<float*>(p), {trans ? cols : rows, trans ? rows : cols},
+                              {ld, 1}, f32);
+    return trans ? t.t() : t;
+  };
+  const auto A = view(a, m, k, lda, trans_a), B = view(b, k, n, ldb, trans_b);
+  auto C = torch::from_blob(c, {m, n}, {ldc, 1}, f32);
+  if (beta == 0.0f)
+    at::mm_out(C, A, B);
+  else
+    C.addmm_(A, B);
+}
+
+// The dropout mask as a pure function of (seed, row, column): a per-row key from splitmix64,
+// then a 32-bit integer hash per column (vectorisable); keep when the top 24 bits fall below
+// keep * 2^24.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+struct Dropout {
+  float p = 0.0f;        // drop probability (0: off)
+  float rescale = 1.0f;  // 1 / (1 - p)
+  uint32_t threshold = 0;
+  uint64_t seed = 0;
+  uint32_t row_key(int64_t row) const { return uint32_t(splitmix64(seed ^ uint64_t(row))); }
+};
+
+// out[j] = in[j] * (keep(key, j) ? rescale : 0), j < n.
+DATA2VEC_VECTOR_CLONES
+void apply_dropout(const float* in, float* out, int64_t n, uint32_t key, uint32_t threshold,
+                   float rescale) {
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t h = key ^ (uint32_t(j) * 0x9e3779b9u);
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    out[j] = (h >> 8) < threshold ? in[j] * rescale : 0.0f;
+  }
+}
+
+// One row of logits s[T] -> probabilities, in place: + bias row, padded keys -> lowest, softmax.
+// Keeps the row's max and 1 / sum of exponentials in stats[0..1] (not the log-sum-exp: for a fully
+// padded row max + log(T) rounds back to fp32's lowest).
+DATA2VEC_VECTOR_CLONES
+void softmax_row(float* s, const float* bias, const uint8_t* pad, int64_t t, float* stats) {
+  float max = kLowest;
+  for (int64_t j = 0; j < t; ++j) {
+    float v = s[j] + (bias ? bias[j] : 0.0f);
+    v = pad && pad[j] ? kLowest : v;
+    s[j] = v;
+    max = v > max ? v : max;
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < t; ++j) {
+    const float e = vec::exp(s[j] - max);
+    s[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < t; ++j) s[j] *= inv;
+  stats[0] = max;
+  stats[1] = inv;
+}
+
+// Backward's recomputation of one row of probabilities from the saved max and 1 / sum.
+DATA2VEC_VECTOR_CLONES
+void probs_row(float* s, const float* bias, const uint8_t* pad, const float* stats, int64_t t) {
+  const float max = stats[0], inv = stats[1];
+  for (int64_t j = 0; j < t; ++j) {
+    float v = s[j] + (bias ? bias[j] : 0.0f);
+    v = pad && pad[j] ? kLowest : v;
+    s[j] = vec::exp(v - max) * inv;
+  }
+}
+
+// ds[j] = p[j] * (dp[j] - delta), in place in dp.
+DATA2VEC_VECTOR_CLONES
+void softmax_backward_row(const float* p, float* dp, float delta, int64_t t) {
+  for (int64_t j = 0; j < t; ++j) dp[j] = p[j] * (dp[j] - delta);
+}
+
+DATA2VEC_VECTOR_CLONES
+float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.0f;
+  for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+
+DATA2VEC_VECTOR_CLONES
+void accumulate(float* into, const float* x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) into[j] += x[j];
+}
+
+// Pointers and strides shared by forward and backward.
+struct Problem {
+  int64_t b = 0, t = 0, h = 0, d = 0, dh = 0;
+  const float* qkv = nullptr;  // [B,T,3D]
+  const float* bias = nullptr;  // [H,T,T] (bias_batch_stride 0) or [B,H,T,T]; null: none
+  int64_t bias_batch_stride = 0;
+  const uint8_t* pad = nullptr;  // [B,T]; null: none
+  Dropout dropout;
+
+  const float* q(int64_t bi, int64_t hi) const { return qkv + bi * t * 3 * d + hi * dh; }
+  const float* k(int64_t bi, int64_t hi) const { return q(bi, hi) + d; }
+  const float* v(int64_t bi, int64_t hi) const { return q(bi, hi) + 2 * d; }
+  const float* bias_row(int64_t bi, int64_t hi, int64_t i) const {
+    return bias ? bias + bi * bias_batch_stride + (hi * t + i) * t : nullptr;
+  }
+  const uint8_t* pad_row(int64_t bi) const { return pad ? pad + bi * t : nullptr; }
+  int64_t row(int64_t bi, int64_t hi, int64_t i) const { return (bi * h + hi) * t + i; }
+};
+
+Problem make_problem(const torch::Tensor& qkv, int64_t num_heads, const torch::Tensor& bias,
+                     const torch::Tensor& pad) {
+  Problem p;
+  p.b = qkv.size(0), p.t = qkv.size(1), p.d = qkv.size(2) / 3, p.h = num_heads;
+  p.dh = p.d / num_heads;
+  p.qkv = qkv.data_ptr<float>();
+  if (bias.numel() > 0) {
+    p.bias = bias.data_ptr<float>();
+    p.bias_batch_stride = bias.dim() == 4 && bias.size(0) > 1 ? p.h * p.t * p.t : 0;
+  }
+  if (pad.numel() > 0) p.pad = reinterpret_cast<const uint8_t*>(pad.data_ptr<bool>());
+  return p;
+}
+
+// Forward: out [B,T,D] and the softmax statistics of every row of logits, stats [B,H,T,2].
+void attention_forward(const Problem& p, float* out, float* stats) {
+  const int64_t t = p.t, bq = std::min(kQueryBlock, t);
+  at::parallel_for(0, p.b * p.h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> s(size_t(bq * t));  // [Bq,T]
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bi = task / p.h, hi = task % p.h;
+      for (int64_t i0 = 0; i0 < t; i0 += bq) {
+        const int64_t m = std::min(bq, t - i0);
+        gemm(false, true, m, t, p.dh, p.q(bi, hi) + i0 * 3 * p.d, 3 * p.d, p.k(bi, hi), 3 * p.d,
+             0.0f, s.data(), t);  // S = Q_blk K^T
+        for (int64_t r = 0; r < m; ++r) {
+          float* row = s.data() + r * t;
+          const int64_t i = i0 + r;
+          softmax_row(row, p.bias_row(bi, hi, i), p.pad_row(bi), t, stats + 2 * p.row(bi, hi, i));
+          if (p.dropout.p > 0)
+            apply_dropout(row, row, t, p.dropout.row_key(p.row(bi, hi, i)), p.dropout.threshold,
+                          p.dropout.rescale);
+        }
+        gemm(false, false, m, p.dh, t, s.data(), t, p.v(bi, hi), 3 * p.d, 0.0f,
+             out + (bi * t + i0) * p.d + hi * p.dh, p.d);  // O_blk = P V
+      }
+    }
+  });
+}
+
+// Backward: d_qkv [B,T,3D] (every element written) and, when d_bias is given, the logit
+// gradient summed into d_bias (shape of the bias; zero-initialised by the caller).
+void attention_backward(const Problem& p, const float* out, const float* stats, const float* d_out,
+                        float* d_qkv, float* d_bias) {
+  const int64_t t = p.t, d = p.d, dh = p.dh, bq = std::min(kQueryBlock, t);
+  // A shared [H,T,T] bias gathers the gradient of every batch element: one buffer per thread,
+  // summed at the end. A [B,H,T,T] bias has one (b, h) task per slice.
+  const bool shared_bias = d_bias && p.bias_batch_stride == 0;
+  const int64_t bias_numel = p.h * t * t;
+  std::vector<std::vector<float>> bias_partials(shared_bias ? size_t(at::get_num_threads()) : 0);
+  at::parallel_for(0, p.b * p.h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> s(size_t(bq * t)), dp(size_t(bq * t));  // [Bq,T]
+    std::vector<float> dropped(p.dropout.p > 0 ? size_t(bq * t) : 0);  // [Bq,T]
+    std::vector<float> delta(static_cast<size_t>(bq));  // [Bq]
+    float* bias_grad = nullptr;
+    if (shared_bias) {
+      auto& partial = bias_partials[size_t(at::get_thread_num())];
+      if (partial.empty()) partial.assign(size_t(bias_numel), 0.0f);
+      bias_grad = partial.data();
+    }
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bi = task / p.h, hi = task % p.h;
+      const float* q = p.q(bi, hi);
+      float* dq = d_qkv + bi * t * 3 * d + hi * dh;
+      float* dk = dq + d;
+      float* dv = dq + 2 * d;
+      float* task_bias_grad =
+          !d_bias ? nullptr : shared_bias ? bias_grad : d_bias + bi * bias_numel;
+      for (int64_t i0 = 0; i0 < t; i0 += bq) {
+        const int64_t m = std::min(bq, t - i0);
+        const float beta = i0 == 0 ? 0.0f : 1.0f;  // dK, dV: first block writes, others add
+        const float* d_out_blk = d_out + (bi * t + i0) * d + hi * dh;
+        gemm(false, true, m, t, dh, q + i0 * 3 * d, 3 * d, p.k(bi, hi), 3 * d, 0.0f, s.data(),
+             t);  // S
+        for (int64_t r = 0; r < m; ++r) {
+          const int64_t i = i0 + r;
+          probs_row(s.data() + r * t, p.bias_row(bi, hi, i), p.pad_row(bi),
+                    stats + 2 * p.row(bi, hi, i), t);
+          delta[size_t(r)] = dot(d_out_blk + r * d, out + (bi * t + i) * d + hi * dh, dh);
+        }
+        gemm(false, true, m, t, dh, d_out_blk, d, p.v(bi, hi), 3 * d, 0.0f, dp.data(),
+             t);  // dP' = dO V^T (gradient of the dropped probabilities)
+        const float* p_used = s.data();  // the probabilities V was multiplied by
+        if (p.dropout.p > 0) {
+          for (int64_t r = 0; r < m; ++r) {
+            const auto key = p.dropout.row_key(p.row(bi, hi, i0 + r));
+            apply_dropout(s.data() + r * t, dropped.data() + r * t, t, key, p.dropout.threshold,
+                          p.dropout.rescale);
+            apply_dropout(dp.data() + r * t, dp.data() + r * t, t, key, p.dropout.threshold,
+                          p.dropout.rescale);
+          }
+          p_used = dropped.data();
+        }
+        gemm(true, false, t, dh, m, p_used, t, d_out_blk, d, beta, dv, 3 * d);  // dV += P'^T dO
+        for (int64_t r = 0; r < m; ++r) {
+          softmax_backward_row(s.data() + r * t, dp.data() + r * t, delta[size_t(r)], t);
+          if (task_bias_grad)
+            accumulate(task_bias_grad + (hi * t + i0 + r) * t, dp.data() + r * t, t);
+        }
+        gemm(false, false, m, dh, t, dp.data(), t, p.k(bi, hi), 3 * d, 0.0f, dq + i0 * 3 * d,
+             3 * d);  // dQ_blk = dS K
+        gemm(true, false, t, dh, m, dp.data(), t, q + i0 * 3 * d, 3 * d, beta, dk,
+             3 * d);  // dK += dS^T Q_blk
+      }
+    }
+  });
+  if (shared_bias) {
+    for (const auto& partial : bias_partials)
+      if (!partial.empty()) accumulate(d_bias, partial.data(), bias_numel);
+  }
+}
+
+class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttentionFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv,
+                               const torch::Tensor& bias, const torch::Tensor& pad,
+                               int64_t num_heads, double dropout, int64_t seed) {
+    auto p = make_problem(qkv, num_heads, bias, pad);
+    set_dropout(p, dropout, seed);
+    auto out = torch::empty({p.b, p.t, p.d}, qkv.options());  // [B,T,D]
+    auto stats = torch::empty({p.b, p.h, p.t, 2}, qkv.options());  // [B,H,T,2]: max, 1 / sum
+    attention_forward(p, out.data_ptr<float>(), stats.data_ptr<float>());
+    ctx->save_for_backward({qkv, bias, pad, out, stats});
+    ctx->saved_data["num_heads"] = num_heads;
+    ctx->saved_data["dropout"] = dropout;
+    ctx->saved_data["seed"] = seed;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &qkv = saved[0], &bias = saved[1], &pad = saved[2], &out = saved[3],
+               &stats = saved[4];
+    auto p = make_problem(qkv, ctx->saved_data["num_heads"].toInt(), bias, pad);
+    set_dropout(p, ctx->saved_data["dropout"].toDouble(), ctx->saved_data["seed"].toInt());
+    const auto d_out = grads[0].contiguous();
+    auto d_qkv = torch::empty_like(qkv);
+    torch::Tensor d_bias;
+    if (bias.numel() > 0 && ctx->needs_input_grad(1)) d_bias = torch::zeros_like(bias);
+    attention_backward(p, out.data_ptr<float>(), stats.data_ptr<float>(), d_out.data_ptr<float>(),
+                       d_qkv.data_ptr<float>(),
+                       d_bias.defined() ? d_bias.data_ptr<float>() : nullptr);
+    return {d_qkv, d_bias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+
+ private:
+  static void set_dropout(Problem& p, double dropout, int64_t seed) {
+    if (dropout <= 0.0) return;
+    p.dropout.p = float(dropout);
+    p.dropout.rescale = float(1.0 / (1.0 - dropout));
+    p.dropout.threshold = uint32_t((1.0 - dropout) * double(1u << 24));
+    p.dropout.seed = uint64_t(seed);
+  }
+};
+
+}  // namespace
+
+torch::Tensor blocked_attention(const torch::Tensor& qkv, int64_t num_heads,
+                                const torch::Tensor& bias, const torch::Tensor& key_padding_mask,
+                                double dropout) {
+  TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) % (3 * num_heads) == 0,
+              "blocked_attention: qkv must be [B,T,3D] with D divisible by ", num_heads,
+              " heads, got ", qkv.sizes());
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.scalar_type() == torch::kFloat32,
+              "blocked_attention: CPU fp32 only, got ", qkv.device(), " ", qkv.scalar_type(),
+              " (use AttentionKernel::kFused elsewhere)");
+  TORCH_CHECK(dropout >= 0.0 && dropout < 1.0, "blocked_attention: dropout must be in [0, 1)");
+  const auto b = qkv.size(0), t = qkv.size(1);
+  // "None" is an empty tensor: 1.13's custom functions do not take undefined inputs.
+  auto bias32 = torch::empty({0}, qkv.options());
+  if (bias.defined()) {
+    TORCH_CHECK((bias.dim() == 3 && bias.size(0) == num_heads) ||
+                    (bias.dim() == 4 && (bias.size(0) == 1 || bias.size(0) == b) &&
+                     bias.size(1) == num_heads),
+                "blocked_attention: bias must be [H,T,T], [1,H,T,T] or [B,H,T,T], got ",
+                bias.sizes());
+    TORCH_CHECK(bias.size(-1) == t && bias.size(-2) == t, "blocked_attention: bias ",
+                bias.sizes(), " does not match T = ", t);
+    bias32 = bias.to(torch::kFloat32).contiguous();
+  }
+  auto pad = torch::empty({0}, torch::kBool);
+  if (key_padding_mask.defined()) {
+    TORCH_CHECK(key_padding_mask.sizes() == torch::IntArrayRef({b, t}),
+                "blocked_attention: key_padding_mask must be [B,T] = [", b, ",", t, "], got ",
+                key_padding_mask.sizes());
+    pad = key_padding_mask.to(torch::kBool).contiguous();
+  }
+  int64_t seed = 0;
+  if (dropout > 0.0) seed = torch::randint(int64_t(1) << 62, {1}, torch::kLong).item<int64_t>();
+  return BlockedAttentionFunction::apply(qkv.contiguous(), bias32, pad, num_heads, dropout, seed);
+}
+
+}  // namespace data2vec::nn

@@ -1,0 +1,14 @@
+// Exact (erf) GELU through a vectorised erf: gelu(x) = x/2 (1 + erf(x / sqrt 2)), the function
+// torch::gelu computes, with erf from nn/vec_math.h (absolute error below 2^-23 over every
+// float; tests/test_nn_gelu.cpp). Forward and backward are one pass each over the tensor.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace data2vec::nn {
+
+// GELU of x (any shape). CPU fp32 goes through the polynomial erf; any other device or dtype
+// (bf16 under autocast, CUDA) falls back to torch::gelu. Differentiable.
+torch::Tensor gelu_erf(const torch::Tensor& x);
+
+}  // namespace data2vec::nn

@@ -1,0 +1,95 @@
+// nn::gelu_erf and the polynomial erf under it against std::erf: the erf over every finite
+// float range, GELU's value and derivative against double precision
+// on a dense grid, and the autograd function against torch::gelu.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "data2vec/nn/gelu.h"
+#include "data2vec/nn/vec_math.h"
+#include "support.h"
+
+namespace data2vec::nn {
+namespace {
+
+using data2vec::testing::tensors_close;
+
+// erf is odd and the approximation is odd by construction (sign restored at the end): the
+// positive floats are checked: every 256th bit pattern from 0 to infinity, every 4th in [1/2, 1)
+// (where the error is largest: the seam of the two pieces at 0.75) and every 16th in [1/4, 4).
+TEST(Gelu, PolynomialErfIsWithinFp32RoundingOverTheFloatRange) {
+  struct Range {
+    uint32_t first, last, step;
+  };
+  auto bits_of = [](float x) {
+    uint32_t b;
+    std::memcpy(&b, &x, sizeof b);
+    return b;
+  };
+  const Range ranges[] = {{0, bits_of(INFINITY), 256},
+                          {bits_of(0.5f), bits_of(1.0f), 4},
+                          {bits_of(0.25f), bits_of(4.0f), 16}};
+  double max_err = 0.0;
+  float at = 0.0f;
+  for (const auto& r : ranges) {
+    const int64_t chunks = 64, n = int64_t(r.last - r.first) / r.step;
+    std::vector<double> worst(size_t(chunks), 0.0);
+    std::vector<float> worst_x(size_t(chunks), 0.0f);
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        for (int64_t k = c * n / chunks; k < (c + 1) * n / chunks; ++k) {
+          const uint32_t bits = r.first + uint32_t(k) * r.step;
+          float x;
+          std::memcpy(&x, &bits, sizeof x);
+          const double err = std::abs(double(vec::erf(x)) - std::erf(double(x)));
+          if (err > worst[size_t(c)]) worst[size_t(c)] = err, worst_x[size_t(c)] = x;
+          const double odd = std::abs(double(vec::erf(-x)) + double(vec::erf(x)));
+          if (odd > worst[size_t(c)]) worst[size_t(c)] = odd, worst_x[size_t(c)] = -x;
+        }
+      }
+    });
+    for (int64_t c = 0; c < chunks; ++c)
+      if (worst[size_t(c)] > max_err) max_err = worst[size_t(c)], at = worst_x[size_t(c)];
+  }
+  EXPECT_EQ(vec::erf(INFINITY), 1.0f);
+  EXPECT_EQ(vec::erf(-INFINITY), -1.0f);
+  // fp32's rounding step is 2^-24 just below 1: the error stays below 2 of them.
+  EXPECT_LT(max_err, std::ldexp(1.0, -23)) << "worst at x = " << at;
+  std::printf("polynomial erf: max abs error %.3g (at x = %.6g)\n", max_err, double(at));
+}
+
+TEST(Gelu, ValueAndDerivativeMatchDoublePrecision) {
+  const auto x = torch::linspace(-12.0, 12.0, 480001, torch::kFloat64);
+  const auto erf = torch::erf(x / std::sqrt(2.0));
+  const auto value = 0.5 * x * (1 + erf);
+  const auto slope = 0.5 * (1 + erf) + x * torch::exp(-0.5 * x * x) / std::sqrt(2 * M_PI);
+  auto xf = x.to(torch::kFloat32).requires_grad_(true);
+  const auto y = gelu_erf(xf);
+  y.sum().backward();
+  // Relative to max(1, |x|): the fp32 result's own rounding.
+  const auto scale = x.abs().clamp_min(1.0);
+  EXPECT_LT(((y.to(torch::kFloat64) - value).abs() / scale).max().item<double>(), 3e-7);
+  EXPECT_LT(((xf.grad().to(torch::kFloat64) - slope).abs() / scale).max().item<double>(), 5e-7);
+}
+
+TEST(Gelu, AgreesWithTorchGeluForwardAndBackward) {
+  torch::manual_seed(0);
+  const auto x = torch::randn({3, 37, 129}) * 3;
+  auto a = x.clone().requires_grad_(true), b = x.clone().requires_grad_(true);
+  const auto ya = gelu_erf(a), yb = torch::gelu(b);
+  EXPECT_TRUE(tensors_close("gelu", ya, yb, 1e-6));
+  const auto g = torch::randn_like(ya);
+  (ya * g).sum().backward();
+  (yb * g).sum().backward();
+  EXPECT_TRUE(tensors_close("gelu gradient", a.grad(), b.grad(), 2e-6));
+  // Non-contiguous input, and a dtype the polynomial does not take (falls back to torch::gelu).
+  EXPECT_TRUE(tensors_close("strided", gelu_erf(x.transpose(0, 2)), torch::gelu(x.transpose(0, 2)), 1e-6));
+  EXPECT_TRUE(tensors_close("fp64", gelu_erf(x.to(torch::kFloat64)), torch::gelu(x.to(torch::kFloat64)), 0.0));
+}
+
+}  // namespace
+}  // namespace data2vec::nn
