@@ -153,6 +153,19 @@ TEST(TorchStateDictLimits, OverflowingSizesAreRefused) {
   EXPECT_NE(message.find("overflow"), std::string::npos) << message;
 }
 
+// Found by fuzz/fuzz_torch_state_dict: a damaged pickle made LibTorch's unpickler throw
+// std::out_of_range (vector::_M_range_check), which passed through without the file.
+TEST(TorchStateDictLimits, AnUnpicklerRangeErrorNamesTheFile) {
+  const auto input = data2vec::io::read_file(
+      std::string(DATA2VEC_SOURCE_DIR) +
+      "/fuzz/corpus/torch_state_dict/crash-unpickler-out-of-range");
+  const auto dir = make_temp_dir("pickle-limits");
+  const auto path = dir + "/pytorch_model.bin";
+  data2vec::io::write_file_atomically(path, input);
+  expect_named_error(error_of([&] { data2vec::io::read_torch_state_dict(path); }), path,
+                     "_M_range_check");
+}
+
 // Found by fuzz/fuzz_image: a JPEG whose Huffman table (DHT) lists more than 256 codes made
 // stb_image 2.27 write past its table. The corpus file's first byte is the target's channel
 // choice.

@@ -427,6 +427,8 @@ StateDict read_torch_state_dict(const std::string& path) {
     return state;
   } catch (const c10::Error& e) {
     bad_pickle(path, e.what_without_backtrace());
+  } catch (const std::logic_error& e) {  // the unpickler's vector::at on a damaged pickle
+    bad_pickle(path, e.what());          // (found by fuzz/fuzz_torch_state_dict)
   }
 }
 
