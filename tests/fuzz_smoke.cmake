@@ -46,7 +46,7 @@ elseif(MODE STREQUAL "run")
     set(SECONDS $ENV{D2V_FUZZ_SECONDS})
   endif()
   set(extra)
-  if(TARGET STREQUAL "torch_state_dict")  # LibTorch 1.13's zip reader leaks on damaged archives
+  if("${TARGET}" STREQUAL "torch_state_dict")  # LibTorch 1.13's zip reader leaks on damaged archives
     set(extra -detect_leaks=0)
   endif()
   set(work ${FUZZ_DIR}/smoke/${TARGET})
