@@ -131,8 +131,13 @@ TEST(VisionEncoder, InitFollowsBeit) {
   auto encoder = make_vision_encoder(small_options().dim(64).mlp_dim(256));
   const auto p = named(*encoder);
   const auto& w = p.at("encoder.layer.0.attention.query.weight");
-  EXPECT_NEAR(w.std().item<double>(), 0.02 * 0.88, 0.002);  // std of N(0,1) cut at +-2: 0.88
-  EXPECT_LE(w.abs().max().item<double>(), 0.04 + 1e-7);
+  // fairseq's nn.init.trunc_normal_(std=0.02) cuts at the absolute range [-2, 2], i.e. never:
+  // the std is 0.02 (a cut at +-2 std would give 0.88 x 0.02) and about 4.6% of the 4096
+  // weights lie beyond 2 std.
+  EXPECT_NEAR(w.std().item<double>(), 0.02, 0.001);
+  EXPECT_GT(w.abs().max().item<double>(), 0.04);
+  EXPECT_GT((w.abs() > 0.04).sum().item<int64_t>(), 100);
+  EXPECT_LE(w.abs().max().item<double>(), 2.0);
   EXPECT_EQ(p.at("encoder.layer.0.attention.query.bias").abs().max().item<double>(), 0.0);
   EXPECT_EQ(p.at("encoder.relative_position_bias.relative_position_bias_table")
                 .abs()

@@ -41,13 +41,19 @@ const std::map<std::string, VisionEncoderOptions>& presets() {
   return table;
 }
 
-// Truncated normal (mean 0, `std`, cut at +-2 std) by the inverse CDF, as timm's trunc_normal_.
-void trunc_normal_(torch::Tensor t, double std) {
+// PyTorch's nn.init.trunc_normal_(t, std=std, a=-2, b=2): a normal of mean 0 and `std` cut at
+// the ABSOLUTE range [-2, 2] (inverse-CDF sampling, then a clamp, as torch/nn/init.py does).
+// This is the init data2vec's references run: fairseq's data2vec_vision.py calls
+// nn.init.trunc_normal_(w, std=0.02) and timm's trunc_normal_ has the same absolute defaults;
+// Hugging Face's Data2VecVision _init_weights draws normal_(std=initializer_range) uncut. At
+// std 0.02 the cut sits at +-100 std and never binds: the weights are N(0, 0.02^2), not a
+// normal cut at +-2 std (std 0.88 x 0.02; the TF / JAX ViT convention, which is not meant here).
+void trunc_normal_(torch::Tensor t, double std, double a = -2.0, double b = 2.0) {
   torch::NoGradGuard no_grad;
-  const double lo = 0.5 * (1.0 + std::erf(-2.0 / std::sqrt(2.0)));  // cdf(-2)
-  const double hi = 0.5 * (1.0 + std::erf(2.0 / std::sqrt(2.0)));   // cdf(2)
+  const auto cdf = [](double x) { return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))); };
+  const double lo = cdf(a / std), hi = cdf(b / std);
   t.uniform_(2.0 * lo - 1.0, 2.0 * hi - 1.0).erfinv_().mul_(std * std::sqrt(2.0));
-  t.clamp_(-2.0 * std, 2.0 * std);
+  t.clamp_(a, b);
 }
 
 torch::Tensor pick_block(const nn::BlockOutput& out) {
@@ -264,9 +270,10 @@ VisionEncoderImpl::VisionEncoderImpl(const VisionEncoderOptions& options) : opti
     pooler_layernorm = pooler->register_module("layernorm", torch::nn::LayerNorm(norm_options));
   }
 
-  // BEiT's init: truncated normal 0.02 for every Linear / Conv2d weight and the two tokens, zero
-  // biases, LayerNorms at (1, 0), position tables at zero; then the residual output projections
-  // of layer l (1-based) are divided by sqrt(2 l) so deep stacks start near the identity.
+  // BEiT's init as fairseq's data2vec_vision.py runs it: trunc_normal_ 0.02 (above) for every
+  // Linear / Conv2d weight and the two tokens, zero biases, LayerNorms at (1, 0), position tables
+  // at zero; then the residual output projections of layer l (1-based) are divided by
+  // sqrt(2 l) so deep stacks start near the identity.
   for (auto& module : modules(/*include_self=*/false)) {
     if (auto* linear = module->as<torch::nn::Linear>()) {
       trunc_normal_(linear->weight, 0.02);
