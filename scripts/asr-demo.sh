@@ -7,9 +7,9 @@
 # clips with the saved model.
 #   ASR_CONFIG           pretraining preset            (default configs/audio/speech-tiny.yaml)
 #   ASR_OUT              output folder, replaced       (default runs/asr)
-#   ASR_PRETRAIN_STEPS   data2vec updates              (default 300)
-#   ASR_STEPS            CTC fine-tuning updates       (default 600)
-#   ASR_LR               CTC peak learning rate        (default 1e-3)
+#   ASR_PRETRAIN_STEPS   data2vec updates              (default 60)
+#   ASR_STEPS            CTC fine-tuning updates       (default 150)
+#   ASR_LR               CTC peak learning rate        (default 2e-3)
 #   ASR_SEED             fine-tuning seed              (default 0)
 #   ASR_PRETRAINED       skip pretraining: fine-tune this run (e.g. runs/speech from
 #                        scripts/speech-demo.sh, or a run import-hf made)
@@ -28,18 +28,18 @@ mkdir -p "$out"
 pretrained="${ASR_PRETRAINED:-}"
 if [ -z "$pretrained" ]; then
   pretrained="$out/pretrain"
-  echo "== data2vec pretraining on the training clips' audio ($config, ${ASR_PRETRAIN_STEPS:-300} steps)"
+  echo "== data2vec pretraining on the training clips' audio ($config, ${ASR_PRETRAIN_STEPS:-60} steps)"
   "$bin" manifest "$set/train" --out "$out/train-audio.tsv"
   "$bin" pretrain --config "$config" --out "$pretrained" --set data.dataset="$out/train-audio.tsv" \
-    --set train.max_steps="${ASR_PRETRAIN_STEPS:-300}" --set checkpoint.every=100000
+    --set train.max_steps="${ASR_PRETRAIN_STEPS:-60}" --set checkpoint.every=100000
 fi
 pretrain_done=$(date +%s)
 
 tests=(--test "$set/test-voices/test-voices.tsv" --test "$set/test-engines/test-engines.tsv")
 [ -f "$set/test-digits/test-digits.tsv" ] && tests+=(--test "$set/test-digits/test-digits.tsv")
-echo "== CTC fine-tuning: random init, then data2vec (${ASR_STEPS:-600} updates each)"
+echo "== CTC fine-tuning: random init, then data2vec (${ASR_STEPS:-150} updates each)"
 "$bin" finetune-ctc --checkpoint "$pretrained" --train "$set/train/train.tsv" "${tests[@]}" \
-  --steps "${ASR_STEPS:-600}" --lr "${ASR_LR:-1e-3}" --seed "${ASR_SEED:-0}" \
+  --steps "${ASR_STEPS:-150}" --lr "${ASR_LR:-2e-3}" --seed "${ASR_SEED:-0}" \
   --out "$out/ctc" --report "$out/report.md" >/dev/null
 end=$(date +%s)
 echo "== transcribing two held-out clips with $out/ctc"
