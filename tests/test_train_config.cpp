@@ -1,4 +1,7 @@
 #include <fstream>
+#include <optional>
+#include <set>
+#include <variant>
 
 #include "data2vec/io/config.h"
 #include "support.h"
@@ -172,4 +175,152 @@ TEST(Config, ExplicitKeysWinOverTheAlgorithmsDefaults) {
   // --set model.algorithm=v2 on a file is as good as writing it there.
   const auto plain = write_file(dir, "plain.yaml", "model:\n  modality: vision\n");
   EXPECT_EQ(data2vec::io::load_config(plain, {"model.algorithm=v2"}).model.layer_result, "ffn");
+}
+
+// ---- the key table: every field of every section declared exactly once, with its help ----
+
+namespace {
+
+// Converts to any field type: T{Any{}, ..., Any{}} compiles for up to as many initialisers as
+// the aggregate T has fields (C++17 has no reflection; this is how to count them).
+struct AnyField {
+  template <typename T>
+  operator T() const;  // NOLINT: declared only, used in unevaluated context
+};
+
+template <typename T, typename... Fields>
+constexpr auto initialisable(int) -> decltype(T{Fields{}...}, true) {
+  return true;
+}
+template <typename T, typename... Fields>
+constexpr bool initialisable(long) {
+  return false;
+}
+
+template <typename T, typename... Fields>
+constexpr size_t field_count() {
+  if constexpr (initialisable<T, Fields..., AnyField>(0)) {
+    return field_count<T, Fields..., AnyField>();
+  } else {
+    return sizeof...(Fields);
+  }
+}
+
+// The keys of `section`, checked to point at distinct fields inside `object`.
+template <typename Section>
+size_t distinct_fields_in(const std::vector<data2vec::io::ConfigKey>& keys,
+                          const std::string& section, const Section& object) {
+  std::set<const void*> fields;
+  const auto* begin = reinterpret_cast<const char*>(&object);
+  for (const auto& key : keys) {
+    if (key.name.rfind(section + ".", 0) != 0) continue;
+    const void* field = std::visit([](auto* f) { return static_cast<const void*>(f); }, key.field);
+    const auto* at = static_cast<const char*>(field);
+    EXPECT_TRUE(at >= begin && at < begin + sizeof(Section)) << key.name << " is not in " << section;
+    EXPECT_TRUE(fields.insert(field).second) << key.name << " points at a field already in the table";
+  }
+  return fields.size();
+}
+
+}  // namespace
+
+TEST(ConfigKeys, EveryFieldOfEverySectionAppearsExactlyOnce) {
+  Config c;
+  const auto keys = data2vec::io::config_keys(c);
+  static_assert(field_count<Config>() == 8, "a new section needs its line below");
+  EXPECT_EQ(distinct_fields_in(keys, "train", c.train), field_count<data2vec::io::TrainConfig>());
+  EXPECT_EQ(distinct_fields_in(keys, "model", c.model), field_count<data2vec::io::ModelConfig>());
+  EXPECT_EQ(distinct_fields_in(keys, "ema", c.ema), field_count<data2vec::io::EmaConfig>());
+  EXPECT_EQ(distinct_fields_in(keys, "optim", c.optim), field_count<data2vec::io::OptimConfig>());
+  EXPECT_EQ(distinct_fields_in(keys, "data", c.data), field_count<data2vec::io::DataConfig>());
+  EXPECT_EQ(distinct_fields_in(keys, "log", c.log), field_count<data2vec::io::LogConfig>());
+  EXPECT_EQ(distinct_fields_in(keys, "checkpoint", c.checkpoint),
+            field_count<data2vec::io::CheckpointConfig>());
+  EXPECT_EQ(distinct_fields_in(keys, "eval", c.eval), field_count<data2vec::io::EvalConfig>());
+  // The counter itself counts: TrainConfig has 16 fields.
+  EXPECT_EQ(field_count<data2vec::io::TrainConfig>(), 16u);
+
+  std::set<std::string> names;
+  for (const auto& key : keys) {
+    EXPECT_TRUE(names.insert(key.name).second) << "key declared twice: " << key.name;
+    EXPECT_FALSE(key.help.empty()) << key.name << " has no help text";
+    EXPECT_EQ(key.help.find('\n'), std::string::npos) << key.name << ": help is one line";
+    if (!key.choices.empty()) {
+      EXPECT_TRUE(std::holds_alternative<std::string*>(key.field)) << key.name;
+    }
+  }
+}
+
+TEST(ConfigKeys, ConfigPrintsEveryKeysHelpAsAComment) {
+  const auto text = data2vec::io::to_yaml(Config());
+  EXPECT_NE(text.find("max_steps: 1000  # optimizer steps in the whole run"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("precision: fp32  # fp32 | bf16: "), std::string::npos) << text;
+  Config c;
+  for (const auto& key : data2vec::io::config_keys(c)) {
+    std::string comment = "# ";
+    for (size_t i = 0; i < key.choices.size(); ++i) comment += (i ? " | " : "") + key.choices[i];
+    comment += (key.choices.empty() ? "" : ": ") + key.help + "\n";
+    EXPECT_NE(text.find(comment), std::string::npos) << key.name << ": " << comment;
+  }
+}
+
+// Every key with choices rejects a word outside them, through validate() alone.
+TEST(ConfigKeys, EveryChoiceKeyRejectsOtherWords) {
+  Config c;
+  int checked = 0;
+  for (const auto& key : data2vec::io::config_keys(c)) {
+    if (key.choices.empty()) continue;
+    Config bad;
+    data2vec::io::apply_overrides(bad, {key.name + "=not-a-choice"});
+    const auto message = error_of([&] { data2vec::io::validate(bad); });
+    EXPECT_NE(message.find(key.name), std::string::npos) << message;
+    EXPECT_NE(message.find(key.choices.front()), std::string::npos) << message;
+    for (const auto& choice : key.choices) {
+      Config good;
+      data2vec::io::apply_overrides(good, {key.name + "=" + choice});
+      if (key.name == "model.preset") continue;
+      EXPECT_NO_THROW(data2vec::io::validate(good)) << key.name << "=" << choice;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 10);
+}
+
+// Keys meaning "the modality's default" are optional: unset by default, null or the old
+// sentinels (0 for integers, -1 for numbers) read as unset, values given are range-checked.
+TEST(ConfigKeys, ModalityDefaultsAreOptional) {
+  const Config defaults;
+  EXPECT_FALSE(defaults.model.clone_batch.has_value());
+  EXPECT_FALSE(defaults.model.dropout.has_value());
+  EXPECT_FALSE(defaults.ema.anneal_steps.has_value());
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto path = write_file(dir, "a.yaml",
+                               "model:\n  clone_batch: 4\n  dropout: 0\n  cls_loss: ~\n"
+                               "  decoder_dim: 0\n  layer_scale_init: -1\n");
+  const Config c = data2vec::io::load_config(path);
+  EXPECT_EQ(c.model.clone_batch, std::optional<int64_t>(4));
+  EXPECT_EQ(c.model.dropout, std::optional<double>(0.0));
+  EXPECT_FALSE(c.model.cls_loss.has_value());
+  EXPECT_FALSE(c.model.decoder_dim.has_value());       // legacy 0
+  EXPECT_FALSE(c.model.layer_scale_init.has_value());  // legacy -1
+  EXPECT_FALSE(data2vec::io::load_config(path, {"model.clone_batch="}).model.clone_batch);
+  EXPECT_NE(error_of([&] { data2vec::io::load_config(path, {"model.dropout=1.5"}); })
+                .find("model.dropout"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { data2vec::io::load_config(path, {"model.decoder_kernel=4"}); })
+                .find("odd"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { data2vec::io::load_config(path, {"ema.anneal_steps=-3"}); })
+                .find("ema.anneal_steps"),
+            std::string::npos);
+  // Unset prints as null and reads back unset; set values survive the round trip.
+  const auto text = data2vec::io::to_yaml(c);
+  EXPECT_NE(text.find("cls_loss: ~"), std::string::npos) << text;
+  Config back;
+  data2vec::io::apply_yaml(back, text, "roundtrip");
+  EXPECT_EQ(back.model.clone_batch, c.model.clone_batch);
+  EXPECT_EQ(back.model.dropout, c.model.dropout);
+  EXPECT_FALSE(back.model.cls_loss.has_value());
+  EXPECT_EQ(data2vec::io::to_yaml(back), text);
 }

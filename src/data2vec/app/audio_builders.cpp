@@ -232,8 +232,8 @@ audio::AudioEncoderOptions audio_encoder_options(const io::Config& c) {
                                   : audio::audio_preset(c.model.preset);
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.mask().mask_prob(c.model.mask_prob).mask_length(c.model.mask_length);
-  if (c.model.dropout >= 0) o.dropout(c.model.dropout).attention_dropout(c.model.dropout);
-  if (c.model.pos_conv_kernel > 0) o.pos_conv_kernel(c.model.pos_conv_kernel);
+  if (c.model.dropout) o.dropout(*c.model.dropout).attention_dropout(*c.model.dropout);
+  if (c.model.pos_conv_kernel) o.pos_conv_kernel(*c.model.pos_conv_kernel);
   return o;
 }
 

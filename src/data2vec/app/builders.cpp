@@ -62,8 +62,8 @@ vision::VisionEncoderOptions vision_options(const io::Config& c) {
   o.image_size(c.data.image_size)
       .mask_ratio(c.model.mask_ratio)
       .layer_result(parse_layer_result_kind(c.model.layer_result));
-  if (c.model.dropout >= 0) o.dropout(c.model.dropout);
-  if (c.model.layer_scale_init >= 0) o.layer_scale_init(c.model.layer_scale_init);
+  if (c.model.dropout) o.dropout(*c.model.dropout);
+  if (c.model.layer_scale_init) o.layer_scale_init(*c.model.layer_scale_init);
   return o;
 }
 
@@ -165,7 +165,7 @@ text::TextEncoderOptions text_options(const io::Config& c, int64_t vocab_size) {
                                   : text::text_preset(c.model.preset, vocab_size);
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.masking().mask_prob(c.model.mask_ratio);
-  if (c.model.dropout >= 0) o.dropout(c.model.dropout).attention_dropout(c.model.dropout);
+  if (c.model.dropout) o.dropout(*c.model.dropout).attention_dropout(*c.model.dropout);
   TORCH_CHECK(c.data.max_tokens <= o.max_positions(),
               "config key 'data.max_tokens' = ", c.data.max_tokens, " exceeds the ", c.model.preset,
               " preset's ", o.max_positions(), " positions");
@@ -287,22 +287,20 @@ EncoderFactory make_encoder_factory(const io::Config& config) {
 }
 
 Data2VecOptions make_data2vec_options(const io::Config& c) {
-  // data2vec 2.0 defaults per modality (data2vec 2.0, arXiv 2212.07525); 0 / < 0 in the config = these.
+  // data2vec 2.0 defaults per modality (data2vec 2.0, arXiv 2212.07525) for the unset keys.
   const bool image = c.model.modality == "vision";
-  const int64_t clones = c.model.clone_batch > 0     ? c.model.clone_batch
+  const int64_t clones = c.model.clone_batch       ? *c.model.clone_batch
                          : image                     ? 16
                          : c.model.modality == "toy" ? 4
                                                      : 8;
   return Data2VecOptions()
       .algorithm(parse_algorithm(c.model.algorithm))
       .clone_batch(clones)
-      .decoder_dim(c.model.decoder_dim)
-      .decoder_kernel(c.model.decoder_kernel)
-      .decoder_groups(c.model.decoder_groups)
-      .decoder_layers(c.model.decoder_layers)
-      .cls_loss_weight(c.model.cls_loss >= 0 ? c.model.cls_loss
-                       : image               ? 0.01
-                                             : 0.0)
+      .decoder_dim(c.model.decoder_dim.value_or(0))  // 0: the encoder's decoder
+      .decoder_kernel(c.model.decoder_kernel.value_or(0))
+      .decoder_groups(c.model.decoder_groups.value_or(0))
+      .decoder_layers(c.model.decoder_layers.value_or(0))
+      .cls_loss_weight(c.model.cls_loss.value_or(image ? 0.01 : 0.0))
       .targets(TargetOptions()
                    .top_k_layers(c.model.top_k_layers)
                    .layer_norm_targets(parse_target_norm(c.model.target_layer_norm))
@@ -310,7 +308,7 @@ Data2VecOptions make_data2vec_options(const io::Config& c) {
       .ema(EmaOptions()
                .decay_start(c.ema.decay_start)
                .decay_end(c.ema.decay_end)
-               .anneal_steps(c.ema.anneal_steps > 0 ? c.ema.anneal_steps : c.train.max_steps))
+               .anneal_steps(c.ema.anneal_steps.value_or(c.train.max_steps)))
       .loss(LossOptions().beta(c.model.loss_beta).scale(c.model.loss_scale))
       .head_hidden_mult(c.model.head_hidden_mult);
 }

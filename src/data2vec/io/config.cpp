@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -15,85 +16,132 @@
 namespace data2vec::io {
 
 std::vector<ConfigKey> config_keys(Config& c) {
+  const std::vector<std::string> norms = {"instance_norm", "layer_norm", "none"};
   return {
-      {"train.max_steps", &c.train.max_steps},
-      {"train.batch_size", &c.train.batch_size},
-      {"train.accumulate", &c.train.accumulate},
-      {"train.precision", &c.train.precision},
-      {"train.seed", &c.train.seed},
-      {"train.threads", &c.train.threads},
-      {"train.device", &c.train.device},
-      {"train.num_workers", &c.train.num_workers},
-      {"train.prefetch", &c.train.prefetch},
-      {"train.collapse_warmup", &c.train.collapse_warmup},
-      {"train.min_target_std", &c.train.min_target_std},
-      {"train.min_pred_std", &c.train.min_pred_std},
-      {"train.mask_group", &c.train.mask_group},
-      {"train.dist_backend", &c.train.dist_backend},
-      {"train.dist_timeout_s", &c.train.dist_timeout_s},
-      {"train.bucket_mb", &c.train.bucket_mb},
-      {"model.modality", &c.model.modality},
-      {"model.preset", &c.model.preset},
-      {"model.hf_config", &c.model.hf_config},
-      {"model.algorithm", &c.model.algorithm},
-      {"model.top_k_layers", &c.model.top_k_layers},
-      {"model.layer_result", &c.model.layer_result},
-      {"model.target_layer_norm", &c.model.target_layer_norm},
-      {"model.target_final_norm", &c.model.target_final_norm},
-      {"model.loss_beta", &c.model.loss_beta},
-      {"model.loss_scale", &c.model.loss_scale},
-      {"model.head_hidden_mult", &c.model.head_hidden_mult},
-      {"model.mask_ratio", &c.model.mask_ratio},
-      {"model.mask_prob", &c.model.mask_prob},
-      {"model.mask_length", &c.model.mask_length},
-      {"model.pos_conv_kernel", &c.model.pos_conv_kernel},
-      {"model.dropout", &c.model.dropout},
-      {"model.layer_scale_init", &c.model.layer_scale_init},
-      {"model.clone_batch", &c.model.clone_batch},
-      {"model.decoder_dim", &c.model.decoder_dim},
-      {"model.decoder_kernel", &c.model.decoder_kernel},
-      {"model.decoder_groups", &c.model.decoder_groups},
-      {"model.decoder_layers", &c.model.decoder_layers},
-      {"model.cls_loss", &c.model.cls_loss},
-      {"ema.decay_start", &c.ema.decay_start},
-      {"ema.decay_end", &c.ema.decay_end},
-      {"ema.anneal_steps", &c.ema.anneal_steps},
-      {"optim.name", &c.optim.name},
-      {"optim.lr", &c.optim.lr},
-      {"optim.beta1", &c.optim.beta1},
-      {"optim.beta2", &c.optim.beta2},
-      {"optim.eps", &c.optim.eps},
-      {"optim.weight_decay", &c.optim.weight_decay},
-      {"optim.schedule", &c.optim.schedule},
-      {"optim.warmup_steps", &c.optim.warmup_steps},
-      {"optim.final_lr_scale", &c.optim.final_lr_scale},
-      {"optim.tri_stage_warmup", &c.optim.tri_stage_warmup},
-      {"optim.tri_stage_hold", &c.optim.tri_stage_hold},
-      {"optim.tri_stage_decay", &c.optim.tri_stage_decay},
-      {"optim.clip_grad_norm", &c.optim.clip_grad_norm},
-      {"data.dataset", &c.data.dataset},
-      {"data.root", &c.data.root},
-      {"data.tokenizer", &c.data.tokenizer},
-      {"data.image_size", &c.data.image_size},
-      {"data.augment", &c.data.augment},
-      {"data.crop_scale_min", &c.data.crop_scale_min},
-      {"data.max_samples", &c.data.max_samples},
-      {"data.pack", &c.data.pack},
-      {"data.max_tokens", &c.data.max_tokens},
-      {"data.limit", &c.data.limit},
-      {"log.every", &c.log.every},
-      {"log.tensorboard", &c.log.tensorboard},
-      {"log.progress_seconds", &c.log.progress_seconds},
-      {"checkpoint.every", &c.checkpoint.every},
-      {"checkpoint.keep", &c.checkpoint.keep},
-      {"eval.knn_every", &c.eval.knn_every},
-      {"eval.knn_k", &c.eval.knn_k},
-      {"eval.knn_train_size", &c.eval.knn_train_size},
-      {"eval.knn_test_size", &c.eval.knn_test_size},
-      {"eval.tasks", &c.eval.tasks},
-      {"eval.probe_train_limit", &c.eval.probe_train_limit},
-      {"eval.probe_layer", &c.eval.probe_layer},
-      {"eval.batch_size", &c.eval.batch_size},
+      {"train.max_steps", &c.train.max_steps, "optimizer steps in the whole run"},
+      {"train.batch_size", &c.train.batch_size, "examples per micro-batch (per process)"},
+      {"train.accumulate", &c.train.accumulate, "micro-batches per optimizer step"},
+      {"train.precision", &c.train.precision,
+       "autocast precision; weights, EMA and targets stay fp32", {"fp32", "bf16"}},
+      {"train.seed", &c.train.seed,
+       "seeds init, masks, dropout, data order and augmentation"},
+      {"train.threads", &c.train.threads, "intra-op threads; 0 = all cores"},
+      {"train.device", &c.train.device, "auto = cuda when available", {"cpu", "cuda", "auto"}},
+      {"train.num_workers", &c.train.num_workers, "background data-loading threads"},
+      {"train.prefetch", &c.train.prefetch, "batches loaded ahead of the step"},
+      {"train.collapse_warmup", &c.train.collapse_warmup,
+       "steps before the collapse check starts"},
+      {"train.min_target_std", &c.train.min_target_std,
+       "collapse when the target std falls below (fairseq min_target_var)"},
+      {"train.min_pred_std", &c.train.min_pred_std,
+       "collapse when the prediction std falls below (fairseq min_pred_var)"},
+      {"train.mask_group", &c.train.mask_group,
+       "examples per mask draw (seeded by their global position); 0 = the micro-batch"},
+      {"train.dist_backend", &c.train.dist_backend,
+       "several processes: auto = nccl on cuda, gloo on cpu", {"auto", "gloo", "nccl"}},
+      {"train.dist_timeout_s", &c.train.dist_timeout_s,
+       "a collective waiting longer than this fails the run"},
+      {"train.bucket_mb", &c.train.bucket_mb, "gradient all-reduce bucket size (MB)"},
+      {"model.modality", &c.model.modality, "the encoder family",
+       {"toy", "vision", "audio", "text"}},
+      {"model.preset", &c.model.preset,
+       "encoder size preset of the modality; hf = built from model.hf_config"},
+      {"model.hf_config", &c.model.hf_config,
+       "preset hf: the Hugging Face config.json (JSON text) the encoder is built from "
+       "(import-hf writes it)"},
+      {"model.algorithm", &c.model.algorithm, "v1 = data2vec 1.0, v2 = data2vec 2.0",
+       {"v1", "v2"}},
+      {"model.top_k_layers", &c.model.top_k_layers,
+       "K: targets average the LAST K layer results"},
+      {"model.layer_result", &c.model.layer_result,
+       "which tensor is a layer result: the feed-forward output or the block's (v2 default ffn)",
+       {"ffn", "block"}},
+      {"model.target_layer_norm", &c.model.target_layer_norm,
+       "normalisation of each of the K layers (v2 default instance_norm)", norms},
+      {"model.target_final_norm", &c.model.target_final_norm,
+       "normalisation of their average (v2 default: layer_norm for images, else none)", norms},
+      {"model.loss_beta", &c.model.loss_beta,
+       "0 = squared error, > 0 = smooth L1 with this beta (v2 default 0)"},
+      {"model.loss_scale", &c.model.loss_scale,
+       "per-position loss scale; 0 = 1/sqrt(D) (v2 default: text 1, else 0)"},
+      {"model.head_hidden_mult", &c.model.head_hidden_mult,
+       "v1 head: 0 = Linear(D,D); m = Linear(D,mD)-GELU-Linear(mD,D)"},
+      {"model.mask_ratio", &c.model.mask_ratio,
+       "vision: masked patch fraction; text: selected token fraction (v2: 0.8 images, 0.48 text)"},
+      {"model.mask_prob", &c.model.mask_prob, "audio: span start probability"},
+      {"model.mask_length", &c.model.mask_length, "audio: span length in frames"},
+      {"model.pos_conv_kernel", &c.model.pos_conv_kernel,
+       "audio: kernel of each positional conv layer; unset = the preset's (19)"},
+      {"model.dropout", &c.model.dropout, "encoder dropout; unset = the preset's"},
+      {"model.layer_scale_init", &c.model.layer_scale_init,
+       "vision layer scale (0 = none); unset = the preset's"},
+      {"model.clone_batch", &c.model.clone_batch,
+       "v2: masked copies per example; unset = images 16, audio / text 8, toy 4"},
+      {"model.decoder_dim", &c.model.decoder_dim,
+       "v2: CNN decoder width; unset = images / text 768, audio 384"},
+      {"model.decoder_kernel", &c.model.decoder_kernel,
+       "v2: decoder conv kernel (odd); unset = images 3, audio 7, text 9"},
+      {"model.decoder_groups", &c.model.decoder_groups,
+       "v2: decoder conv groups; unset = images / audio 16, text 1"},
+      {"model.decoder_layers", &c.model.decoder_layers,
+       "v2: decoder conv blocks; unset = images 6, audio 4, text 5"},
+      {"model.cls_loss", &c.model.cls_loss,
+       "v2: CLS loss weight; unset = 0.01 for images, else 0"},
+      {"ema.decay_start", &c.ema.decay_start, "teacher decay tau at step 0"},
+      {"ema.decay_end", &c.ema.decay_end, "tau after the anneal; 1 freezes the teacher"},
+      {"ema.anneal_steps", &c.ema.anneal_steps,
+       "steps from decay_start to decay_end; unset = train.max_steps"},
+      {"optim.name", &c.optim.name,
+       "adam (fairseq's, with decoupled decay) or adamw: the same update", {"adam", "adamw"}},
+      {"optim.lr", &c.optim.lr, "peak learning rate"},
+      {"optim.beta1", &c.optim.beta1, "Adam beta1"},
+      {"optim.beta2", &c.optim.beta2, "Adam beta2"},
+      {"optim.eps", &c.optim.eps, "Adam epsilon"},
+      {"optim.weight_decay", &c.optim.weight_decay,
+       "not applied to biases, norms, layer scales, tokens, positions"},
+      {"optim.schedule", &c.optim.schedule, "learning-rate schedule",
+       {"cosine", "linear", "tri_stage", "constant"}},
+      {"optim.warmup_steps", &c.optim.warmup_steps,
+       "linear warm-up from 0 (cosine, linear, constant)"},
+      {"optim.final_lr_scale", &c.optim.final_lr_scale,
+       "lr at the end of cosine / linear / tri-stage decay, x peak"},
+      {"optim.tri_stage_warmup", &c.optim.tri_stage_warmup,
+       "tri_stage: warm-up fraction of max_steps"},
+      {"optim.tri_stage_hold", &c.optim.tri_stage_hold, "tri_stage: hold fraction of max_steps"},
+      {"optim.tri_stage_decay", &c.optim.tri_stage_decay,
+       "tri_stage: decay fraction of max_steps"},
+      {"optim.clip_grad_norm", &c.optim.clip_grad_norm, "0 = no clipping"},
+      {"data.dataset", &c.data.dataset, "the modality's reader (see configs/ and README)"},
+      {"data.root", &c.data.root, "where the data lives"},
+      {"data.tokenizer", &c.data.tokenizer, "text: SentencePiece model directory"},
+      {"data.image_size", &c.data.image_size, "vision: input size"},
+      {"data.augment", &c.data.augment,
+       "vision: random resized crop + flip during pretraining"},
+      {"data.crop_scale_min", &c.data.crop_scale_min, "vision: smallest crop area fraction"},
+      {"data.max_samples", &c.data.max_samples,
+       "audio: random crop length in samples (16 kHz)"},
+      {"data.pack", &c.data.pack, "audio pretraining: join short utterances into max_samples"},
+      {"data.max_tokens", &c.data.max_tokens, "text: tokens per block"},
+      {"data.limit", &c.data.limit, "use only the first N examples; 0 = all"},
+      {"log.every", &c.log.every, "steps between metrics.jsonl records"},
+      {"log.tensorboard", &c.log.tensorboard, "write TensorBoard event files to DIR/tb"},
+      {"log.progress_seconds", &c.log.progress_seconds,
+       "plain progress line interval when not on a terminal"},
+      {"checkpoint.every", &c.checkpoint.every,
+       "steps between checkpoints (and one at the end)"},
+      {"checkpoint.keep", &c.checkpoint.keep, "step_<N> checkpoints kept (the newest)"},
+      {"eval.knn_every", &c.eval.knn_every, "steps between k-NN monitor runs; 0 = off"},
+      {"eval.knn_k", &c.eval.knn_k, "neighbours of the k-NN monitor"},
+      {"eval.knn_train_size", &c.eval.knn_train_size,
+       "examples from the train split used as the k-NN memory"},
+      {"eval.knn_test_size", &c.eval.knn_test_size, "examples from the test split scored"},
+      {"eval.tasks", &c.eval.tasks,
+       "comma-separated labelled tasks to evaluate; empty = data.dataset's"},
+      {"eval.probe_train_limit", &c.eval.probe_train_limit,
+       "train examples the linear probes fit on; 0 = all"},
+      {"eval.probe_layer", &c.eval.probe_layer,
+       "what the probes pool: final, 0 (local features) or k (block k)"},
+      {"eval.batch_size", &c.eval.batch_size, "examples per evaluation batch"},
   };
 }
 
@@ -113,13 +161,24 @@ const char* type_name(const FieldRef& field) {
     case 0: return "an integer";
     case 1: return "a number";
     case 2: return "true or false";
-    default: return "a string";
+    case 3: return "a string";
+    case 4: return "an integer, or null for the default";
+    default: return "a number, or null for the default";
   }
 }
 
-// Sets one field from a YAML scalar, or explains why the value does not fit.
+// A YAML null: `~`, `null`, nothing after the colon, or `--set key=` with nothing after the `=`.
+bool is_null(const YAML::Node& value) {
+  if (value.IsNull()) return true;
+  const auto& text = value.Scalar();
+  return value.IsScalar() && (text.empty() || text == "~" || text == "null");
+}
+
+// Sets one field from a YAML scalar, or explains why the value does not fit. An optional field
+// takes null as "unset"; configurations written before these keys became optional spelt unset
+// as 0 (integers) or -1 (numbers), and those values still read as unset.
 void assign(const ConfigKey& key, const YAML::Node& value, const std::string& source) {
-  if (!value.IsScalar()) {
+  if (!value.IsNull() && !value.IsScalar()) {
     config_error(source, value.Mark(), "key '" + key.name + "' expects " + type_name(key.field) +
                                            ", got a " + (value.IsMap() ? "map" : "list"));
   }
@@ -127,13 +186,26 @@ void assign(const ConfigKey& key, const YAML::Node& value, const std::string& so
     std::visit(
         [&](auto* field) {
           using T = std::remove_pointer_t<decltype(field)>;
-          *field = value.as<T>();
+          if constexpr (std::is_same_v<T, std::optional<int64_t>>) {
+            field->reset();
+            if (is_null(value)) return;
+            const auto v = value.as<int64_t>();
+            if (v != 0) *field = v;
+          } else if constexpr (std::is_same_v<T, std::optional<double>>) {
+            field->reset();
+            if (is_null(value)) return;
+            const auto v = value.as<double>();
+            if (v != -1.0) *field = v;
+          } else {
+            if (value.IsNull()) throw YAML::BadConversion(value.Mark());
+            *field = value.as<T>();
+          }
         },
         key.field);
   } catch (const YAML::BadConversion&) {
     config_error(source, value.Mark(),
                  "key '" + key.name + "' expects " + type_name(key.field) + ", got '" +
-                     value.Scalar() + "'");
+                     (value.IsNull() ? std::string("null") : value.Scalar()) + "'");
   }
 }
 
@@ -324,21 +396,14 @@ void validate(const Config& c, const ConfigOrigins* origins) {
     check.fail("model.hf_config",
                "must be set exactly when model.preset is 'hf' (data2vec import-hf writes both)");
   }
-  check.one_of("train.precision", c.train.precision, {"fp32", "bf16"});
-  check.one_of("train.device", c.train.device, {"cpu", "cuda", "auto"});
-  check.one_of("train.dist_backend", c.train.dist_backend, {"auto", "gloo", "nccl"});
+  // Every key that takes one of a few words, from the key table: the one place they are listed.
+  Config copy = c;
+  for (const auto& key : config_keys(copy)) {
+    if (!key.choices.empty()) check.one_of(key.name, *std::get<std::string*>(key.field), key.choices);
+  }
   check.positive("train.dist_timeout_s", c.train.dist_timeout_s);
   check.positive("train.bucket_mb", c.train.bucket_mb);
   check.non_negative("train.mask_group", c.train.mask_group);
-  check.one_of("model.modality", c.model.modality, {"toy", "vision", "audio", "text"});
-  check.one_of("model.algorithm", c.model.algorithm, {"v1", "v2"});
-  check.one_of("model.layer_result", c.model.layer_result, {"ffn", "block"});
-  check.one_of("model.target_layer_norm", c.model.target_layer_norm,
-               {"instance_norm", "layer_norm", "none"});
-  check.one_of("model.target_final_norm", c.model.target_final_norm,
-               {"instance_norm", "layer_norm", "none"});
-  check.one_of("optim.name", c.optim.name, {"adam", "adamw"});
-  check.one_of("optim.schedule", c.optim.schedule, {"cosine", "linear", "tri_stage", "constant"});
   check.positive("train.max_steps", c.train.max_steps);
   check.positive("train.batch_size", c.train.batch_size);
   check.positive("train.accumulate", c.train.accumulate);
@@ -352,21 +417,33 @@ void validate(const Config& c, const ConfigOrigins* origins) {
         {"ema.decay_end", c.ema.decay_end}}) {
     if (value < 0 || value > 1) check.fail(key, "must be in [0, 1], got " + Checker::number(value));
   }
-  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"model.clone_batch", c.model.clone_batch},
-                                   {"model.decoder_dim", c.model.decoder_dim},
-                                   {"model.decoder_kernel", c.model.decoder_kernel},
-                                   {"model.decoder_groups", c.model.decoder_groups},
-                                   {"model.decoder_layers", c.model.decoder_layers}}) {
-    check.non_negative(key, value, " (0 = the modality's default)");
+  // Optional keys: unset is the modality's default; a value given must be usable.
+  for (const auto& [key, value] :
+       {std::pair<const char*, std::optional<int64_t>>{"model.clone_batch", c.model.clone_batch},
+        {"model.decoder_dim", c.model.decoder_dim},
+        {"model.decoder_kernel", c.model.decoder_kernel},
+        {"model.decoder_groups", c.model.decoder_groups},
+        {"model.decoder_layers", c.model.decoder_layers},
+        {"model.pos_conv_kernel", c.model.pos_conv_kernel},
+        {"ema.anneal_steps", c.ema.anneal_steps}}) {
+    if (value) check.positive(key, *value);
   }
-  if (c.model.decoder_kernel > 0 && c.model.decoder_kernel % 2 == 0) {
+  if (c.model.decoder_kernel && *c.model.decoder_kernel % 2 == 0) {
     check.fail("model.decoder_kernel",
-               "must be odd (same padding), got " + std::to_string(c.model.decoder_kernel));
+               "must be odd (same padding), got " + std::to_string(*c.model.decoder_kernel));
+  }
+  if (c.model.dropout && (*c.model.dropout < 0 || *c.model.dropout >= 1)) {
+    check.fail("model.dropout", "must be in [0, 1), got " + Checker::number(*c.model.dropout));
+  }
+  for (const auto& [key, value] :
+       {std::pair<const char*, std::optional<double>>{"model.layer_scale_init",
+                                                      c.model.layer_scale_init},
+        {"model.cls_loss", c.model.cls_loss}}) {
+    if (value && *value < 0) check.fail(key, "must be >= 0, got " + Checker::number(*value));
   }
   if (c.model.mask_ratio <= 0 || c.model.mask_ratio >= 1) {
     check.fail("model.mask_ratio", "must be in (0, 1), got " + Checker::number(c.model.mask_ratio));
   }
-  check.non_negative("model.pos_conv_kernel", c.model.pos_conv_kernel, " (0 = the preset's)");
   if (c.data.pack && c.data.max_samples <= 0) {
     check.fail("data.pack", "needs data.max_samples > 0 (the packed length)");
   }
@@ -382,6 +459,12 @@ std::string to_yaml(const Config& config) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   std::string section;
+  const auto number = [](double value) {
+    std::ostringstream text;
+    text.precision(17);
+    text << value;
+    return text.str();
+  };
   for (const auto& key : config_keys(copy)) {
     const auto dot = key.name.find('.');
     const auto key_section = key.name.substr(0, dot);
@@ -395,15 +478,31 @@ std::string to_yaml(const Config& config) {
         [&](auto* field) {
           using T = std::remove_pointer_t<decltype(field)>;
           if constexpr (std::is_same_v<T, double>) {
-            std::ostringstream number;
-            number.precision(17);
-            number << *field;
-            out << number.str();
+            out << number(*field);
+          } else if constexpr (std::is_same_v<T, std::optional<double>>) {
+            if (*field) {
+              out << number(**field);
+            } else {
+              out << YAML::Null;
+            }
+          } else if constexpr (std::is_same_v<T, std::optional<int64_t>>) {
+            if (*field) {
+              out << **field;
+            } else {
+              out << YAML::Null;
+            }
           } else {
             out << *field;
           }
         },
         key.field);
+    std::string help = key.help;
+    if (!key.choices.empty()) {
+      std::string list;
+      for (const auto& choice : key.choices) list += (list.empty() ? "" : " | ") + choice;
+      help = list + ": " + help;
+    }
+    out << YAML::Comment(help);
   }
   if (!section.empty()) out << YAML::EndMap;
   out << YAML::EndMap;

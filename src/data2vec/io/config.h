@@ -8,115 +8,121 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
 
 namespace data2vec::io {
 
+// The sections of the configuration. Each field's help text, its choices and what an unset
+// optional means are in the key table (config_keys() in config.cpp), declared there once; the
+// defaults are here. `data2vec config` prints the resolved values with the help as comments.
+// std::optional fields: unset (YAML null, or no key) means the modality's or preset's default.
+
 struct TrainConfig {
-  int64_t max_steps = 1000;      // optimizer steps in the whole run
-  int64_t batch_size = 64;       // examples per micro-batch (per process)
-  int64_t accumulate = 1;        // micro-batches per optimizer step
-  std::string precision = "fp32";  // fp32 | bf16 (autocast; weights, EMA and targets stay fp32)
-  int64_t seed = 1;              // seeds init, masks, dropout, data order and augmentation
-  int64_t threads = 0;           // intra-op threads; 0 = all cores
-  std::string device = "auto";   // cpu | cuda | auto (cuda when available)
-  int64_t num_workers = 2;       // background data-loading threads
-  int64_t prefetch = 4;          // batches loaded ahead of the step
-  int64_t collapse_warmup = 5000;  // steps before the collapse check starts
-  double min_target_std = 0.1;   // collapse when the target std falls below (fairseq min_target_var)
-  double min_pred_std = 0.01;    // collapse when the prediction std falls below (min_pred_var)
-  int64_t mask_group = 0;        // examples per mask draw (seeded by their global position); 0 = the micro-batch
-  std::string dist_backend = "auto";  // several processes: auto (nccl on cuda, gloo on cpu) | gloo | nccl
-  int64_t dist_timeout_s = 300;  // a collective waiting longer than this fails the run
-  double bucket_mb = 25.0;       // gradient all-reduce bucket size
+  int64_t max_steps = 1000;
+  int64_t batch_size = 64;
+  int64_t accumulate = 1;
+  std::string precision = "fp32";
+  int64_t seed = 1;
+  int64_t threads = 0;
+  std::string device = "auto";
+  int64_t num_workers = 2;
+  int64_t prefetch = 4;
+  int64_t collapse_warmup = 5000;
+  double min_target_std = 0.1;
+  double min_pred_std = 0.01;
+  int64_t mask_group = 0;
+  std::string dist_backend = "auto";
+  int64_t dist_timeout_s = 300;
+  double bucket_mb = 25.0;
 };
 
 struct ModelConfig {
-  std::string modality = "vision";  // toy | vision | audio | text
-  std::string preset = "tiny";      // encoder size preset of the modality; hf = model.hf_config
-  std::string hf_config = "";       // preset hf: the Hugging Face config.json (JSON text) the encoder is built from (import-hf writes it)
-  std::string algorithm = "v1";     // v1 (data2vec) | v2 (data2vec 2.0)
-  int64_t top_k_layers = 6;         // K: targets average the LAST K layer results
+  std::string modality = "vision";
+  std::string preset = "tiny";
+  std::string hf_config = "";
+  std::string algorithm = "v1";
+  int64_t top_k_layers = 6;
   // The defaults of the next six keys are the vision 1.0 recipe's; with algorithm v2, load_config
   // gives the keys a file or --set leaves unset 2.0's instead (apply_algorithm_defaults).
-  std::string layer_result = "block";        // ffn | block: which tensor is a layer result
-  std::string target_layer_norm = "layer_norm";  // per-layer: instance_norm | layer_norm | none
-  std::string target_final_norm = "layer_norm";  // of the average: instance_norm | layer_norm | none
-  double loss_beta = 2.0;           // 0 = squared error, > 0 = smooth L1 with this beta
-  double loss_scale = 1.0;          // per-position loss scale; 0 = 1/sqrt(D)
-  int64_t head_hidden_mult = 0;     // 0: Linear(D,D) head; m: Linear(D,mD)-GELU-Linear(mD,D)
-  double mask_ratio = 0.6;          // vision: masked patch fraction; text: selected token fraction
-  double mask_prob = 0.65;          // audio: span start probability
-  int64_t mask_length = 10;         // audio: span length in frames
-  int64_t pos_conv_kernel = 0;     // audio: kernel of each positional conv layer; 0 = the preset's (19)
-  double dropout = -1;              // encoder dropout; < 0 = the preset's
-  double layer_scale_init = -1;     // vision layer scale; < 0 = the preset's
-  // data2vec 2.0 (algorithm v2); 0 / < 0 = the modality's default (data2vec 2.0, arXiv 2212.07525)
-  int64_t clone_batch = 0;          // masked copies per example; 0 = image 16, audio / text 8, toy 4
-  int64_t decoder_dim = 0;          // CNN decoder width; 0 = image / text 768, audio 384
-  int64_t decoder_kernel = 0;       // decoder conv kernel (odd); 0 = image 3, audio 7, text 9
-  int64_t decoder_groups = 0;       // decoder conv groups; 0 = image / audio 16, text 1
-  int64_t decoder_layers = 0;       // decoder conv blocks; 0 = image 6, audio 4, text 5
-  double cls_loss = -1;             // CLS loss weight; < 0 = 0.01 for images, else 0
+  std::string layer_result = "block";
+  std::string target_layer_norm = "layer_norm";
+  std::string target_final_norm = "layer_norm";
+  double loss_beta = 2.0;
+  double loss_scale = 1.0;
+  int64_t head_hidden_mult = 0;
+  double mask_ratio = 0.6;
+  double mask_prob = 0.65;
+  int64_t mask_length = 10;
+  std::optional<int64_t> pos_conv_kernel;
+  std::optional<double> dropout;
+  std::optional<double> layer_scale_init;
+  // data2vec 2.0 (algorithm v2, arXiv 2212.07525)
+  std::optional<int64_t> clone_batch;
+  std::optional<int64_t> decoder_dim;
+  std::optional<int64_t> decoder_kernel;
+  std::optional<int64_t> decoder_groups;
+  std::optional<int64_t> decoder_layers;
+  std::optional<double> cls_loss;
 };
 
 struct EmaConfig {
-  double decay_start = 0.9998;  // tau at step 0
-  double decay_end = 0.9999;    // tau after the anneal; 1 freezes the teacher
-  int64_t anneal_steps = 0;     // steps from start to end; 0 = the run's max_steps
+  double decay_start = 0.9998;
+  double decay_end = 0.9999;
+  std::optional<int64_t> anneal_steps;
 };
 
 struct OptimConfig {
-  std::string name = "adamw";   // adam (fairseq's: decoupled decay) | adamw (the same update)
-  double lr = 1e-3;             // peak learning rate
+  std::string name = "adamw";
+  double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double weight_decay = 0.05;   // not applied to biases, norms, layer scales, tokens, positions
-  std::string schedule = "cosine";  // cosine | linear | tri_stage | constant
-  int64_t warmup_steps = 100;   // linear warm-up from 0 (cosine, linear, constant)
-  double final_lr_scale = 0.0;  // lr at the end of cosine / linear / tri-stage decay, x peak
-  double tri_stage_warmup = 0.03;  // tri-stage fractions of max_steps: warm-up, hold, decay
+  double weight_decay = 0.05;
+  std::string schedule = "cosine";
+  int64_t warmup_steps = 100;
+  double final_lr_scale = 0.0;
+  double tri_stage_warmup = 0.03;
   double tri_stage_hold = 0.9;
   double tri_stage_decay = 0.07;
-  double clip_grad_norm = 3.0;  // 0 = no clipping
+  double clip_grad_norm = 3.0;
 };
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // the modality's reader (see configs/ and README)
-  std::string root = "data/fashion-mnist";  // where the data lives
-  std::string tokenizer = "";    // text: SentencePiece model directory
-  int64_t image_size = 28;       // vision: input size
-  bool augment = true;           // vision: random resized crop + flip during pretraining
-  double crop_scale_min = 0.35;  // vision: smallest crop area fraction
-  int64_t max_samples = 250000;  // audio: random crop length in samples (16 kHz)
-  bool pack = false;             // audio pretraining: join short utterances into max_samples
-  int64_t max_tokens = 512;      // text: tokens per block
-  int64_t limit = 0;             // use only the first N examples; 0 = all
+  std::string dataset = "fashion-mnist";
+  std::string root = "data/fashion-mnist";
+  std::string tokenizer = "";
+  int64_t image_size = 28;
+  bool augment = true;
+  double crop_scale_min = 0.35;
+  int64_t max_samples = 250000;
+  bool pack = false;
+  int64_t max_tokens = 512;
+  int64_t limit = 0;
 };
 
 struct LogConfig {
-  int64_t every = 10;            // steps between metrics.jsonl records
-  bool tensorboard = true;       // write TensorBoard event files to DIR/tb
-  double progress_seconds = 30;  // plain progress line interval when not on a terminal
+  int64_t every = 10;
+  bool tensorboard = true;
+  double progress_seconds = 30;
 };
 
 struct CheckpointConfig {
-  int64_t every = 500;  // steps between checkpoints (and one at the end)
-  int64_t keep = 3;     // step_<N> checkpoints kept (the newest)
+  int64_t every = 500;
+  int64_t keep = 3;
 };
 
 struct EvalConfig {
-  int64_t knn_every = 0;        // steps between k-NN monitor runs; 0 = off
+  int64_t knn_every = 0;
   int64_t knn_k = 20;
-  int64_t knn_train_size = 5000;  // examples from the train split used as the k-NN memory
-  int64_t knn_test_size = 2000;   // examples from the test split scored
+  int64_t knn_train_size = 5000;
+  int64_t knn_test_size = 2000;
   int64_t batch_size = 256;
-  std::string tasks = "";         // comma-separated labelled tasks to evaluate; empty = data.dataset's
-  int64_t probe_train_limit = 0;  // train examples the linear probes fit on; 0 = all
-  std::string probe_layer = "final";  // what the probes pool: final | 0 (local features) | k (block k)
+  std::string tasks = "";
+  int64_t probe_train_limit = 0;
+  std::string probe_layer = "final";
 };
 
 struct Config {
@@ -130,11 +136,16 @@ struct Config {
   EvalConfig eval;
 };
 
-// One key of the table: a dotted name bound to a field of a Config.
-using FieldRef = std::variant<int64_t*, double*, bool*, std::string*>;
+// One key of the table: a dotted name bound to a field of a Config, with its help text and,
+// for a key that takes one of a few words, the words it accepts (checked by validate(), the
+// one place enum values are checked; the modules parse them again into their enums).
+using FieldRef = std::variant<int64_t*, double*, bool*, std::string*, std::optional<int64_t>*,
+                              std::optional<double>*>;
 struct ConfigKey {
   std::string name;  // e.g. "train.max_steps"
   FieldRef field;
+  std::string help;                  // one line; an optional key says what unset means
+  std::vector<std::string> choices;  // empty: any value of the field's type
 };
 
 // Every key of `config`, bound to its fields, in documentation order.
@@ -169,7 +180,8 @@ void validate(const Config& config, const ConfigOrigins* origins = nullptr);
 // Keys set explicitly keep their values. load_config applies it; v1 configs are left alone.
 void apply_algorithm_defaults(Config& config, const ConfigOrigins& origins);
 
-// The resolved configuration as YAML (every key), readable by load_config.
+// The resolved configuration as YAML (every key, each with its help as a comment; an unset
+// optional key as null), readable by load_config.
 std::string to_yaml(const Config& config);
 
 }  // namespace data2vec::io

@@ -184,13 +184,141 @@ void check_ranks_agree(ProcessGroup& group, Data2VecImpl& model, int64_t step) {
   }
 }
 
+// The logged scalars of one optimizer step: means over its micro-batches (and, when
+// distributed, over the ranks), and the examples it saw.
+struct StepStats {
+  double loss = 0, target_std = 0, pred_std = 0, masked_frac = 0;
+  int64_t samples = 0;
+  bool stop_requested = false;  // SIGINT / SIGTERM on any rank
+};
+
+// Forward and backward of the step's `accumulate` micro-batches: gradients accumulate in the
+// parameters, `loss / accumulate` each. The logged scalars stay on the device until the end:
+// one copy to the host per step.
+StepStats forward_backward(Data2VecImpl& model, DataLoader& loader, const io::Config& cfg,
+                           const torch::Device& device, int rank, GradientSync* gradient_sync,
+                           int64_t& bad_samples) {
+  const int64_t accumulate = cfg.train.accumulate;
+  std::vector<torch::Tensor> scalars;  // per micro-batch: [4] fp64 loss, target_std, pred_std, masked_frac
+  StepStats stats;
+  for (int64_t micro = 0; micro < accumulate; ++micro) {
+    LoadedBatch loaded = loader.next();
+    for (const auto& message : loaded.bad_samples) spdlog::warn("skipped bad sample: {}", message);
+    bad_samples += int64_t(loaded.bad_samples.size());
+    const EncoderInput input = loaded.batch.input.to(device);
+    const MaskedInput masked = draw_masks(model, input, cfg.train.mask_group,
+                                          uint64_t(cfg.train.seed), loaded.index,
+                                          int64_t(rank) * cfg.train.batch_size);
+    Data2VecOutput out;
+    {
+      AutocastGuard autocast(device, cfg.train.precision);
+      out = model.forward_masked(input, masked);
+    }
+    if (gradient_sync && micro + 1 == accumulate) gradient_sync->arm();
+    (out.loss / double(accumulate)).backward();
+    scalars.push_back(torch::stack({out.loss.detach().to(torch::kFloat64),
+                                    out.target_std.detach().to(torch::kFloat64),
+                                    out.pred_std.detach().to(torch::kFloat64),
+                                    out.masked_frac.detach().to(torch::kFloat64)}));
+    stats.samples += input.batch_size();
+  }
+  // fp32 -> fp64 is exact: the same doubles, summed in the same order, as reading each scalar.
+  const auto host = torch::stack(scalars).cpu();  // [accumulate,4]
+  const auto v = host.accessor<double, 2>();
+  for (int64_t micro = 0; micro < accumulate; ++micro) {
+    stats.loss += v[micro][0] / double(accumulate);
+    stats.target_std += v[micro][1] / double(accumulate);
+    stats.pred_std += v[micro][2] / double(accumulate);
+    stats.masked_frac += v[micro][3] / double(accumulate);
+  }
+  return stats;
+}
+
+// Finishes the gradient all-reduce and averages the step's scalars over the ranks, so that every
+// rank takes the same decisions (stop, collapse, non-finite) from the same numbers.
+void reduce_across_ranks(ProcessGroup& group, GradientSync& gradient_sync, StepStats& stats) {
+  gradient_sync.finish();
+  auto sums = torch::tensor({stats.loss, stats.target_std, stats.pred_std, stats.masked_frac,
+                             double(stats.samples), stats.stop_requested ? 1.0 : 0.0},
+                            torch::kFloat64)
+                  .to(group.collective_device());
+  group.all_reduce_sum(sums);
+  sums = sums.cpu();
+  const auto v = sums.accessor<double, 1>();
+  const double world = group.world_size();
+  stats.loss = v[0] / world;
+  stats.target_std = v[1] / world;
+  stats.pred_std = v[2] / world;
+  stats.masked_frac = v[3] / world;
+  stats.samples = int64_t(v[4]);
+  stats.stop_requested = v[5] > 0;
+}
+
 // Running sums over the steps between two log records.
 struct Window {
   double loss = 0, target_std = 0, pred_std = 0, masked_frac = 0;
   int64_t steps = 0, samples = 0;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+
+  void add(const StepStats& s) {
+    loss += s.loss;
+    target_std += s.target_std;
+    pred_std += s.pred_std;
+    masked_frac += s.masked_frac;
+    steps += 1;
+    samples += s.samples;
+  }
   void reset() { *this = Window(); }
 };
+
+// Periodic work (log record, k-NN monitor, checkpoint) runs every `every` steps and at the last
+// step this invocation runs (max_steps, stop_at_step or an interrupt).
+bool is_due(int64_t step, int64_t every, bool last) {
+  return step % every == 0 || last;
+}
+
+// Where the main rank's records go.
+struct LogSinks {
+  std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;  // null with log.tensorboard false
+  std::unique_ptr<Progress> progress;
+};
+
+// The metrics.jsonl record of the window ending at `step`.
+nlohmann::json window_record(const Window& window, int64_t step, double lr, double ema_decay,
+                             double elapsed_s, int64_t bad_samples) {
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - window.start).count();
+  const double n = double(window.steps);
+  return {{"step", step},
+          {"loss", window.loss / n},
+          {"target_std", window.target_std / n},
+          {"pred_std", window.pred_std / n},
+          {"lr", lr},
+          {"ema_decay", ema_decay},
+          {"masked_frac", window.masked_frac / n},
+          {"samples_per_s", double(window.samples) / std::max(seconds, 1e-9)},
+          {"elapsed_s", elapsed_s},
+          {"bad_samples", bad_samples}};
+}
+
+// Writes the record to metrics.jsonl, TensorBoard and the progress line.
+void write_record(LogSinks& sinks, const nlohmann::json& record, const Window& window, double lr) {
+  const int64_t step = record.at("step").get<int64_t>();
+  sinks.metrics->write(record);
+  if (sinks.tensorboard) {
+    for (const auto& [key, value] : record.items()) {
+      if (key != "step" && value.is_number())
+        sinks.tensorboard->add_scalar(key, value.get<double>(), step);
+    }
+    sinks.tensorboard->flush();
+  }
+  const double n = double(window.steps);
+  char status[160];
+  std::snprintf(status, sizeof(status), "loss %.4f  tgt_std %.3f  pred_std %.3f  lr %.2e",
+                window.loss / n, window.target_std / n, window.pred_std / n, lr);
+  sinks.progress->update(step, status);
+}
 
 }  // namespace
 
@@ -257,7 +385,7 @@ PretrainResult pretrain(PretrainJob& job) {
   }
 
   EmaOptions ema = model->options().ema();
-  const auto anneal = cfg.ema.anneal_steps > 0 ? cfg.ema.anneal_steps : cfg.train.max_steps;
+  const auto anneal = cfg.ema.anneal_steps.value_or(cfg.train.max_steps);
   TORCH_CHECK(ema.anneal_steps() == anneal, "pretrain: model EMA anneal_steps ", ema.anneal_steps(),
               " differs from the config's ", anneal);
   const auto schedule = schedule_options(cfg);
@@ -266,14 +394,15 @@ PretrainResult pretrain(PretrainJob& job) {
                                        .min_target_std(cfg.train.min_target_std)
                                        .min_pred_std(cfg.train.min_pred_std);
 
-  std::unique_ptr<MetricsLog> metrics;
+  LogSinks sinks;
   if (is_main) {
-    metrics = std::make_unique<MetricsLog>((fs::path(job.run_dir) / "metrics.jsonl").string(),
-                                           job.resume ? std::optional<int64_t>(step) : std::nullopt);
-  }
-  std::unique_ptr<TensorBoardWriter> tensorboard;
-  if (cfg.log.tensorboard && is_main) {
-    tensorboard = std::make_unique<TensorBoardWriter>((fs::path(job.run_dir) / "tb").string());
+    sinks.metrics = std::make_unique<MetricsLog>(
+        (fs::path(job.run_dir) / "metrics.jsonl").string(),
+        job.resume ? std::optional<int64_t>(step) : std::nullopt);
+    if (cfg.log.tensorboard) {
+      sinks.tensorboard =
+          std::make_unique<TensorBoardWriter>((fs::path(job.run_dir) / "tb").string());
+    }
   }
 
   DataLoaderOptions loader_options;
@@ -315,9 +444,8 @@ PretrainResult pretrain(PretrainJob& job) {
 
   const StopSignals stop_signals;
 
-  std::unique_ptr<Progress> progress;
   if (is_main) {
-    progress = std::make_unique<Progress>(
+    sinks.progress = std::make_unique<Progress>(
         cfg.train.max_steps, step, "pretrain",
         ProgressOptions().plain_interval_seconds(cfg.log.progress_seconds));
   }
@@ -328,55 +456,18 @@ PretrainResult pretrain(PretrainJob& job) {
   };
   Window window;
 
+  // lr -> micro-batches (forward, backward) -> cross-rank statistics -> guard -> clip -> step
+  // -> EMA -> collapse check -> log -> checkpoint.
   while (step < cfg.train.max_steps) {
     const double lr = lr_at(step, schedule);
     set_learning_rate(*optimizer, lr);
-
     optimizer->zero_grad();
-    double step_loss = 0, target_std = 0, pred_std = 0, masked_frac = 0;
-    int64_t step_samples = 0;
-    for (int64_t micro = 0; micro < cfg.train.accumulate; ++micro) {
-      LoadedBatch loaded = loader.next();
-      for (const auto& message : loaded.bad_samples)
-        spdlog::warn("skipped bad sample: {}", message);
-      bad_samples += int64_t(loaded.bad_samples.size());
-      const EncoderInput input = loaded.batch.input.to(device);
-      const MaskedInput masked =
-          draw_masks(*model, input, cfg.train.mask_group, uint64_t(cfg.train.seed),
-                     loaded.index, int64_t(rank) * cfg.train.batch_size);
-      Data2VecOutput out;
-      {
-        AutocastGuard autocast(device, cfg.train.precision);
-        out = model->forward_masked(input, masked);
-      }
-      if (gradient_sync && micro + 1 == cfg.train.accumulate) gradient_sync->arm();
-      (out.loss / double(cfg.train.accumulate)).backward();
-      step_loss += out.loss.item<double>() / double(cfg.train.accumulate);
-      target_std += out.target_std.item<double>() / double(cfg.train.accumulate);
-      pred_std += out.pred_std.item<double>() / double(cfg.train.accumulate);
-      masked_frac += out.masked_frac.item<double>() / double(cfg.train.accumulate);
-      step_samples += input.batch_size();
-    }
-    bool stop_requested = g_stop_requested != 0;
-    if (group) {
-      gradient_sync->finish();
-      // Every rank takes the same decisions from the same numbers.
-      auto stats = torch::tensor({step_loss, target_std, pred_std, masked_frac,
-                                  double(step_samples), stop_requested ? 1.0 : 0.0},
-                                 torch::kFloat64)
-                       .to(group->collective_device());
-      group->all_reduce_sum(stats);
-      stats = stats.cpu();
-      const auto v = stats.accessor<double, 1>();
-      step_loss = v[0] / world;
-      target_std = v[1] / world;
-      pred_std = v[2] / world;
-      masked_frac = v[3] / world;
-      step_samples = int64_t(v[4]);
-      stop_requested = v[5] > 0;
-    }
-    if (!std::isfinite(step_loss)) {
-      result.stopped_because = "non-finite loss (" + std::to_string(step_loss) + ") at step " +
+    StepStats stats =
+        forward_backward(*model, loader, cfg, device, rank, gradient_sync.get(), bad_samples);
+    stats.stop_requested = g_stop_requested != 0;
+    if (group) reduce_across_ranks(*group, *gradient_sync, stats);
+    if (!std::isfinite(stats.loss)) {
+      result.stopped_because = "non-finite loss (" + std::to_string(stats.loss) + ") at step " +
                                std::to_string(step + 1) +
                                "; lower optim.lr or use train.precision=fp32; " +
                                checkpoint_note(result.last_checkpoint, cfg.checkpoint.every);
@@ -387,64 +478,34 @@ PretrainResult pretrain(PretrainJob& job) {
     optimizer->step();
     const double decay = model->ema_step(step);
     ++step;
+    window.add(stats);
+    result.last_loss = stats.loss;
 
-    window.loss += step_loss;
-    window.target_std += target_std;
-    window.pred_std += pred_std;
-    window.masked_frac += masked_frac;
-    window.steps += 1;
-    window.samples += step_samples;
-    result.last_loss = step_loss;
-
-    if (auto why = detect_collapse(step, target_std, pred_std, collapse)) {
+    if (auto why = detect_collapse(step, stats.target_std, stats.pred_std, collapse)) {
       result.stopped_because =
           *why + "; " + checkpoint_note(result.last_checkpoint, cfg.checkpoint.every);
       break;
     }
-
     const bool stop_here = step == job.stop_at_step;
-    const bool last = step == cfg.train.max_steps || stop_here || stop_requested;
-    if (is_main && (step % cfg.log.every == 0 || last)) {
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - window.start).count();
-      const double n = double(window.steps);
-      nlohmann::json record = {{"step", step},
-                               {"loss", window.loss / n},
-                               {"target_std", window.target_std / n},
-                               {"pred_std", window.pred_std / n},
-                               {"lr", lr},
-                               {"ema_decay", decay},
-                               {"masked_frac", window.masked_frac / n},
-                               {"samples_per_s", double(window.samples) / std::max(seconds, 1e-9)},
-                               {"elapsed_s", elapsed_now()},
-                               {"bad_samples", bad_samples}};
-      if (job.monitor && cfg.eval.knn_every > 0 && (step % cfg.eval.knn_every == 0 || last)) {
+    const bool last = step == cfg.train.max_steps || stop_here || stats.stop_requested;
+    if (is_main && is_due(step, cfg.log.every, last)) {
+      auto record = window_record(window, step, lr, decay, elapsed_now(), bad_samples);
+      if (job.monitor && cfg.eval.knn_every > 0 && is_due(step, cfg.eval.knn_every, last)) {
         record.update(job.monitor(*model, step));
         model->train();
       }
-      metrics->write(record);
-      if (tensorboard) {
-        for (const auto& [key, value] : record.items()) {
-          if (key != "step" && value.is_number())
-            tensorboard->add_scalar(key, value.get<double>(), step);
-        }
-        tensorboard->flush();
-      }
-      char status[160];
-      std::snprintf(status, sizeof(status), "loss %.4f  tgt_std %.3f  pred_std %.3f  lr %.2e",
-                    window.loss / n, window.target_std / n, window.pred_std / n, lr);
-      progress->update(step, status);
+      write_record(sinks, record, window, lr);
       window.reset();
     }
-    if (step % cfg.checkpoint.every == 0 || last) save(step, elapsed_now());
-    if (stop_requested) {
+    if (is_due(step, cfg.checkpoint.every, last)) save(step, elapsed_now());
+    if (stats.stop_requested) {
       result.stopped_because = "interrupted; resume with --resume";
       result.interrupted = true;
       break;
     }
     if (stop_here) break;
   }
-  if (progress) progress->finish();
+  if (sinks.progress) sinks.progress->finish();
   result.steps_done = step;
   result.bad_samples = bad_samples;
   if (!result.stopped_because.empty())
