@@ -183,6 +183,18 @@ TEST(ImageLimits, JpegHuffmanTableWithTooManyCodesIsRefused) {
   }
 }
 
+// Found by fuzz/fuzz_image: a PNG whose first IDAT chunk is empty made stb_image 2.27 memcpy
+// into a buffer it had not allocated (NULL).
+TEST(ImageLimits, PngWithAnEmptyFirstIdatIsRefused) {
+  const auto input = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
+                                             "/fuzz/corpus/image/crash-png-empty-first-idat");
+  const auto dir = make_temp_dir("image-limits");
+  const auto path = dir + "/empty-idat.png";
+  data2vec::io::write_file_atomically(path, input.substr(1));
+  expect_named_error(error_of([&] { data2vec::vision::decode_image_file(path, 3); }), path,
+                     "empty IDAT chunk");
+}
+
 // Found by fuzz/fuzz_audio: a FLAC header announcing 2^29 frames made read_audio allocate 2 GiB
 // before reading. Here the seed's STREAMINFO announces 2^36 - 1 frames (275 GB): refused as
 // truncated, naming the file, without allocating the announced size.

@@ -156,6 +156,20 @@ std::string oversized_jpeg_huffman_table(const std::string& b) {
   return "";
 }
 
+// stb_image 2.27 copies a PNG's first IDAT chunk into a buffer it has not allocated yet when
+// that chunk is empty (memcpy to NULL, found by fuzz/fuzz_image). No encoder writes one.
+bool empty_first_png_idat(const std::string& b) {
+  static const char kSignature[] = "\x89PNG\r\n\x1a\n";
+  if (b.compare(0, 8, kSignature, 8) != 0) return false;
+  for (size_t at = 8; at + 8 <= b.size();) {
+    const size_t length = size_t(uint8_t(b[at])) << 24 | size_t(uint8_t(b[at + 1])) << 16 |
+                          size_t(uint8_t(b[at + 2])) << 8 | size_t(uint8_t(b[at + 3]));
+    if (b.compare(at + 4, 4, "IDAT") == 0) return length == 0;
+    at += 12 + length;
+  }
+  return false;
+}
+
 }  // namespace
 
 torch::Tensor decode_image_file(const std::string& path, int64_t channels) {
@@ -166,6 +180,9 @@ torch::Tensor decode_image_file(const std::string& path, int64_t channels) {
   const auto bad_table = oversized_jpeg_huffman_table(bytes);
   if (!bad_table.empty()) {
     throw data2vec::BadSample("cannot decode image " + path + ": corrupt JPEG: " + bad_table);
+  }
+  if (empty_first_png_idat(bytes)) {
+    throw data2vec::BadSample("cannot decode image " + path + ": corrupt PNG: empty IDAT chunk");
   }
   int width = 0, height = 0, file_channels = 0;
   stbi_uc* pixels =
