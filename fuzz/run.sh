@@ -19,11 +19,12 @@ targets=("$@")
 # LibTorch 1.13's zip reader leaks its state (about 500 bytes) when a damaged archive makes its
 # constructor throw: not ours to fix, so leak detection is off for that target.
 extra_flags() { [ "$1" != torch_state_dict ] || echo -detect_leaks=0; }
+asan_options() { [ "$1" != torch_state_dict ] || echo detect_leaks=0; }
 
 run_one() {
   local t=$1 work=$build/corpus-work/$1 art=$build/artifacts/$1/ log=$build/logs/$1.log
   mkdir -p "$work" "$art" "$(dirname "$log")"
-  UBSAN_OPTIONS=print_stacktrace=1 nice -n 10 "$build/fuzz_$t" -max_total_time="$seconds" \
+  ASAN_OPTIONS=$(asan_options "$t") UBSAN_OPTIONS=print_stacktrace=1 nice -n 10 "$build/fuzz_$t" -max_total_time="$seconds" \
     -rss_limit_mb=2048 -timeout=25 -print_final_stats=1 -artifact_prefix="$art" $(extra_flags "$t") \
     "$work" "fuzz/corpus/$t" >"$log" 2>&1
 }

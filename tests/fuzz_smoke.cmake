@@ -46,14 +46,16 @@ elseif(MODE STREQUAL "run")
     set(SECONDS $ENV{D2V_FUZZ_SECONDS})
   endif()
   set(extra)
+  set(asan ASAN_OPTIONS=)
   if("${TARGET}" STREQUAL "torch_state_dict")  # LibTorch 1.13's zip reader leaks on damaged archives
     set(extra -detect_leaks=0)
+    set(asan ASAN_OPTIONS=detect_leaks=0)
   endif()
   set(work ${FUZZ_DIR}/smoke/${TARGET})
   file(REMOVE_RECURSE ${work})
   file(MAKE_DIRECTORY ${work}/corpus ${work}/artifacts)
   execute_process(
-    COMMAND ${CMAKE_COMMAND} -E env UBSAN_OPTIONS=print_stacktrace=1
+    COMMAND ${CMAKE_COMMAND} -E env UBSAN_OPTIONS=print_stacktrace=1 ${asan}
             ${binary} -max_total_time=${SECONDS} -rss_limit_mb=2048 -timeout=25
             -print_final_stats=1 -artifact_prefix=${work}/artifacts/ ${extra}
             ${work}/corpus ${SOURCE_DIR}/fuzz/corpus/${TARGET}
