@@ -1,5 +1,6 @@
 // CTC fine-tuning: the tri-stage schedule against hand values, the head's shapes, the frozen conv
-// front end, and a tiny fine-tune on tones made here that must learn to spell them.
+// front end, the loss plateau of long steady letters, and a tiny fine-tune on tones made here that
+// must learn to spell them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -92,8 +93,46 @@ TEST(CtcFinetune, FrozenFeatureEncoderGetsNoGradient) {
   EXPECT_GT(head->weight.grad().abs().sum().item<double>(), 0);
 }
 
-// A letter is a tone: E = 400 Hz, T = 1500 Hz, 0.15 s each at 16 kHz, with a little noise; one
-// word per utterance.
+// CTC's likelihood when every frame of a letter gets the same distribution (the letter with
+// probability p, else blank), as a model does that cannot tell the frames of a steady sound apart:
+// the letter must be emitted in one run, P = sum_k (n - k + 1) p^k (1 - p)^(n - k) over run
+// lengths k = 1..n. For a letter of n >= 5 frames this has a local maximum near p = 1/n, about
+// 1/e: a plateau at ~1 nat per letter where blank wins every frame's argmax and greedy decoding
+// reads nothing. For n <= 4 it rises monotonically to 1 at p = 1 (the letter on every frame).
+TEST(CtcLoss, ConstantFramesOfALongLetterPlateauNearOneNat) {
+  const auto vocabulary = english_ctc_vocabulary();
+  const auto loss_at = [&](double p, int64_t n) {
+    auto logits = torch::full({1, n, vocabulary.size()}, -1e4);  // [B,T,V]
+    logits.select(2, vocabulary.blank()).fill_(std::log(1 - p));
+    logits.select(2, vocabulary.encode("E")[0]).fill_(std::log(p));
+    return ctc_batch_loss({logits, torch::tensor({n})}, {"E"}, vocabulary).item<double>();
+  };
+  const auto closed_form = [](double p, int64_t n) {
+    double sum = 0;
+    for (int64_t k = 1; k <= n; ++k)
+      sum += double(n - k + 1) * std::pow(p, k) * std::pow(1 - p, n - k);
+    return -std::log(sum);
+  };
+  for (const int64_t n : {4, 30}) {
+    for (const double p : {0.01, 0.035, 0.3, 0.9}) {
+      EXPECT_NEAR(loss_at(p, n), closed_form(p, n), 1e-4) << "n " << n << " p " << p;
+    }
+  }
+  // 30 frames (the 0.15 s tones at 80 samples per frame): a local minimum of 0.95 nat at p = 0.035
+  // (a run that stopped there had 0.035 to 0.04 on each tone frame and a loss of 0.95 per letter).
+  EXPECT_NEAR(loss_at(0.035, 30), 0.949, 1e-3);
+  EXPECT_LT(loss_at(0.035, 30), loss_at(0.02, 30));
+  EXPECT_LT(loss_at(0.035, 30), loss_at(0.06, 30));
+  EXPECT_GT(loss_at(0.3, 30), 3.0);  // the barrier on the way to the letter on every frame
+  EXPECT_LT(loss_at(0.99, 30), 0.3);
+  // 4 frames: downhill all the way.
+  for (double p = 0.01; p < 0.99; p += 0.01) EXPECT_GT(loss_at(p, 4), loss_at(p + 0.01, 4)) << p;
+}
+
+// A letter is a tone: E = 400 Hz, T = 1500 Hz, 320 samples (0.02 s, 4 frames of 80 samples) each
+// at 16 kHz, with a little noise; one word per utterance, 0.05 s of silence after it. Four frames
+// per letter is what read speech gives at wav2vec 2.0's 20 ms frames (~12 characters a second);
+// 0.15 s letters (30 frames) sat on the plateau above in 300 updates (blank on every frame).
 std::vector<CtcUtterance> tone_utterances(uint64_t seed) {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<CtcUtterance> out;
@@ -101,7 +140,7 @@ std::vector<CtcUtterance> tone_utterances(uint64_t seed) {
     std::vector<torch::Tensor> parts;
     for (const char c : text) {
       const double hz = c == 'E' ? 400.0 : 1500.0;
-      const auto t = torch::arange(2400, torch::kFloat) / 16000.0;
+      const auto t = torch::arange(320, torch::kFloat) / 16000.0;
       parts.push_back(torch::sin(t * (2 * M_PI * hz)));
     }
     parts.push_back(torch::zeros({800}));
@@ -113,62 +152,39 @@ std::vector<CtcUtterance> tone_utterances(uint64_t seed) {
   return out;
 }
 
-TEST(CtcFinetune, LossFallsOnTones) {
+// 8 noise draws of each word (40 utterances): with 4 the training set was spelt exactly but new
+// noise sometimes cost a third of the characters (letters doubled or dropped). Peak lr 3e-3: 1e-2
+// spells them too, with a noisier last tenth of the loss.
+TEST(CtcFinetune, SpellsTones) {
   torch::manual_seed(0);
   audio::AudioEncoderImpl encoder(tiny_options());
   const auto vocabulary = english_ctc_vocabulary();
-  auto train = tone_utterances(1);
-  for (uint64_t seed : {2, 3, 4}) {
+  std::vector<CtcUtterance> train, test;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
     for (auto& u : tone_utterances(seed)) train.push_back(u);
   }
-  const auto test = tone_utterances(9);
+  for (uint64_t seed = 9; seed <= 12; ++seed) {
+    for (auto& u : tone_utterances(seed)) test.push_back(u);
+  }
   int64_t frozen_steps = 0;
-  auto result = ctc_finetune(encoder, train, vocabulary,
-                             CtcFinetuneOptions()
-                                 .steps(300)
-                                 .batch_size(8)
-                                 .lr(1e-2)
-                                 .freeze_encoder_steps(10)
-                                 .on_step([&](const CtcStep& s) { frozen_steps += s.encoder_frozen; }));
+  auto result = ctc_finetune(
+      encoder, train, vocabulary,
+      CtcFinetuneOptions().steps(300).batch_size(8).lr(3e-3).freeze_encoder_steps(10).on_step(
+          [&](const CtcStep& s) { frozen_steps += s.encoder_frozen; }));
   EXPECT_EQ(result.steps, 300);
   EXPECT_EQ(frozen_steps, 10);
   EXPECT_LT(result.final_loss, 0.2 * result.first_loss)
       << "first " << result.first_loss << " final " << result.final_loss;
-}
-
-// OPEN (found while adding this test): the training loss falls below 1 but the greedy transcripts
-// in eval mode come out empty or short, so decoding the tones is not yet learnt within a few
-// seconds here; disabled until that is understood (a train/eval difference of the encoder is
-// the first suspect). Run with --gtest_also_run_disabled_tests.
-TEST(CtcFinetune, DISABLED_SpellsTones) {
-  torch::manual_seed(0);
-  audio::AudioEncoderImpl encoder(tiny_options());
-  const auto vocabulary = english_ctc_vocabulary();
-  auto train = tone_utterances(1);
-  for (uint64_t seed : {2, 3, 4}) {
-    for (auto& u : tone_utterances(seed)) train.push_back(u);
-  }
-  const auto test = tone_utterances(9);
-  int64_t frozen_steps = 0;
-  auto result = ctc_finetune(encoder, train, vocabulary,
-                             CtcFinetuneOptions()
-                                 .steps(300)
-                                 .batch_size(8)
-                                 .lr(1e-2)
-                                 .freeze_encoder_steps(10)
-                                 .on_step([&](const CtcStep& s) { frozen_steps += s.encoder_frozen; }));
-  EXPECT_EQ(result.steps, 300);
-  EXPECT_EQ(frozen_steps, 10);
-  EXPECT_LT(result.final_loss, 0.2 * result.first_loss)
-      << "first " << result.first_loss << " final " << result.final_loss;
+  // Well below the ~1 nat per letter plateau.
+  EXPECT_LT(result.final_loss, 0.3);
   // The training utterances are spelt exactly; new noise costs at most a few characters.
   const auto seen = ctc_score(encoder, result.head, train, vocabulary, 4);
   ASSERT_EQ(seen.examples.size(), train.size());
   for (const auto& [reference, hypothesis] : seen.examples) EXPECT_EQ(hypothesis, reference);
   const auto unseen = ctc_score(encoder, result.head, test, vocabulary, 4);
-  EXPECT_EQ(unseen.words.reference_length, 5);
-  EXPECT_LE(unseen.chars.rate(), 0.25) << unseen.chars.errors << " of "
-                                       << unseen.chars.reference_length;
+  EXPECT_EQ(unseen.words.reference_length, 20);
+  EXPECT_LE(unseen.chars.rate(), 0.1)
+      << unseen.chars.errors << " of " << unseen.chars.reference_length;
 }
 
 }  // namespace
