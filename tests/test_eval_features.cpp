@@ -219,6 +219,40 @@ TEST(ExtractFeatures, IndexSubsetAndLimit) {
   EXPECT_THROW(extract_features(*encoder, data, ExtractOptions().indices({10})), c10::Error);
 }
 
+// The same vectors read as blocks of documents: example i belongs to document documents[i].
+class DocumentDataset : public VectorDataset {
+ public:
+  DocumentDataset(VectorDataset blocks, std::vector<int64_t> documents)
+      : VectorDataset(std::move(blocks)), documents_(std::move(documents)) {}
+  int64_t document(size_t index) const override { return documents_.at(index); }
+
+ private:
+  std::vector<int64_t> documents_;
+};
+
+TEST(ExtractFeatures, BlocksOfADocumentAreAveragedIntoOneRow) {
+  auto encoder = make_encoder();
+  auto blocks = make_dataset(7, {6, 3, 5, 4, 6, 2, 5});
+  const auto per_block = extract_features(*encoder, blocks, ExtractOptions().batch_size(3));
+  // Documents 4 (blocks 0-2), 9 (block 3), 2 (blocks 4-6); block 1 unreadable.
+  DocumentDataset documents(make_dataset(7, {6, 3, 5, 4, 6, 2, 5}, {1}), {4, 4, 4, 9, 2, 2, 2});
+  const auto set = extract_features(*encoder, documents, ExtractOptions().batch_size(3));
+  ASSERT_EQ(set.features.size(0), 3);
+  EXPECT_EQ(set.indices, (std::vector<size_t>{0, 3, 4}));  // each document's first block read
+  EXPECT_EQ(set.num_skipped, 1);
+  const auto& f = per_block.features;
+  EXPECT_TRUE(tensors_close("document 4 = mean of blocks 0, 2", set.features[0],
+                            (f[0] + f[2]) / 2, 1e-5));
+  EXPECT_TRUE(tensors_close("document 9 = block 3", set.features[1], f[3], 1e-5));
+  EXPECT_TRUE(tensors_close("document 2 = mean of blocks 4-6", set.features[2],
+                            (f[4] + f[5] + f[6]) / 3, 1e-5));
+  EXPECT_EQ(set.labels[1].item<int64_t>(), 3 % 3);
+  // A limit counts documents, not blocks: two documents are blocks 0-3.
+  const auto two = extract_features(*encoder, documents, ExtractOptions().limit(2));
+  EXPECT_EQ(two.indices, (std::vector<size_t>{0, 3}));
+  EXPECT_TRUE(tensors_close("limited rows", two.features, set.features.slice(0, 0, 2), 1e-5));
+}
+
 TEST(ExtractFeatures, RawFeaturizerAndCls) {
   auto data = make_dataset(5);
   auto raw = extract_features([](const Batch& b) { return b.input.source.flatten(1); }, data,

@@ -31,7 +31,11 @@ int64_t embed_files(const EmbedOptions& options) {
           .device(device)
           .pool(eval::parse_pool_mode(options.pool)));
   std::vector<std::string> embedded;
-  for (auto i : features.indices) embedded.push_back(files[i]);
+  for (const size_t i : features.indices) {
+    // A text file is read as blocks (one document): its row is their average.
+    const int64_t document = dataset->document(i);
+    embedded.push_back(files[document >= 0 ? size_t(document) : i]);
+  }
   // Nothing embedded is a failure, not an empty file of features and exit 0: every input was
   // unreadable (each is named in a warning above).
   if (embedded.empty()) {

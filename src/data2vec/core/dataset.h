@@ -45,6 +45,10 @@ class Dataset {
   virtual std::string describe(size_t index) const { return "example #" + std::to_string(index); }
   // Number of classes of the labels, 0 when unlabelled.
   virtual int64_t num_classes() const { return 0; }
+  // Examples cut from one longer item (a text document read as several blocks) share its
+  // document id >= 0: feature extraction averages them into one row per document, so a probe
+  // reads the whole document rather than its first block. -1: the example stands alone.
+  virtual int64_t document(size_t /*index*/) const { return -1; }
 };
 
 }  // namespace data2vec

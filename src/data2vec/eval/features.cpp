@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <numeric>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "data2vec/eval/batching.h"
 #include "data2vec/train/device.h"
@@ -81,6 +83,57 @@ class ModeGuard {
   bool was_training_;
 };
 
+// Cuts `indices` after the first `limit` examples (0 = all), the blocks of one document
+// counting as one example.
+void keep_first_examples(std::vector<size_t>& indices, const Dataset& dataset, int64_t limit) {
+  if (limit <= 0) return;
+  std::unordered_set<int64_t> documents;
+  int64_t examples = 0;
+  for (size_t i = 0; i < indices.size(); ++i) {
+    const int64_t document = dataset.document(indices[i]);
+    const bool new_example = document < 0 || documents.insert(document).second;
+    if (new_example && ++examples > limit) {
+      indices.resize(i);
+      return;
+    }
+  }
+}
+
+// Rows that share a document id averaged into one, in order of each document's first row.
+FeatureSet average_documents(FeatureSet set, const Dataset& dataset) {
+  const auto n = static_cast<int64_t>(set.indices.size());
+  std::vector<int64_t> group(size_t(n), 0);  // output row of each input row
+  std::vector<int64_t> first_row;            // input row that opens each output row
+  std::unordered_map<int64_t, int64_t> row_of_document;
+  bool any_document = false;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t document = dataset.document(set.indices[size_t(r)]);
+    any_document = any_document || document >= 0;
+    const auto found = document < 0 ? row_of_document.end() : row_of_document.find(document);
+    if (found != row_of_document.end()) {
+      group[size_t(r)] = found->second;
+      continue;
+    }
+    group[size_t(r)] = static_cast<int64_t>(first_row.size());
+    if (document >= 0) row_of_document.emplace(document, group[size_t(r)]);
+    first_row.push_back(r);
+  }
+  if (!any_document) return set;
+  const auto rows = static_cast<int64_t>(first_row.size());
+  const auto index = torch::tensor(group, torch::kLong);  // [N]
+  auto sums = torch::zeros({rows, set.features.size(1)}, set.features.options());
+  sums.index_add_(0, index, set.features);
+  const auto counts = torch::zeros({rows}, set.features.options())
+                          .index_add_(0, index, torch::ones({n}, set.features.options()));
+  const auto first = torch::tensor(first_row, torch::kLong);
+  FeatureSet out;
+  out.features = sums / counts.unsqueeze(1);  // [rows,D]
+  out.labels = set.labels.index_select(0, first);
+  for (const int64_t r : first_row) out.indices.push_back(set.indices[size_t(r)]);
+  out.num_skipped = set.num_skipped;
+  return out;
+}
+
 }  // namespace
 
 FeatureSet extract_features(const BatchFeaturizer& featurize, const Dataset& dataset,
@@ -94,9 +147,7 @@ FeatureSet extract_features(const BatchFeaturizer& featurize, const Dataset& dat
     TORCH_CHECK(i < dataset.size(), "extract_features: index ", i,
                 " out of range for a dataset of ", dataset.size(), " examples");
   }
-  if (options.limit() > 0 && static_cast<size_t>(options.limit()) < indices.size()) {
-    indices.resize(static_cast<size_t>(options.limit()));
-  }
+  keep_first_examples(indices, dataset, options.limit());
 
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> features, labels;
@@ -136,7 +187,7 @@ FeatureSet extract_features(const BatchFeaturizer& featurize, const Dataset& dat
     out.features = torch::cat(features);  // [N,D]
     out.labels = torch::cat(labels);      // [N]
   }
-  return out;
+  return average_documents(std::move(out), dataset);
 }
 
 FeatureSet extract_features(EncoderImpl& encoder, const Dataset& dataset,

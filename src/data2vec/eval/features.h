@@ -52,7 +52,8 @@ struct ExtractOptions {
   TORCH_ARG(PoolMode, pool) = PoolMode::kMean;
   /// Which layer is pooled (see select_layer). Default kFinalLayer.
   TORCH_ARG(int64_t, layer) = kFinalLayer;
-  /// Only the first `limit` examples (of `indices` when given, else of the dataset); 0 = all.
+  /// Only the first `limit` examples (of `indices` when given, else of the dataset), counting
+  /// the blocks of one document (Dataset::document) as one example; 0 = all.
   /// Default 0.
   TORCH_ARG(int64_t, limit) = 0;
   /// Dataset indices to read, in this order; empty = 0..size-1. Default empty.
@@ -61,11 +62,13 @@ struct ExtractOptions {
   TORCH_ARG(std::function<void(size_t, size_t)>, progress) = nullptr;
 };
 
-// Features of the examples that could be read, in reading order.
+// Features of the examples that could be read, in reading order. Examples that share a
+// document id (Dataset::document >= 0) become one row: the mean of their features, with the
+// first block's label and index.
 struct FeatureSet {
   torch::Tensor features;       // [N,D] float32, CPU
   torch::Tensor labels;         // [N] int64, CPU (-1 where unknown)
-  std::vector<size_t> indices;  // [N] dataset index of each row
+  std::vector<size_t> indices;  // [N] dataset index of each row (a document's first block)
   int64_t num_skipped = 0;      // examples that threw BadSample (each logged by name)
 };
 

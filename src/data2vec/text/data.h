@@ -97,6 +97,7 @@ class TextBlockDataset : public data2vec::Dataset {
   Batch collate(std::vector<Example> examples) const override;
   std::string describe(size_t index) const override;
   int64_t num_classes() const override { return static_cast<int64_t>(class_names_.size()); }
+  int64_t document(size_t index) const override { return blocks_.at(index).document; }
 
   const std::vector<TextBlock>& blocks() const { return blocks_; }
   const std::vector<std::string>& class_names() const { return class_names_; }
