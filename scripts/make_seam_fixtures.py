@@ -234,8 +234,9 @@ def make_decoder_fixture(name, seed, t, grid, **options):
     padding = torch.zeros(3, t, dtype=torch.bool)
     padding[1, t - 2:] = True
     probe = torch.randn(3, t, D, generator=g)
-    # The reference runs in fp64 from the fp32 values (fp32 conv backward on CPU gave run-to-run
-    # different input gradients for one of these shapes in torch 1.13); stored as fp32.
+    # The reference runs in fp64 from the fp32 values: torch 1.13's CPU fp32 gelu_backward gives
+    # garbage when the incoming gradient is strided unlike the saved input (here: through
+    # movedim), which the no-residual form hits; stored as fp32.
     dec = dec.double()
     x64 = x.double().requires_grad_()
     out = dec(x64, padding)

@@ -91,5 +91,41 @@ TEST(Gelu, AgreesWithTorchGeluForwardAndBackward) {
   EXPECT_TRUE(tensors_close("fp64", gelu_erf(x.to(torch::kFloat64)), torch::gelu(x.to(torch::kFloat64)), 0.0));
 }
 
+// The gradient reaching a GELU through movedim / transpose is strided unlike the GELU's input
+// (the 2.0 decoder block: gelu(y).movedim(-1, 1)). LibTorch 1.13's CPU fp32 gelu_backward
+// gets such a pair wrong (garbage up to 1e38, run to run different); nn::gelu and gelu_erf
+// must give the fp64 gradient for every layout pair.
+TEST(Gelu, GradientIsRightWhateverTheLayoutOfTheIncomingGradient) {
+  torch::manual_seed(0);
+  const auto x = torch::randn({3, 9, 32}) * 2;  // [R,T,D]: contiguous, as layer_norm returns it
+  const auto upstream = torch::randn({3, 32, 9});
+  const auto expected_of = [&](const torch::Tensor& x64) {
+    auto leaf = x64.clone().requires_grad_(true);
+    (torch::gelu(leaf).movedim(-1, 1) * upstream.to(torch::kFloat64)).sum().backward();
+    return leaf.grad();
+  };
+  for (const bool strided_input : {false, true}) {
+    // The strided input case: the same values laid out [R,D,T] and viewed as [R,T,D].
+    const auto input = strided_input ? x.transpose(1, 2).contiguous().transpose(1, 2) : x;
+    const auto expected = expected_of(input.to(torch::kFloat64));
+    for (const auto& [name, fn] :
+         std::vector<std::pair<std::string, torch::Tensor (*)(const torch::Tensor&)>>{
+             {"nn::gelu", &nn::gelu}, {"nn::gelu_erf", &nn::gelu_erf}}) {
+      for (int repeat = 0; repeat < 3; ++repeat) {
+        auto leaf = input.detach().clone(torch::MemoryFormat::Preserve).requires_grad_(true);
+        (fn(leaf).movedim(-1, 1) * upstream).sum().backward();
+        EXPECT_TRUE(tensors_close(name + (strided_input ? " strided input" : "") + " gradient",
+                                  leaf.grad().to(torch::kFloat64), expected, 1e-5));
+      }
+    }
+  }
+}
+
+TEST(Gelu, ContiguousGeluIsTorchGeluForward) {
+  const auto x = torch::randn({4, 5, 6});
+  EXPECT_TRUE(torch::equal(nn::gelu(x), torch::gelu(x)));
+  EXPECT_TRUE(torch::equal(nn::gelu(x.transpose(0, 2)), torch::gelu(x.transpose(0, 2))));
+}
+
 }  // namespace
 }  // namespace data2vec::nn

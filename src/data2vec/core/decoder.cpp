@@ -1,5 +1,7 @@
 #include "data2vec/core/decoder.h"
 
+#include "data2vec/nn/gelu.h"
+
 namespace data2vec {
 
 DecoderOptions override_decoder_options(DecoderOptions base, int64_t dim, int64_t kernel,
@@ -33,7 +35,8 @@ DecoderBlockImpl::DecoderBlockImpl(int64_t in_dim, const DecoderOptions& o) : di
 torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x) {
   auto y = conv.forward(x).movedim(1, -1);  // channels last: [R,T,Dd] or [R,Gh,Gw,Dd]
   y = torch::layer_norm(y, {dim}, /*weight=*/{}, /*bias=*/{}, 1e-5);
-  return torch::gelu(y).movedim(-1, 1);  // [R,Dd,...]
+  // nn::gelu: the gradient arriving through movedim is strided differently from y.
+  return nn::gelu(y).movedim(-1, 1);  // [R,Dd,...]
 }
 
 DecoderImpl::DecoderImpl(int64_t input_dim, const DecoderOptions& options) : options_(options) {

@@ -55,7 +55,25 @@ class GeluErfFunction : public torch::autograd::Function<GeluErfFunction> {
   }
 };
 
+class ContiguousGeluFunction : public torch::autograd::Function<ContiguousGeluFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x) {
+    ctx->save_for_backward({x});
+    return torch::gelu(x);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto x = ctx->get_saved_variables()[0];
+    return {torch::gelu_backward(grads[0].contiguous(), x.contiguous()).view_as(x)};
+  }
+};
+
 }  // namespace
+
+torch::Tensor gelu(const torch::Tensor& x) {
+  return ContiguousGeluFunction::apply(x);
+}
 
 torch::Tensor gelu_erf(const torch::Tensor& x) {
   if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32) return torch::gelu(x);

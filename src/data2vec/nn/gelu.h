@@ -11,4 +11,10 @@ namespace data2vec::nn {
 // (bf16 under autocast, CUDA) falls back to torch::gelu. Differentiable.
 torch::Tensor gelu_erf(const torch::Tensor& x);
 
+// torch::gelu whose backward reads contiguous tensors. LibTorch 1.13's CPU fp32 gelu_backward
+// returns garbage (values up to 1e38, different from run to run) when the incoming gradient is
+// strided differently from the saved input, as after `gelu(y).movedim(-1, 1)` in the 2.0
+// decoder (tests/test_nn_gelu.cpp shows the kernel's failure and this function's result).
+torch::Tensor gelu(const torch::Tensor& x);
+
 }  // namespace data2vec::nn
