@@ -117,6 +117,23 @@ TEST(Config, YamlRoundTripKeepsEveryKey) {
   EXPECT_FALSE(back.log.tensorboard);
 }
 
+// A double prints as the shortest decimal that reads back exactly: what a user wrote (0.8),
+// not its binary expansion (0.80000000000000004), and still bit-exact on reload.
+TEST(Config, YamlPrintsTheShortestExactDecimal) {
+  Config c;
+  c.model.mask_ratio = 0.8;
+  c.optim.lr = 1.0 / 3.0;
+  c.optim.weight_decay = 0.05;
+  const auto text = data2vec::io::to_yaml(c);
+  EXPECT_NE(text.find("mask_ratio: 0.8  #"), std::string::npos) << text;
+  EXPECT_NE(text.find("weight_decay: 0.05  #"), std::string::npos) << text;
+  EXPECT_EQ(text.find("0000000"), std::string::npos) << text;
+  Config back;
+  data2vec::io::apply_yaml(back, text, "roundtrip");
+  EXPECT_EQ(back.optim.lr, 1.0 / 3.0);  // 17 digits where it takes 17
+  EXPECT_EQ(back.model.mask_ratio, 0.8);
+}
+
 TEST(Config, ShippedPresetsLoad) {
   for (const char* preset : {"configs/toy/tiny.yaml"}) {
     const auto path = std::string(DATA2VEC_SOURCE_DIR) + "/" + preset;

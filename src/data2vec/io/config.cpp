@@ -459,11 +459,17 @@ std::string to_yaml(const Config& config) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   std::string section;
+  // The shortest decimal that reads back as the same double: 0.8, not 0.80000000000000004.
   const auto number = [](double value) {
-    std::ostringstream text;
-    text.precision(17);
-    text << value;
-    return text.str();
+    std::string text;
+    for (int digits = 1; digits <= 17; ++digits) {
+      std::ostringstream stream;
+      stream.precision(digits);
+      stream << value;
+      text = stream.str();
+      if (std::stod(text) == value) break;
+    }
+    return text;
   };
   for (const auto& key : config_keys(copy)) {
     const auto dot = key.name.find('.');

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <utility>
 #include <vector>
 
 namespace data2vec::io {
@@ -142,6 +143,10 @@ struct Config {
 using FieldRef = std::variant<int64_t*, double*, bool*, std::string*, std::optional<int64_t>*,
                               std::optional<double>*>;
 struct ConfigKey {
+  ConfigKey(std::string name_, FieldRef field_, std::string help_,
+            std::vector<std::string> choices_ = {})
+      : name(std::move(name_)), field(field_), help(std::move(help_)),
+        choices(std::move(choices_)) {}
   std::string name;  // e.g. "train.max_steps"
   FieldRef field;
   std::string help;                  // one line; an optional key says what unset means
