@@ -322,6 +322,64 @@ void write_record(LogSinks& sinks, const nlohmann::json& record, const Window& w
 
 }  // namespace
 
+// Where a run (re)starts: step 0, or the newest checkpoint's model, optimizer, RNG states and
+// counters (loaded into `model` and `optimizer` here).
+struct RunPoint {
+  int64_t step = 0, data_position = 0, bad_samples = 0;
+  double elapsed_s = 0.0;
+  std::string checkpoint;  // the checkpoint resumed from, empty at step 0
+};
+
+RunPoint resume_point(const std::string& run_dir, Data2VecImpl& model,
+                      torch::optim::Optimizer& optimizer, int rank) {
+  const auto dir = resolve_checkpoint_dir(run_dir);
+  if (!dir) {
+    spdlog::warn("--resume: no checkpoint in {} yet; starting from step 0", run_dir);
+    return {};
+  }
+  auto ckpt = read_checkpoint(*dir);
+  load_module_state(model, ckpt.model);
+  if (!ckpt.optimizer.empty())
+    load_optimizer_bytes(optimizer, ckpt.optimizer, *dir + "/optimizer.pt");
+  restore_rng_states(ckpt.rng, rank);
+  RunPoint point;
+  point.step = ckpt.trainer_state.at("step").get<int64_t>();
+  point.data_position = ckpt.trainer_state.at("data_position").get<int64_t>();
+  point.bad_samples = ckpt.trainer_state.value("bad_samples", int64_t(0));
+  point.elapsed_s = ckpt.trainer_state.value("elapsed_s", 0.0);
+  point.checkpoint = *dir;
+  spdlog::info("resumed from {} at step {}", *dir, point.step);
+  return point;
+}
+
+// metrics.jsonl (cut back to `resumed_at` when resuming), TensorBoard, the progress bar.
+LogSinks open_log_sinks(const io::Config& cfg, const std::string& run_dir,
+                        std::optional<int64_t> resumed_at) {
+  LogSinks sinks;
+  sinks.metrics =
+      std::make_unique<MetricsLog>((fs::path(run_dir) / "metrics.jsonl").string(), resumed_at);
+  if (cfg.log.tensorboard) {
+    sinks.tensorboard = std::make_unique<TensorBoardWriter>((fs::path(run_dir) / "tb").string());
+  }
+  sinks.progress = std::make_unique<Progress>(
+      cfg.train.max_steps, resumed_at.value_or(0), "pretrain",
+      ProgressOptions().plain_interval_seconds(cfg.log.progress_seconds));
+  return sinks;
+}
+
+// This rank's share of the batches, from batch `position` of the run's shuffled order.
+DataLoaderOptions loader_options(const io::Config& cfg, int64_t position, int rank, int world) {
+  DataLoaderOptions o;
+  o.batch_size = cfg.train.batch_size;
+  o.seed = uint64_t(cfg.train.seed);
+  o.num_workers = cfg.train.num_workers;
+  o.prefetch = cfg.train.prefetch;
+  o.start_batch = position;
+  o.rank = rank;
+  o.world_size = world;
+  return o;
+}
+
 PretrainResult pretrain(PretrainJob& job) {
   const io::Config& cfg = job.config;
   TORCH_CHECK(job.model, "pretrain: no model");
@@ -353,28 +411,13 @@ PretrainResult pretrain(PretrainJob& job) {
   // single process would.
   torch::manual_seed(rank == 0 ? uint64_t(cfg.train.seed)
                                : mix_seed(uint64_t(cfg.train.seed), 0xd50, uint64_t(rank)));
-  int64_t step = 0, data_position = 0, bad_samples = 0;
-  double elapsed_before = 0.0;
 
   PretrainResult result;
-  if (job.resume) {
-    const auto dir = resolve_checkpoint_dir(job.run_dir);
-    if (!dir) {
-      spdlog::warn("--resume: no checkpoint in {} yet; starting from step 0", job.run_dir);
-    } else {
-      auto ckpt = read_checkpoint(*dir);
-      load_module_state(*model, ckpt.model);
-      if (!ckpt.optimizer.empty())
-        load_optimizer_bytes(*optimizer, ckpt.optimizer, *dir + "/optimizer.pt");
-      restore_rng_states(ckpt.rng, rank);
-      step = ckpt.trainer_state.at("step").get<int64_t>();
-      data_position = ckpt.trainer_state.at("data_position").get<int64_t>();
-      bad_samples = ckpt.trainer_state.value("bad_samples", int64_t(0));
-      elapsed_before = ckpt.trainer_state.value("elapsed_s", 0.0);
-      result.last_checkpoint = *dir;
-      spdlog::info("resumed from {} at step {}", *dir, step);
-    }
-  }
+  const auto start = job.resume ? resume_point(job.run_dir, *model, *optimizer, rank) : RunPoint{};
+  const int64_t data_position = start.data_position;
+  int64_t step = start.step, bad_samples = start.bad_samples;
+  const double elapsed_before = start.elapsed_s;
+  result.last_checkpoint = start.checkpoint;
   std::unique_ptr<GradientSync> gradient_sync;
   if (group) {
     broadcast_module_state(*group, *model);  // one start for all ranks, whatever each built
@@ -396,24 +439,11 @@ PretrainResult pretrain(PretrainJob& job) {
 
   LogSinks sinks;
   if (is_main) {
-    sinks.metrics = std::make_unique<MetricsLog>(
-        (fs::path(job.run_dir) / "metrics.jsonl").string(),
-        job.resume ? std::optional<int64_t>(step) : std::nullopt);
-    if (cfg.log.tensorboard) {
-      sinks.tensorboard =
-          std::make_unique<TensorBoardWriter>((fs::path(job.run_dir) / "tb").string());
-    }
+    sinks = open_log_sinks(cfg, job.run_dir,
+                           job.resume ? std::optional<int64_t>(step) : std::nullopt);
   }
 
-  DataLoaderOptions loader_options;
-  loader_options.batch_size = cfg.train.batch_size;
-  loader_options.seed = uint64_t(cfg.train.seed);
-  loader_options.num_workers = cfg.train.num_workers;
-  loader_options.prefetch = cfg.train.prefetch;
-  loader_options.start_batch = data_position;
-  loader_options.rank = rank;
-  loader_options.world_size = world;
-  DataLoader loader(job.train_data, loader_options);
+  DataLoader loader(job.train_data, loader_options(cfg, data_position, rank, world));
 
   spdlog::info("pretraining {} on {} ({} threads, {}): {} steps of {} examples ({} per process x {} "
                "micro-batches x {} process{}), {} examples",
@@ -444,11 +474,6 @@ PretrainResult pretrain(PretrainJob& job) {
 
   const StopSignals stop_signals;
 
-  if (is_main) {
-    sinks.progress = std::make_unique<Progress>(
-        cfg.train.max_steps, step, "pretrain",
-        ProgressOptions().plain_interval_seconds(cfg.log.progress_seconds));
-  }
   const auto run_start = std::chrono::steady_clock::now();
   auto elapsed_now = [&] {
     return elapsed_before +
