@@ -89,8 +89,23 @@ void save_ctc_run(const std::string& out_dir, const std::string& config_yaml,
   json["pad_token_id"] = vocabulary.blank();
   json["ctc_loss_reduction"] = "mean";
   json["ctc_zero_infinity"] = true;
+  // Wav2Vec2CTCTokenizer's files: vocab.json as its save_vocabulary writes it (indent 2, keys
+  // sorted), the special tokens the vocabulary has, the blank as the pad token.
   nlohmann::json vocab = nlohmann::json::object();
-  for (int64_t id = 0; id < vocabulary.size(); ++id) vocab[vocabulary.token(id)] = id;
+  for (int64_t id = 0; id < vocabulary.size(); ++id) {
+    if (!vocabulary.token(id).empty()) vocab[vocabulary.token(id)] = id;
+  }
+  nlohmann::json special_tokens = {{"pad_token", vocabulary.token(vocabulary.blank())}};
+  for (const auto& [key, token] : {std::pair<const char*, const char*>{"bos_token", "<s>"},
+                                   {"eos_token", "</s>"},
+                                   {"unk_token", "<unk>"}}) {
+    if (vocab.contains(token)) special_tokens[key] = token;
+  }
+  auto tokenizer = special_tokens;
+  tokenizer.update({{"tokenizer_class", "Wav2Vec2CTCTokenizer"},
+                    {"word_delimiter_token", "|"},
+                    {"replace_word_delimiter_char", " "},
+                    {"do_lower_case", false}});
   const nlohmann::json preprocessor = {{"do_normalize", true},
                                        {"feature_extractor_type", "Wav2Vec2FeatureExtractor"},
                                        {"feature_size", 1},
@@ -101,7 +116,10 @@ void save_ctc_run(const std::string& out_dir, const std::string& config_yaml,
   const auto hf = fs::path(out_dir) / "hf";
   fs::create_directories(hf);
   io::write_file_atomically((hf / "config.json").string(), json.dump(2) + "\n");
-  io::write_file_atomically((hf / "vocab.json").string(), vocab.dump() + "\n");
+  io::write_file_atomically((hf / "vocab.json").string(), vocab.dump(2) + "\n");
+  io::write_file_atomically((hf / "tokenizer_config.json").string(), tokenizer.dump(2) + "\n");
+  io::write_file_atomically((hf / "special_tokens_map.json").string(),
+                            special_tokens.dump(2) + "\n");
   io::write_file_atomically((hf / "preprocessor_config.json").string(),
                             preprocessor.dump(2) + "\n");
 }

@@ -47,9 +47,10 @@ std::string ctc_rows_to_markdown(const std::vector<CtcRow>& rows, size_t example
 
 // Writes a run directory like import-hf's: config.yaml, checkpoints/step_<steps> (student =
 // teacher = `encoder`, the head as hf_head.lm_head.*), and OUT/hf/ with config.json
-// (architectures Data2VecAudioForCTC, vocab_size, pad_token_id = blank), vocab.json and
-// preprocessor_config.json, so that `transcribe OUT` runs. `hf_config`: the imported model's
-// config.json ({} for our own encoders).
+// (architectures Data2VecAudioForCTC, vocab_size, pad_token_id = blank), vocab.json,
+// tokenizer_config.json and special_tokens_map.json (Wav2Vec2CTCTokenizer's) and
+// preprocessor_config.json, so that `transcribe OUT` runs and export-hf carries them along.
+// `hf_config`: the imported model's config.json ({} for our own encoders).
 void save_ctc_run(const std::string& out_dir, const std::string& config_yaml,
                   const nlohmann::json& hf_config, audio::AudioEncoderImpl& encoder,
                   torch::nn::Linear& head, const eval::CtcVocabulary& vocabulary,

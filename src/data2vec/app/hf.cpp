@@ -9,6 +9,7 @@
 
 #include "data2vec/app/builders.h"
 #include "data2vec/audio/hf.h"
+#include "data2vec/eval/ctc.h"
 #include "data2vec/io/files.h"
 #include "data2vec/io/safetensors.h"
 #include "data2vec/text/bpe_tokenizer.h"
@@ -189,14 +190,53 @@ nlohmann::json hf_config_json(const HfModel& model) {
   throw std::invalid_argument("this encoder has no Hugging Face counterpart");
 }
 
-void copy_small_files(const std::string& from, const std::string& to) {
+// The folder's vocabulary, tokenizer and preprocessor files (.json, .txt, .model up to 64 MiB),
+// `except` one file name.
+void copy_small_files(const std::string& from, const std::string& to,
+                      const std::string& except = "") {
   for (const auto& entry : fs::directory_iterator(from)) {
     const auto ext = entry.path().extension().string();
     if (!entry.is_regular_file() || entry.file_size() > (64u << 20)) continue;
     if (ext != ".json" && ext != ".txt" && ext != ".model") continue;
+    if (entry.path().filename() == except) continue;
     fs::create_directories(to);
     io::write_file_atomically((fs::path(to) / entry.path().filename()).string(),
                               io::read_file(entry.path().string()));
+  }
+}
+
+// Data2VecAudioForCTC's config.json keys for a run with a CTC head: the architecture, vocab_size
+// (the head's rows), pad_token_id (the blank of the run's vocab.json) and the CTC settings the
+// run recorded in RUN/hf/config.json (finetune-ctc: ctc_loss_reduction "mean", ctc_zero_infinity
+// true, as it trained); a vocab.json of another size than the head is refused.
+void set_ctc_config(nlohmann::json& json, const HfModel& model, const std::string& source) {
+  const auto weight = model.head.find("lm_head.weight");
+  if (weight == model.head.end()) return;
+  const int64_t rows = weight->second.size(0);
+  json["architectures"] = {"Data2VecAudioForCTC"};
+  if (model.files_dir.empty()) {
+    spdlog::warn(
+        "{} has no RUN/hf/vocab.json: the export has no CTC vocabulary (transcribe and "
+        "Hugging Face's tokenizer need one)",
+        source);
+    json["vocab_size"] = rows;
+    return;
+  }
+  const auto saved = io::HfConfig::load((fs::path(model.files_dir) / "config.json").string());
+  for (const char* key : {"pad_token_id", "bos_token_id", "eos_token_id", "ctc_loss_reduction",
+                          "ctc_zero_infinity", "final_dropout"}) {
+    if (saved.has(key)) json[key] = saved.json().at(key);
+  }
+  json["vocab_size"] = rows;
+  const auto vocab_path = fs::path(model.files_dir) / "vocab.json";
+  if (fs::exists(vocab_path)) {
+    const auto vocabulary = eval::CtcVocabulary::load(vocab_path.string());
+    if (vocabulary.size() != rows) {
+      throw std::invalid_argument(vocab_path.string() + " has " +
+                                  std::to_string(vocabulary.size()) + " tokens but lm_head of " +
+                                  source + " has " + std::to_string(rows) + " rows");
+    }
+    json["pad_token_id"] = vocabulary.blank();
   }
 }
 
@@ -264,6 +304,8 @@ void export_hf(const ExportHfOptions& options) {
                              : model.modality == "audio" ? "Data2VecAudioModel"
                                                          : "Data2VecTextModel";
     json["architectures"] = {base};
+  } else if (model.modality == "audio") {
+    set_ctc_config(json, model, options.checkpoint);
   }
   const auto ours = train::module_state(*model.encoder);
   io::StateDict state;
@@ -275,6 +317,9 @@ void export_hf(const ExportHfOptions& options) {
   for (const auto& [name, tensor] : model.head) state[name] = tensor;
   io::NamedTensors tensors(state.begin(), state.end());  // sorted by name
   fs::create_directories(options.out_dir);
+  // What the run kept beside its weights (import-hf's copy of the folder, finetune-ctc's
+  // vocab.json, tokenizer and preprocessor configs) travels with the export.
+  if (!model.files_dir.empty()) copy_small_files(model.files_dir, options.out_dir, "config.json");
   io::write_file_atomically((fs::path(options.out_dir) / "config.json").string(),
                             json.dump(2) + "\n");
   io::save_safetensors((fs::path(options.out_dir) / "model.safetensors").string(), tensors,

@@ -2,7 +2,8 @@
 //   import_hf    an HF folder (config.json + model.safetensors or pytorch_model.bin) -> a run
 //                directory that embed, evaluate, finetune and pretrain --init accept
 //   export_hf    a run's encoder -> config.json + model.safetensors that transformers'
-//                Data2Vec*Model.from_pretrained loads with no missing or unexpected keys
+//                Data2Vec*Model (or Data2VecAudioForCTC, with vocab.json and the processor's
+//                configs) .from_pretrained loads with no missing or unexpected keys
 //   hf_forward   the model of an HF folder or a run on the fixtures' input format, writing the
 //                outputs under HF's names: how a port is checked against Hugging Face's numbers
 // The modality tables live beside each encoder (vision/hf.h, audio/hf.h, text/hf.h).
@@ -38,7 +39,11 @@ struct ExportHfOptions {
   bool teacher = false;    // export the EMA teacher instead of the student
 };
 
-// Writes OUT/config.json and OUT/model.safetensors (with the task head when the run has one).
+// Writes OUT/config.json and OUT/model.safetensors (with the task head when the run has one), and
+// copies the run's small files (RUN/hf/: vocab.json, tokenizer and preprocessor configs) to OUT.
+// A run with a CTC head (finetune-ctc, or an imported Data2VecAudioForCTC) is written as a
+// Data2VecAudioForCTC: vocab_size = the head's rows, pad_token_id = the blank of vocab.json, the
+// run's ctc_loss_reduction / ctc_zero_infinity.
 void export_hf(const ExportHfOptions& options);
 
 // A model read for inference: from an HF folder, or from a run / checkpoint directory.
