@@ -412,8 +412,9 @@ int main(int argc, char** argv) {
   app::ExportHfOptions export_options;
   auto* export_hf = app.add_subcommand(
       "export-hf",
-      "Write a run's encoder as a Hugging Face folder (config.json + model.safetensors) that "
-      "transformers' Data2Vec*Model.from_pretrained loads.");
+      "Write a run's encoder as a Hugging Face folder (config.json + model.safetensors, and the "
+      "run's vocab / preprocessor files) that transformers' from_pretrained loads: "
+      "Data2Vec*Model, or Data2VecAudioForCTC for a finetune-ctc run.");
   export_hf->add_option("checkpoint", export_options.checkpoint, "run or checkpoint directory")
       ->required()
       ->check(CLI::ExistingDirectory);
