@@ -76,7 +76,7 @@ torch::Tensor gelu(const torch::Tensor& x) {
 }
 
 torch::Tensor gelu_erf(const torch::Tensor& x) {
-  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32) return torch::gelu(x);
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32) return nn::gelu(x);
   return GeluErfFunction::apply(x);
 }
 

@@ -8,7 +8,7 @@
 namespace data2vec::nn {
 
 // GELU of x (any shape). CPU fp32 goes through the polynomial erf; any other device or dtype
-// (bf16 under autocast, CUDA) falls back to torch::gelu. Differentiable.
+// (bf16 under autocast, CUDA) falls back to nn::gelu below. Differentiable.
 torch::Tensor gelu_erf(const torch::Tensor& x);
 
 // torch::gelu whose backward reads contiguous tensors. LibTorch 1.13's CPU fp32 gelu_backward

@@ -320,8 +320,6 @@ void write_record(LogSinks& sinks, const nlohmann::json& record, const Window& w
   sinks.progress->update(step, status);
 }
 
-}  // namespace
-
 // Where a run (re)starts: step 0, or the newest checkpoint's model, optimizer, RNG states and
 // counters (loaded into `model` and `optimizer` here).
 struct RunPoint {
@@ -379,6 +377,8 @@ DataLoaderOptions loader_options(const io::Config& cfg, int64_t position, int ra
   o.world_size = world;
   return o;
 }
+
+}  // namespace
 
 PretrainResult pretrain(PretrainJob& job) {
   const io::Config& cfg = job.config;
