@@ -37,6 +37,17 @@ void expect_named_error(const std::string& message, const std::string& file,
   EXPECT_NE(message.find(what), std::string::npos) << message;
 }
 
+// A fuzz/corpus input written as a fresh temporary file `name`, less its first `skip` bytes (the
+// image target's first byte is its channel choice, not part of the file).
+std::string corpus_input_as(const std::string& corpus_file, const std::string& name,
+                            size_t skip = 0) {
+  const auto input =
+      data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) + "/fuzz/corpus/" + corpus_file);
+  const auto path = make_temp_dir("reader-limits") + "/" + name;
+  data2vec::io::write_file_atomically(path, input.substr(skip));
+  return path;
+}
+
 TEST(SafetensorsLimits, ElementCountThatWrapsToZeroIsRefused) {
   // 2^32 * 2^32 elements wrap to 0 in 64 bits, which matched the empty data range [0, 0].
   const auto bytes = safetensors_with(
@@ -156,14 +167,52 @@ TEST(TorchStateDictLimits, OverflowingSizesAreRefused) {
 // Found by fuzz/fuzz_torch_state_dict: a damaged pickle made LibTorch's unpickler throw
 // std::out_of_range (vector::_M_range_check), which passed through without the file.
 TEST(TorchStateDictLimits, AnUnpicklerRangeErrorNamesTheFile) {
-  const auto input = data2vec::io::read_file(
-      std::string(DATA2VEC_SOURCE_DIR) +
-      "/fuzz/corpus/torch_state_dict/crash-unpickler-out-of-range");
-  const auto dir = make_temp_dir("pickle-limits");
-  const auto path = dir + "/pytorch_model.bin";
-  data2vec::io::write_file_atomically(path, input);
+  const auto path =
+      corpus_input_as("torch_state_dict/crash-unpickler-out-of-range", "pytorch_model.bin");
   expect_named_error(error_of([&] { data2vec::io::read_torch_state_dict(path); }), path,
                      "_M_range_check");
+}
+
+// Found by fuzz/fuzz_torch_state_dict: a LONG_BINPUT to memo slot 778,204,021 ("usb." read as
+// a number) made LibTorch's unpickler resize its memo table to 12 GB.
+TEST(TorchStateDictLimits, AMemoSlotBeyondThePickleIsRefused) {
+  const auto path = corpus_input_as("torch_state_dict/oom-memo-slot-778m", "pytorch_model.bin");
+  expect_named_error(error_of([&] { data2vec::io::read_torch_state_dict(path); }), path,
+                     "memoizes to slot 778204021");
+}
+
+TEST(TorchStateDictLimits, AnEditedMemoSlotOfTwoToThe31IsRefused) {
+  // The BINPUT (q, 1-byte slot) that memoizes the fixture's OrderedDict() becomes a
+  // LONG_BINPUT (r) to slot 2^31.
+  const auto dir = make_temp_dir("pickle-limits");
+  const auto path = edited_state_dict(dir, [](std::string pkl) {
+    const auto at = pkl.find(")Rq");
+    EXPECT_NE(at, std::string::npos);
+    return pkl.replace(at + 2, 2, std::string("r\0\0\0\x80", 5));
+  });
+  expect_named_error(error_of([&] { data2vec::io::read_torch_state_dict(path); }), path,
+                     "memoizes to slot 2147483648");
+}
+
+// Found by fuzz/fuzz_image: a 729-byte JPEG whose header declares 56840 x 1542 pixels, which
+// stb_image decoded in full (its missing data as zeros): 48 s and 263 MB for one sample.
+TEST(ImageLimits, AHeaderDeclaringFarMorePixelsThanTheFileHoldsIsRefused) {
+  const auto path = corpus_input_as("image/slow-jpeg-declares-56840x1542", "bomb.jpg", 1);
+  const auto message = error_of([&] { data2vec::vision::decode_image_file(path, 3); });
+  expect_named_error(message, path, "declares 56840x1542 pixels in 729 bytes");
+  EXPECT_THROW(data2vec::vision::decode_image_file(path, 3), data2vec::BadSample);
+}
+
+// The same guard lets a large, highly compressible real image through: a flat 2400 x 2000 PNG
+// (4.8 M pixels, above the 4 M pixels allowed whatever the size) is a few kilobytes.
+TEST(ImageLimits, ALargeFlatPngStillDecodes) {
+  const auto dir = make_temp_dir("image-limits");
+  const auto path = dir + "/flat.png";
+  ASSERT_TRUE(data2vec::testing::write_png(path, torch::full({2000, 2400, 3}, 200, torch::kUInt8)));
+  const auto image = data2vec::vision::decode_image_file(path, 3);
+  EXPECT_EQ(image.sizes(), torch::IntArrayRef({3, 2000, 2400}));
+  EXPECT_EQ(image.min().item<int>(), 200);
+  EXPECT_EQ(image.max().item<int>(), 200);
 }
 
 // Found by fuzz/fuzz_image: a JPEG whose Huffman table (DHT) lists more than 256 codes made
@@ -173,11 +222,7 @@ TEST(ImageLimits, JpegHuffmanTableWithTooManyCodesIsRefused) {
   // The second one starts with 0xFF fill bytes before the SOI marker.
   for (const auto& [name, codes] : {std::pair<std::string, int>{"over-256-codes", 289},
                                     std::pair<std::string, int>{"after-fill-bytes", 1091}}) {
-    const auto input = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
-                                               "/fuzz/corpus/image/crash-jpeg-dht-" + name);
-    const auto dir = make_temp_dir("image-limits");
-    const auto path = dir + "/dht.jpg";
-    data2vec::io::write_file_atomically(path, input.substr(1));
+    const auto path = corpus_input_as("image/crash-jpeg-dht-" + name, "dht.jpg", 1);
     expect_named_error(error_of([&] { data2vec::vision::decode_image_file(path, 3); }), path,
                        "Huffman table lists " + std::to_string(codes) + " codes");
   }
@@ -186,11 +231,7 @@ TEST(ImageLimits, JpegHuffmanTableWithTooManyCodesIsRefused) {
 // Found by fuzz/fuzz_image: a PNG whose first IDAT chunk is empty made stb_image 2.27 memcpy
 // into a buffer it had not allocated (NULL).
 TEST(ImageLimits, PngWithAnEmptyFirstIdatIsRefused) {
-  const auto input = data2vec::io::read_file(std::string(DATA2VEC_SOURCE_DIR) +
-                                             "/fuzz/corpus/image/crash-png-empty-first-idat");
-  const auto dir = make_temp_dir("image-limits");
-  const auto path = dir + "/empty-idat.png";
-  data2vec::io::write_file_atomically(path, input.substr(1));
+  const auto path = corpus_input_as("image/crash-png-empty-first-idat", "empty-idat.png", 1);
   expect_named_error(error_of([&] { data2vec::vision::decode_image_file(path, 3); }), path,
                      "empty IDAT chunk");
 }

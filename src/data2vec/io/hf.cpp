@@ -161,6 +161,17 @@ std::string plain_dict_pickle(const std::string& in, const std::string& path) {
     if (nl == std::string::npos) bad_pickle(path, "data.pkl: unterminated GLOBAL");
     return nl + 1;
   };
+  // LibTorch's unpickler grows its memo table to the slot number: a damaged LONG_BINPUT to
+  // slot 2^31 asks for 32 GiB. pickle numbers slots 0, 1, 2, ... as it memoizes, so a slot
+  // past the pickle's size is damage (found by fuzz/fuzz_torch_state_dict).
+  auto memo_slot = [&](size_t at, size_t n) {
+    const auto slot = uint_le(at, n);
+    if (slot > in.size()) {
+      bad_pickle(path, "data.pkl memoizes to slot " + std::to_string(slot) +
+                           ", more slots than the pickle has bytes");
+    }
+    return slot;
+  };
   // Output offset where each stack item's opcodes begin; kMark entries are MARKs.
   constexpr size_t kMark = size_t(-1);
   std::vector<std::pair<size_t, size_t>> stack;  // (start offset, kMark or 0)
@@ -209,7 +220,7 @@ std::string plain_dict_pickle(const std::string& in, const std::string& path) {
         if (pos < in.size() && (in[pos] == 'q' || in[pos] == 'r')) {  // memoized right away
           const size_t n = in[pos] == 'q' ? 1 : 4;
           need(1 + n);
-          ordered_dict_memo.insert(uint_le(pos + 1, n));
+          ordered_dict_memo.insert(memo_slot(pos + 1, n));
           pos += 1 + n;
         }
         ordered_dict_call(at);
@@ -257,7 +268,7 @@ std::string plain_dict_pickle(const std::string& in, const std::string& path) {
       case 'r':  // LONG_BINPUT
         arg = op == 'q' ? 1 : 4;
         need(arg);
-        memo_offset[uint_le(pos, arg)] = at;
+        memo_offset[memo_slot(pos, arg)] = at;
         break;
       case 'K':
       case 'U':

@@ -185,6 +185,24 @@ torch::Tensor decode_image_file(const std::string& path, int64_t channels) {
     throw data2vec::BadSample("cannot decode image " + path + ": corrupt PNG: empty IDAT chunk");
   }
   int width = 0, height = 0, file_channels = 0;
+  // A damaged header can declare a huge image that stb_image then decodes in full from a few
+  // bytes (truncated data decodes as zeros): a 729-byte JPEG declaring 56840x1542 took 48 s
+  // and 263 MB (found by fuzz/fuzz_image). No format stb reads packs more than ~8,300 pixels
+  // in a byte (1-bit PNG through deflate's 1032:1), so a header claiming more is damage; and
+  // as Pillow does (DecompressionBombError), nothing over 2 x 89,478,485 pixels is decoded.
+  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()),
+                            &width, &height, &file_channels) != 0) {
+    const uint64_t declared = uint64_t(width) * uint64_t(height);
+    constexpr uint64_t kPixelsPerByte = 16384, kAnySmallImage = uint64_t(1) << 22,
+                       kPillowBomb = 2 * uint64_t(89478485);
+    if (declared > kPillowBomb ||
+        declared > std::max(kAnySmallImage, kPixelsPerByte * uint64_t(bytes.size()))) {
+      throw data2vec::BadSample("cannot decode image " + path + ": its header declares " +
+                                std::to_string(width) + "x" + std::to_string(height) +
+                                " pixels in " + std::to_string(bytes.size()) +
+                                " bytes (a damaged file or a decompression bomb)");
+    }
+  }
   stbi_uc* pixels =
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()),
                             &width, &height, &file_channels, int(channels));
