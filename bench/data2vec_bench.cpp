@@ -7,6 +7,8 @@
 //   data2vec_bench --config text-tiny --mode layers --tokens 512 --batch 8 --kernel blocked
 //   data2vec_bench --config text-tiny --mode train --tokens 1024 --batch 4     (scaling table)
 //   data2vec_bench --config vision-tiny --batch 2 --dump parity.safetensors   (parity fixture)
+//   data2vec_bench --yaml configs/vision/fmnist-tiny-v2.yaml --batch 32   (a training config's
+//                  model, e.g. data2vec 2.0; --set KEY=VALUE overrides as in `pretrain`)
 //
 // A training step, as the trainer runs it (train/trainer.cpp): draw the mask -> student forward
 // (under bf16 autocast when --dtype bf16) -> teacher forward (no grad) -> targets -> loss ->
@@ -19,6 +21,10 @@
 //   train step = 3 x student forward (backward = 2 x forward) + teacher forward
 //              + 3 x head over the masked positions;   extract = 1 x forward.
 // The per-modality front ends (patch conv, audio CNN, positional convs) are counted the same way.
+// data2vec 2.0 (--yaml with model.algorithm v2): the student runs on the kept patches (+ CLS) of
+// clone_batch copies of each image, the decoder on every grid position of every copy:
+//   train step = 3 x (student over the kept tokens + decoder) + teacher forward over all tokens,
+//   decoder forward = 2 x (its conv and linear weights) x copies x grid positions.
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <sys/resource.h>
@@ -38,9 +44,11 @@
 #include <string>
 #include <vector>
 
+#include "data2vec/app/builders.h"
 #include "data2vec/app/hf.h"
 #include "data2vec/audio/encoder.h"
 #include "data2vec/core/data2vec.h"
+#include "data2vec/io/config.h"
 #include "data2vec/io/safetensors.h"
 #include "data2vec/nn/transformer.h"
 #include "data2vec/text/encoder.h"
@@ -71,6 +79,8 @@ struct Args {
   int64_t tokens = 128;            // text: tokens per example
   double seconds = 2.0;            // audio: seconds per clip (16 kHz)
   std::string hf;  // extract with the encoder of this Hugging Face folder (import-hf's reader)
+  std::string yaml;               // the model of this training config (vision)
+  std::vector<std::string> sets;  // --set KEY=VALUE overrides of --yaml
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -83,7 +93,8 @@ struct Args {
                "                      [--kernel plain|fused|blocked] [--gelu torch|poly]\n"
                "                      (--kernel, --gelu: --mode layers)\n"
                "                      [--profile FILE.trace]\n"
-               "       data2vec_bench --hf HF_DIR --config NAME [--batch N] ...   (extract only)\n";
+               "       data2vec_bench --hf HF_DIR --config NAME [--batch N] ...   (extract only)\n"
+               "       data2vec_bench --yaml CONFIG.yaml [--set KEY=VALUE ...] [--mode train|extract] ...\n";
   std::exit(2);
 }
 
@@ -129,6 +140,10 @@ Args parse(int argc, char** argv) {
       a.tokens = std::stoll(value);
     else if (flag == "--seconds")
       a.seconds = std::stod(value);
+    else if (flag == "--yaml")
+      a.yaml = value;
+    else if (flag == "--set")
+      a.sets.push_back(value);
     else
       usage("unknown flag " + flag);
   }
@@ -138,6 +153,9 @@ Args parse(int argc, char** argv) {
     usage("bad --kernel " + a.kernel);
   if (a.dtype != "fp32" && a.dtype != "bf16") usage("bad --dtype " + a.dtype);
   if (a.reps < 1 || a.batch < 1) usage("--reps and --batch must be >= 1");
+  if (!a.sets.empty() && a.yaml.empty()) usage("--set needs --yaml");
+  if (!a.yaml.empty() && a.mode != "train" && a.mode != "extract")
+    usage("--yaml times train or extract");
   return a;
 }
 
@@ -161,6 +179,9 @@ struct Model {
   double front_flops = 0;                           // forward FLOPs of the local encoder / example
   double teacher_front_flops = 0;                   // ... of the part the teacher runs too
   int64_t head_mult = 0;
+  int64_t image_size = 224, in_channels = 3;        // vision inputs
+  bool v2 = false;                                  // data2vec 2.0 (--yaml)
+  int64_t decoder_weights = 0;                      // conv + linear weights of the 2.0 decoder
 };
 
 std::pair<std::string, std::string> split_config(const std::string& config) {
@@ -240,11 +261,57 @@ Model build(const std::string& config, bool no_dropout) {
   return m;
 }
 
+// The model a training config builds (app::make_model, as `pretrain` does); vision only.
+Model build_from_yaml(const Args& a) {
+  const auto config = data2vec::io::load_config(a.yaml, a.sets);
+  if (config.model.modality != "vision") usage("--yaml: only vision configs are timed");
+  Model m;
+  m.modality = "vision";
+  const auto o = data2vec::vision::vision_preset(config.model.preset);
+  const auto g = o.grid_size();
+  m.tokens = 1 + g * g;
+  m.image_size = o.image_size(), m.in_channels = o.in_channels();
+  m.front_flops = 2.0 * double(g * g) *
+                  double(o.in_channels() * o.patch_size() * o.patch_size()) * double(o.dim());
+  m.teacher_front_flops = m.front_flops;
+  m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
+  const auto& op = config.optim;
+  m.optim = {op.name == "adamw", op.lr, op.beta1, op.beta2, op.eps, op.weight_decay,
+             op.clip_grad_norm};
+  m.model = data2vec::app::make_model(config);
+  m.v2 = config.model.algorithm == "v2";
+  m.head_mult = config.model.head_hidden_mult;
+  for (const auto& p : m.model->named_parameters()) {
+    if (p.key().rfind("decoder.", 0) == 0 && p.value().dim() >= 2)
+      m.decoder_weights += p.value().numel();
+  }
+  return m;
+}
+
+// FLOPs of one data2vec 2.0 step (see the top of the file) for the drawn `mask` [B*copies, G].
+double v2_step_flops(const Model& m, int64_t batch, const torch::Tensor& mask) {
+  const double d = double(m.dim), f = double(m.mlp);
+  const auto kept_per_row = mask.logical_not().sum(1).to(torch::kDouble) + 1.0;  // + CLS
+  const double tokens = kept_per_row.sum().item<double>();
+  const double squares = kept_per_row.pow(2).sum().item<double>();
+  const double rows = double(mask.size(0)), grid = double(mask.size(1));
+  const double student =
+      double(m.depth) * (2.0 * tokens * (4.0 * d * d + 2.0 * d * f) + 4.0 * squares * d) +
+      rows * m.front_flops;
+  const double decoder = 2.0 * double(m.decoder_weights) * rows * grid;
+  const double t = double(m.tokens);
+  const double teacher =
+      double(batch) *
+      (double(m.depth) * (2.0 * t * (4.0 * d * d + 2.0 * d * f) + 4.0 * t * t * d) +
+       m.teacher_front_flops);
+  return 3.0 * (student + decoder) + teacher;
+}
+
 // Synthetic batch, made before timing. Text: example i has T - 8 (i mod 4) real tokens.
 EncoderInput make_input(const Model& m, int64_t batch) {
   EncoderInput in;
   if (m.modality == "vision") {
-    in.source = torch::randn({batch, 3, 224, 224});
+    in.source = torch::randn({batch, m.in_channels, m.image_size, m.image_size});
   } else if (m.modality == "text") {
     in.source = torch::randint(5, kTextVocab, {batch, g_text_tokens}, torch::kLong);
     auto pad = torch::zeros({batch, g_text_tokens}, torch::kBool);
@@ -513,7 +580,8 @@ int main(int argc, char** argv) {
   g_audio_samples = int64_t(std::llround(a.seconds * 16000.0));
   if (a.mode == "layers") return run_layers(a, threads);
   const bool dumping = !a.dump.empty();
-  Model m = build(a.config, /*no_dropout=*/dumping);
+  if (dumping && !a.yaml.empty()) usage("--dump times the built-in configs, not --yaml");
+  Model m = a.yaml.empty() ? build(a.config, /*no_dropout=*/dumping) : build_from_yaml(a);
   const EncoderInput input = make_input(m, a.batch);
   const torch::Device device(torch::kCPU);
   const std::string precision = a.dtype;
@@ -525,6 +593,11 @@ int main(int argc, char** argv) {
       profiler = std::make_unique<torch::autograd::profiler::RecordProfile>(a.profile);
   };
   auto j = header(a, threads);
+  if (!a.yaml.empty()) {
+    std::string name = a.yaml.substr(a.yaml.find_last_of('/') + 1);
+    for (const auto& set : a.sets) name += " " + set;
+    j["config"] = name;
+  }
   j["params"] = count_parameters(*m.model->student());
   j["params_total"] = count_parameters(*m.model);
   std::vector<double> times;
@@ -538,10 +611,10 @@ int main(int argc, char** argv) {
     m.model->train();
     auto optimizer = make_optimizer(m);
     const auto trainable = m.model->trainable_parameters();
-    double masked_positions = 0;
+    double masked_positions = 0, v2_flops = 0;
     std::vector<double> losses;
     data2vec::MaskedInput fixed_mask;
-    if (dumping) fixed_mask = m.model->student()->apply_mask(input, generator);
+    if (dumping) fixed_mask = m.model->apply_mask(input, generator);
     if (dumping) {
       // Weights and inputs before any step; the losses of two steps are appended below.
       data2vec::io::NamedTensors tensors;
@@ -560,7 +633,7 @@ int main(int argc, char** argv) {
       start_profile(i);
       const auto t0 = Clock::now();
       optimizer->zero_grad();
-      const auto masked = dumping ? fixed_mask : m.model->student()->apply_mask(input, generator);
+      const auto masked = dumping ? fixed_mask : m.model->apply_mask(input, generator);
       data2vec::Data2VecOutput out;
       {
         data2vec::train::AutocastGuard autocast(device, precision);
@@ -577,11 +650,13 @@ int main(int argc, char** argv) {
       const double s = std::chrono::duration<double>(Clock::now() - t0).count();
       losses.push_back(loss);
       masked_positions = double(out.predictions.size(0));
+      if (m.v2) v2_flops = v2_step_flops(m, a.batch, masked.mask);
       if (i >= a.warmup) times.push_back(s);
     }
     const double student = forward_flops(m, false), teacher = forward_flops(m, true);
-    j["flops"] =
-        double(a.batch) * (3.0 * student + teacher) + 3.0 * masked_positions * head_flops(m);
+    j["flops"] = m.v2 ? v2_flops
+                      : double(a.batch) * (3.0 * student + teacher) +
+                            3.0 * masked_positions * head_flops(m);
     j["losses"] = losses;
   }
   profiler.reset();  // writes the trace
