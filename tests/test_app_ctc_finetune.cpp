@@ -75,7 +75,17 @@ TEST(AppCtcFinetune, SavedRunTranscribesAndExportsAsDataVecAudioForCtc) {
   options.out_dir = dir + "/ctc";
   options.baseline = true;
   options.finetune.steps(3).batch_size(2).lr(1e-3);
+  int updates_seen = 0;  // the caller's hook still runs beside the progress bar
+  options.finetune.on_step([&](const eval::CtcStep&) { ++updates_seen; });
+  ::testing::internal::CaptureStderr();
   const auto rows = app::finetune_ctc(options);
+  const auto progress = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(updates_seen, 2 * 3);
+  for (const auto* label : {"ctc random init", "ctc data2vec"}) {
+    const auto at = progress.find(label);
+    ASSERT_NE(at, std::string::npos) << progress;
+    EXPECT_NE(progress.find("3/3", at), std::string::npos) << progress;
+  }
   ASSERT_EQ(rows.size(), 2u);  // random init, data2vec
   EXPECT_EQ(rows[0].method, "random init");
   EXPECT_EQ(rows[1].method, "data2vec");

@@ -18,6 +18,7 @@
 #include "data2vec/io/files.h"
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/train/device.h"
+#include "data2vec/train/progress.h"
 
 namespace data2vec::app {
 
@@ -160,7 +161,19 @@ std::vector<CtcRow> finetune_ctc(const FinetuneCtcOptions& options) {
   std::vector<CtcRow> rows;
   const auto run = [&](const std::string& method, audio::AudioEncoderImpl& encoder) {
     const auto start = std::chrono::steady_clock::now();
-    auto result = eval::ctc_finetune(encoder, train, vocabulary, finetune);
+    // Thousands of updates take an hour on a CPU: a bar with the rate, ETA, loss and lr.
+    train::Progress bar(finetune.steps(), 0, "ctc " + method);
+    auto with_bar = finetune;
+    with_bar.on_step([&bar, hook = finetune.on_step()](const eval::CtcStep& step) {
+      if (hook) hook(step);
+      std::ostringstream status;
+      status << "loss " << std::fixed << std::setprecision(4) << step.loss << "  lr "
+             << std::scientific << std::setprecision(2) << step.lr
+             << (step.encoder_frozen ? "  (encoder frozen)" : "");
+      bar.update(step.step, status.str());
+    });
+    auto result = eval::ctc_finetune(encoder, train, vocabulary, with_bar);
+    bar.finish();
     const double minutes =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60.0;
     for (const auto& [name, utterances] : tests) {
