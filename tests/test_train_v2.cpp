@@ -5,6 +5,7 @@
 
 #include "data2vec/app/builders.h"
 #include "data2vec/train/trainer.h"
+#include "data2vec/vision/encoder.h"
 #include "pretrain_support.h"
 #include "support.h"
 
@@ -45,6 +46,34 @@ TEST(TrainV2, ConfigBuildsTheDecoderAndClones) {
   auto bad = v2_config(4);
   bad.model.decoder_kernel = 4;
   EXPECT_THROW(io::validate(bad), std::invalid_argument);
+}
+
+// model.position_encoding sincos / model.depth_scaled_init false (data2vec 2.0's image encoder)
+// reach the vision encoder: a frozen sin-cos table and no relative bias.
+TEST(TrainV2, PositionEncodingKeysBuildTheVisionEncoder) {
+  io::Config c;
+  c.model.modality = "vision";
+  c.model.preset = "fmnist-mini";
+  c.model.top_k_layers = 4;
+  c.model.algorithm = "v2";
+  c.model.position_encoding = "sincos";
+  c.model.depth_scaled_init = false;
+  const auto model = app::make_model(c);
+  const auto student = std::dynamic_pointer_cast<vision::VisionEncoderImpl>(model->student());
+  ASSERT_TRUE(student);
+  ASSERT_TRUE(student->embeddings->position_embeddings.defined());
+  EXPECT_FALSE(student->embeddings->position_embeddings.requires_grad());
+  EXPECT_TRUE(student->encoder->position_biases.empty());
+  EXPECT_FALSE(student->options().depth_scaled_init());
+  c.model.position_encoding = "relative";
+  const auto relative = std::dynamic_pointer_cast<vision::VisionEncoderImpl>(
+      app::make_model(c)->student());
+  EXPECT_FALSE(relative->embeddings->position_embeddings.defined());
+  EXPECT_EQ(relative->encoder->position_biases.size(), 1u);
+  c.model.preset = "hf";
+  c.model.position_encoding = "sincos";
+  const auto message = data2vec::testing::error_of([&] { app::make_model(c); });
+  EXPECT_NE(message.find("model.position_encoding"), std::string::npos) << message;
 }
 
 TEST(TrainV2, PretrainsAndResumesToTheSameBytes) {

@@ -330,3 +330,92 @@ TEST(VisionEncoder, RunsUnderBf16Autocast) {
   EXPECT_EQ(bf16.x.scalar_type(), torch::kFloat);
   EXPECT_TRUE(tensors_close("bf16 vs fp32 output", bf16.x, fp32.x, 0.1));
 }
+
+// MAE's get_2d_sincos_pos_embed, written out per element: patch (row i, column j) of the grid;
+// channels [0, D/2) encode j and [D/2, D) encode i, each as D/4 sines then D/4 cosines of
+// position x 10000^(-k / (D/4)).
+TEST(VisionEncoder, SincosPositionTableIsMaesTwoDimensionalTable) {
+  const int64_t grid = 7, dim = 16, quarter = dim / 4;
+  const auto table = data2vec::vision::sincos_position_table(grid, dim);
+  ASSERT_EQ(table.sizes(), torch::IntArrayRef({grid * grid, dim}));
+  auto expected = torch::empty({grid * grid, dim}, torch::kDouble);
+  for (int64_t i = 0; i < grid; ++i) {
+    for (int64_t j = 0; j < grid; ++j) {
+      for (int64_t half = 0; half < 2; ++half) {
+        const double position = half == 0 ? double(j) : double(i);
+        for (int64_t k = 0; k < quarter; ++k) {
+          const double angle = position * std::pow(10000.0, -double(k) / double(quarter));
+          expected[i * grid + j][half * 2 * quarter + k] = std::sin(angle);
+          expected[i * grid + j][half * 2 * quarter + quarter + k] = std::cos(angle);
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(tensors_close("table", table, expected.to(torch::kFloat), 1e-6));
+  EXPECT_NEAR(table[1][0].item<double>(), std::sin(1.0), 1e-6);      // column 1
+  EXPECT_NEAR(table[grid][8].item<double>(), std::sin(1.0), 1e-6);   // row 1
+  EXPECT_THROW(data2vec::vision::sincos_position_table(grid, 18), c10::Error);
+}
+
+// data2vec 2.0's image positions: the fixed table on the patches (none on CLS), frozen, and no
+// relative bias beside it; a training step leaves the table as it was.
+TEST(VisionEncoder, SincosPositionsAreFixedAndReplaceTheRelativeBias) {
+  const auto o = small_options()
+                     .absolute_position_embeddings(true)
+                     .sincos_position_embeddings(true)
+                     .shared_relative_position_bias(false);
+  auto encoder = make_vision_encoder(o);
+  const auto table = encoder->embeddings->position_embeddings;
+  EXPECT_FALSE(table.requires_grad());
+  EXPECT_EQ(table[0][0].abs().max().item<float>(), 0.0f);  // CLS
+  EXPECT_TRUE(tensors_close("patch rows", table[0].narrow(0, 1, o.num_patches()),
+                            data2vec::vision::sincos_position_table(o.grid_size(), o.dim()), 0));
+  for (const auto& [name, value] : named(*encoder)) {
+    EXPECT_EQ(name.find("relative_position"), std::string::npos) << name;
+  }
+  // Positions reach the output: the same patches in another order give other features.
+  torch::manual_seed(0);
+  const auto x = images(2, o);
+  encoder->eval();
+  const auto a = encoder->extract_features(x, torch::Tensor()).x;
+  const auto flipped = EncoderInput{x.source.flip({3}), torch::Tensor()};
+  const auto b = encoder->extract_features(flipped, torch::Tensor()).x;
+  EXPECT_GT((a - b).abs().max().item<double>(), 1e-3);
+
+  data2vec::Data2Vec model([o] { return make_vision_encoder(o); },
+                           data2vec::Data2VecOptions().targets(
+                               data2vec::TargetOptions().top_k_layers(2)));
+  const auto before = model->student()->named_parameters()["embeddings.position_embeddings"].clone();
+  for (const auto& p : model->trainable_parameters()) EXPECT_TRUE(p.requires_grad());
+  EXPECT_EQ(model->trainable_parameters().size() + 1,
+            model->student()->parameters().size() + model->head()->parameters().size());
+  torch::optim::AdamW optimizer(model->trainable_parameters(), torch::optim::AdamWOptions(1e-2));
+  at::Generator generator = at::detail::createCPUGenerator(3);
+  const auto out = model->forward(images(4, o), generator);
+  out.loss.backward();
+  optimizer.step();
+  EXPECT_TRUE(tensors_close("after a step",
+                            model->student()->named_parameters()["embeddings.position_embeddings"],
+                            before, 0));
+}
+
+// BEiT divides layer l's output projections by sqrt(2 l) at init; data2vec 2.0 does not.
+TEST(VisionEncoder, DepthScaledInitIsBeitsAndCanBeOff) {
+  const auto o = small_options().dim(128).mlp_dim(256).depth(4);
+  torch::manual_seed(1);
+  auto scaled = make_vision_encoder(o);
+  torch::manual_seed(1);
+  auto plain = make_vision_encoder(VisionEncoderOptions(o).depth_scaled_init(false));
+  const auto std_of = [](const std::shared_ptr<data2vec::vision::VisionEncoderImpl>& encoder,
+                         const std::string& name) {
+    return named(*encoder)[name].std().item<double>();
+  };
+  for (int64_t layer = 0; layer < 4; ++layer) {
+    const auto fc2 = "encoder.layer." + std::to_string(layer) + ".feed_forward.fc2.weight";
+    EXPECT_NEAR(std_of(plain, fc2), 0.02, 0.002) << fc2;
+    EXPECT_NEAR(std_of(scaled, fc2) / std_of(plain, fc2), 1.0 / std::sqrt(2.0 * (layer + 1)), 1e-6)
+        << fc2;
+  }
+  const auto fc1 = "encoder.layer.3.feed_forward.fc1.weight";
+  EXPECT_NEAR(std_of(scaled, fc1), std_of(plain, fc1), 1e-9);
+}

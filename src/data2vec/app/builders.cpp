@@ -49,6 +49,11 @@ ToyDatasetOptions toy_data_options(const io::Config& c, int64_t first_index, int
 
 vision::VisionEncoderOptions vision_options(const io::Config& c) {
   vision::VisionEncoderOptions o;
+  if (c.model.preset == "hf" && c.model.position_encoding != "relative") {
+    throw std::invalid_argument("config key 'model.position_encoding' = " +
+                                c.model.position_encoding +
+                                ": an imported model keeps the positions its config.json gives");
+  }
   if (c.model.preset == "hf") {
     o = vision::vision_options_from_hf(hf_model_config(c));
     if (c.data.image_size != o.image_size()) {
@@ -64,6 +69,13 @@ vision::VisionEncoderOptions vision_options(const io::Config& c) {
       .layer_result(parse_layer_result_kind(c.model.layer_result));
   if (c.model.dropout) o.dropout(*c.model.dropout);
   if (c.model.layer_scale_init) o.layer_scale_init(*c.model.layer_scale_init);
+  o.depth_scaled_init(c.model.depth_scaled_init);
+  if (c.model.position_encoding == "sincos") {
+    o.absolute_position_embeddings(true)
+        .sincos_position_embeddings(true)
+        .shared_relative_position_bias(false)
+        .layer_relative_position_bias(false);
+  }
   return o;
 }
 

@@ -1,5 +1,7 @@
 #include "data2vec/core/data2vec.h"
 
+#include <algorithm>
+
 #include "data2vec/core/masking.h"
 
 namespace data2vec {
@@ -72,6 +74,10 @@ std::vector<torch::Tensor> Data2VecImpl::trainable_parameters() const {
   auto params = student_->parameters();
   const auto predictor = head_ ? head_->parameters() : decoder_->parameters();
   params.insert(params.end(), predictor.begin(), predictor.end());
+  // Frozen tensors (fixed sin-cos positions) get no gradient: nothing to clip or average.
+  params.erase(std::remove_if(params.begin(), params.end(),
+                              [](const torch::Tensor& p) { return !p.requires_grad(); }),
+               params.end());
   return params;
 }
 

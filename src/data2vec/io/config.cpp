@@ -75,6 +75,13 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"model.dropout", &c.model.dropout, "encoder dropout; unset = the preset's"},
       {"model.layer_scale_init", &c.model.layer_scale_init,
        "vision layer scale (0 = none); unset = the preset's"},
+      {"model.position_encoding", &c.model.position_encoding,
+       "vision: relative (BEiT's shared relative bias, data2vec 1.0) or sincos (fixed 2-D sin-cos "
+       "added to the patches, data2vec 2.0)",
+       {"relative", "sincos"}},
+      {"model.depth_scaled_init", &c.model.depth_scaled_init,
+       "vision: divide layer l's residual output projections by sqrt(2 l) at init (BEiT, "
+       "data2vec 1.0; 2.0 does not)"},
       {"model.clone_batch", &c.model.clone_batch,
        "v2: masked copies per example; unset = images 16, audio / text 8, toy 4"},
       {"model.decoder_dim", &c.model.decoder_dim,

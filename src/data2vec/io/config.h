@@ -60,6 +60,8 @@ struct ModelConfig {
   std::optional<int64_t> pos_conv_kernel;
   std::optional<double> dropout;
   std::optional<double> layer_scale_init;
+  std::string position_encoding = "relative";
+  bool depth_scaled_init = true;
   // data2vec 2.0 (algorithm v2, arXiv 2212.07525)
   std::optional<int64_t> clone_batch;
   std::optional<int64_t> decoder_dim;

@@ -289,11 +289,35 @@ VisionEncoderImpl::VisionEncoderImpl(const VisionEncoderOptions& options) : opti
     trunc_normal_(embeddings->position_embeddings, 0.02);
   }
   torch::NoGradGuard no_grad;
+  if (o.sincos_position_embeddings()) {
+    TORCH_CHECK(embeddings->position_embeddings.defined(),
+                "vision encoder: sincos_position_embeddings needs absolute_position_embeddings");
+    auto& table = embeddings->position_embeddings;  // [1,1+N,D]; CLS (row 0) gets no position
+    table.zero_();
+    table[0].narrow(0, 1, o.num_patches()).copy_(sincos_position_table(o.grid_size(), o.dim()));
+    table.set_requires_grad(false);
+  }
+  if (!o.depth_scaled_init()) return;
   for (size_t i = 0; i < encoder->layers.size(); ++i) {
     const double rescale = 1.0 / std::sqrt(2.0 * double(i + 1));
     encoder->layers[i]->attention->output->weight.mul_(rescale);
     encoder->layers[i]->feed_forward->fc2->weight.mul_(rescale);
   }
+}
+
+torch::Tensor sincos_position_table(int64_t grid, int64_t dim) {
+  TORCH_CHECK(grid > 0 && dim > 0 && dim % 4 == 0, "sincos_position_table: dim ", dim,
+              " must be a positive multiple of 4 (grid ", grid, ")");
+  const int64_t quarter = dim / 4;
+  const auto omega =
+      torch::pow(10000.0, -torch::arange(quarter, torch::kDouble) / double(quarter));  // [D/4]
+  auto encode = [&](const torch::Tensor& position) {  // [N] -> [N, D/2]
+    const auto angle = position.unsqueeze(1) * omega.unsqueeze(0);
+    return torch::cat({angle.sin(), angle.cos()}, 1);
+  };
+  const auto index = torch::arange(grid * grid, torch::kDouble);
+  const auto row = torch::floor(index / double(grid)), column = index - row * double(grid);
+  return torch::cat({encode(column), encode(row)}, 1).to(torch::kFloat);  // [N, D]
 }
 
 MaskedInput VisionEncoderImpl::apply_mask(const EncoderInput& input, at::Generator& generator) {

@@ -80,6 +80,14 @@ struct VisionEncoderOptions {
   TORCH_ARG(bool, layer_relative_position_bias) = false;
   /// Learned absolute position embeddings [1,1+N,D] added after the CLS token. Default false.
   TORCH_ARG(bool, absolute_position_embeddings) = false;
+  /// With absolute_position_embeddings: the table starts as the fixed 2-D sin-cos positions of
+  /// MAE / data2vec 2.0 (sincos_position_table; the CLS row zero) and is frozen (no gradient).
+  /// It stays an ordinary position_embeddings tensor, so Hugging Face reads it as learned
+  /// absolute positions. Default false.
+  TORCH_ARG(bool, sincos_position_embeddings) = false;
+  /// BEiT's init: the residual output projections of layer l are divided by sqrt(2 l) so deep
+  /// stacks start near the identity (data2vec 1.0 vision); data2vec 2.0 does not. Default true.
+  TORCH_ARG(bool, depth_scaled_init) = true;
   /// A learned mask token (needed to mask patches the 1.0 way). Default true.
   TORCH_ARG(bool, use_mask_token) = true;
   /// HF use_mean_pooling: no final layer norm on the sequence; the pooled output is the mean of
@@ -116,6 +124,12 @@ struct VisionEncoderOptions {
 // "large" 24x1024x4096x16h (224 px, patch 16, 3 channels), and "fmnist-tiny" for 28x28 grey
 // images (patch 4: a 7x7 grid). Unknown names throw, listing the known ones.
 VisionEncoderOptions vision_preset(const std::string& name);
+
+// The 2-D sin-cos positions of a grid x grid patch grid, [grid*grid, dim] in row-major patch
+// order, as MAE's get_2d_sincos_pos_embed (which data2vec 2.0's image encoder uses): the first
+// dim/2 channels encode the patch's column, the last dim/2 its row, each half as
+// [sin(p w_k), cos(p w_k)] with w_k = 10000^(-k / (dim/4)), k = 0 .. dim/4 - 1. dim % 4 == 0.
+torch::Tensor sincos_position_table(int64_t grid, int64_t dim);
 std::vector<std::string> vision_preset_names();
 
 // Conv2d patch embedding: [B,C,H,W] -> [B,N,D].
