@@ -8,12 +8,16 @@ written by `data2vec_bench --dump` loads here unchanged and both sides print equ
 
     python3 bench/reference.py --config vision-tiny --mode train --batch 16 --threads 2 --reps 3
     python3 bench/reference.py --check parity.safetensors   # replay a C++ dump, print its losses
+    python3 bench/reference.py --yaml configs/vision/fmnist-tiny-v2.yaml --batch 32 --reps 1
+        # the model a training config builds (data2vec_bench --yaml): data2vec 2.0 vision
 
 Prints one JSON line per run, the same fields as the C++ bench.
 """
 import argparse
 import json
 import math
+import os
+import random
 import resource
 import struct
 import sys
@@ -27,7 +31,11 @@ TEXT_TOKENS = 128  # kTextTokens in data2vec_bench.cpp (--tokens)
 TEXT_VOCAB = 8000
 AUDIO_SAMPLES = 32000  # 2 s at 16 kHz (--seconds)
 
-VISION = {"tiny": (12, 192, 768, 3), "small": (12, 384, 1536, 6), "base": (12, 768, 3072, 12)}
+VISION = {"tiny": (12, 192, 768, 3), "small": (12, 384, 1536, 6), "base": (12, 768, 3072, 12),
+          "fmnist-tiny": (6, 192, 768, 3), "fmnist-mini": (4, 128, 512, 4)}
+# image size, patch size, channels of a vision preset (vision/encoder.cpp presets()); 224, 16, 3
+# for the rest
+VISION_IMAGES = {"fmnist-tiny": (28, 4, 1), "fmnist-mini": (28, 4, 1)}
 TEXT = {"tiny": (12, 192, 768, 3), "small": (12, 384, 1536, 6), "base": (12, 768, 3072, 12)}
 AUDIO = {"tiny": (12, 192, 768, 3, 256), "small": (12, 384, 1536, 6, 512),
          "base": (12, 768, 3072, 12, 512)}
@@ -159,6 +167,12 @@ class RelativePositionBias(nn.Module):
         return self.relative_position_bias_table.index_select(
             0, self.relative_position_index.view(-1)).view(t, t, -1).permute(2, 0, 1).contiguous()
 
+    def forward_kept(self, ids_keep):
+        r, k = ids_keep.shape
+        index = self.relative_position_index[ids_keep.unsqueeze(2), ids_keep.unsqueeze(1)]
+        return self.relative_position_bias_table.index_select(0, index.reshape(-1)).view(
+            r, k, k, -1).permute(0, 3, 1, 2).contiguous()  # [R,H,Tk,Tk]
+
 
 class VisionTransformer(nn.Module):
     def __init__(self, depth, d, mlp, heads, g):
@@ -172,11 +186,13 @@ class VisionEncoder(nn.Module):
     prefix_tokens = 1
     copied = ()
 
-    def __init__(self, size):
+    def __init__(self, size, layer_result="block"):
         super().__init__()
         depth, d, mlp, heads = VISION[size]
-        self.g = 14
-        self.embeddings = VisionEmbeddings(d)
+        image, patch, channels = VISION_IMAGES.get(size, (224, 16, 3))
+        self.g = image // patch
+        self.layer_result = layer_result  # block: the block output; ffn: its FFN output (2.0)
+        self.embeddings = VisionEmbeddings(d, channels, patch)
         self.encoder = VisionTransformer(depth, d, mlp, heads, self.g)
         self.layernorm = nn.LayerNorm(d, eps=1e-6)
         for m in self.modules():
@@ -217,8 +233,26 @@ class VisionEncoder(nn.Module):
         x = tokens
         results = []
         for layer in self.encoder.layer:
-            x, _ = layer(x, bias, None)
-            results.append(x)
+            x, ffn = layer(x, bias, None)
+            results.append(ffn if self.layer_result == "ffn" else x)
+        return self.layernorm(x), results, None, local
+
+    def extract_kept_features(self, pixels, ids_keep, clones):
+        """data2vec 2.0's student (vision/encoder.cpp extract_kept_features): the patch embedding
+        once per image, then the kept positions (CLS included) of each of its `clones` copies;
+        the relative bias gathered for the kept pairs. ids_keep [B*M,Tk] -> x [B*M,Tk,D]."""
+        emb = self.embeddings
+        patches = emb.patch_embeddings(pixels).to(emb.cls_token.dtype)
+        b = patches.size(0)
+        local = torch.cat([emb.cls_token.expand(b, 1, -1), patches], 1)  # [B,1+N,D], once
+        example = torch.div(torch.arange(ids_keep.size(0)), clones,
+                            rounding_mode="floor").unsqueeze(1)  # core/masking.cpp gather_copies
+        x = local[example, ids_keep]  # [B*M,Tk,D]
+        bias = self.encoder.relative_position_bias.forward_kept(ids_keep)  # [B*M,H,Tk,Tk]
+        results = []
+        for layer in self.encoder.layer:
+            x, ffn = layer(x, bias, None)
+            results.append(ffn if self.layer_result == "ffn" else x)
         return self.layernorm(x), results, None, local
 
     def teacher_features(self, source, padding_mask, student_out):
@@ -549,6 +583,215 @@ def make_optimizer(model):
     return cls(groups, lr=lr, betas=betas, eps=eps)
 
 
+# ---- data2vec 2.0 (--yaml; core/data2vec.cpp forward_v2, core/decoder.cpp) ----
+
+def load_config(path):
+    """A training config as io/config.cpp reads it: the `base` chain merged (the file's keys over
+    its base's), then the keys the bench reads with the C++ defaults (io/config.h) for the unset
+    ones; algorithm v2 gives unset target / loss / mask keys 2.0's (apply_algorithm_defaults)."""
+    try:
+        import yaml  # Debian's python3-yaml
+    except ImportError:
+        sys.exit("reference.py: --yaml needs PyYAML (apt-get install python3-yaml)")
+
+    def read(file):
+        with open(file) as f:
+            tree = yaml.safe_load(f) or {}
+        base = tree.pop("base", None)
+        if base is None:
+            return tree
+        merged = read(os.path.join(os.path.dirname(file), base))
+        for section, keys in tree.items():
+            if isinstance(keys, dict):
+                merged.setdefault(section, {}).update(keys)
+            else:
+                merged[section] = keys
+        return merged
+
+    tree = read(path)
+    get = lambda section, key, default: (tree.get(section) or {}).get(key, default)
+    v2 = get("model", "algorithm", "v1") == "v2"
+    c = dict(
+        modality=get("model", "modality", "vision"), preset=get("model", "preset", "tiny"),
+        v2=v2, top_k=get("model", "top_k_layers", 6),
+        layer_result=get("model", "layer_result", "ffn" if v2 else "block"),
+        layer_norm=get("model", "target_layer_norm", "instance_norm" if v2 else "layer_norm"),
+        final_norm=get("model", "target_final_norm", "layer_norm"),
+        beta=float(get("model", "loss_beta", 0.0 if v2 else 2.0)),
+        scale=float(get("model", "loss_scale", 0.0 if v2 else 1.0)),
+        mask_ratio=float(get("model", "mask_ratio", 0.8 if v2 else 0.6)),
+        clones=get("model", "clone_batch", 16),  # vision's default (app/builders.cpp)
+        decoder=(get("model", "decoder_dim", 768), get("model", "decoder_kernel", 3),
+                 get("model", "decoder_groups", 16), get("model", "decoder_layers", 6)),
+        cls_loss=float(get("model", "cls_loss", 0.01)),
+        ema=(float(get("ema", "decay_start", 0.9998)), float(get("ema", "decay_end", 0.9999)),
+             get("ema", "anneal_steps", None)),
+        optim=(get("optim", "name", "adamw") == "adamw", float(get("optim", "lr", 1e-3)),
+               (float(get("optim", "beta1", 0.9)), float(get("optim", "beta2", 0.999))),
+               float(get("optim", "eps", 1e-8)), float(get("optim", "weight_decay", 0.05)),
+               float(get("optim", "clip_grad_norm", 3.0))),
+        image_size=get("data", "image_size", 28), seed=get("train", "seed", 1))
+    if c["ema"][2] is None:  # unset: the whole run
+        c["ema"] = c["ema"][:2] + (get("train", "max_steps", 1000),)
+    # What this twin mirrors: a 2.0 vision model of a built-in preset with the default encoder
+    # options (BEiT relative positions, depth-scaled init, no dropout, layer scale 0.1).
+    unsupported = [
+        k for k, ok in [
+            ("model.modality (vision only)", c["modality"] == "vision"),
+            ("model.algorithm (v2 only: the v1 rows are --config)", v2),
+            ("model.preset", c["preset"] in VISION),
+            ("data.image_size (the preset's)",
+             c["image_size"] == VISION_IMAGES.get(c["preset"], (224,))[0]),
+            ("model.position_encoding", get("model", "position_encoding", "relative") ==
+             "relative"),
+            ("model.depth_scaled_init", get("model", "depth_scaled_init", True) is True),
+            ("model.dropout", get("model", "dropout", 0.0) in (0, 0.0)),
+            ("model.layer_scale_init", get("model", "layer_scale_init", 0.1) == 0.1)] if not ok]
+    if unsupported:
+        sys.exit(f"reference.py: {path}: not mirrored here: {', '.join(unsupported)}")
+    return c
+
+
+def inverse_block_mask(rows, g, mask_ratio, rng, block_size=3):
+    """vision/masking.cpp inverse_block_mask: each row keeps round((1 - ratio) N) patches, grown
+    from block_size^2 blocks centred anywhere on the grid (clipped at the edges; the last block
+    a random subset of its new patches). The same algorithm, drawn from Python's random (the
+    C++ runs mt19937_64 seeded per row), so not the same masks. [R,1+N] bool, CLS column first
+    (never masked), True = masked."""
+    n = g * g
+    target = min(max(round((1.0 - mask_ratio) * n), 1), n - 1)  # inverse_block_keep_count
+    lo, hi = (block_size - 1) // 2, block_size // 2
+    out = []
+    for _ in range(rows):
+        kept = [False] * n
+        count = 0
+        while count < target:
+            ci, cj = rng.randint(0, g - 1), rng.randint(0, g - 1)
+            fresh = [i * g + j for i in range(max(0, ci - lo), min(g - 1, ci + hi) + 1)
+                     for j in range(max(0, cj - lo), min(g - 1, cj + hi) + 1)
+                     if not kept[i * g + j]]
+            take = min(len(fresh), target - count)
+            for k in range(take):
+                r = rng.randint(k, len(fresh) - 1)
+                fresh[k], fresh[r] = fresh[r], fresh[k]
+                kept[fresh[k]] = True
+            count += take
+        out.append([False] + [not k for k in kept])
+    return torch.tensor(out, dtype=torch.bool)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cin, dim, kernel, groups):
+        super().__init__()
+        self.dim = dim
+        self.conv = nn.Conv2d(cin, dim, kernel, padding=kernel // 2, groups=groups)
+
+    def forward(self, x):
+        y = self.conv(x).movedim(1, -1)  # channels last
+        y = F.layer_norm(y, (self.dim,), None, None, 1e-5)
+        return F.gelu(y).movedim(-1, 1)
+
+
+class Decoder(nn.Module):
+    """core/decoder.cpp: blocks of grouped Conv2d -> LayerNorm (no affine) -> GELU on the patch
+    grid, residual where the widths match, then a Linear back to the encoder's width."""
+
+    def __init__(self, input_dim, dim, kernel, groups, layers, grid):
+        super().__init__()
+        self.grid = grid
+        self.blocks = nn.ModuleList(
+            DecoderBlock(input_dim if i == 0 else dim, dim, kernel, groups) for i in range(layers))
+        self.proj = nn.Linear(dim, input_dim)
+
+    def forward(self, x):  # [R,T,D] -> [R,T,D]
+        r, t, d = x.shape
+        x = x.transpose(1, 2).reshape(r, d, self.grid, self.grid)
+        for block in self.blocks:
+            y = block(x)
+            x = y + x if y.size(1) == x.size(1) else y
+        return self.proj(x.flatten(2).transpose(1, 2))
+
+
+def regression_loss(p, t, beta, scale):
+    """core/loss.cpp: summed over D, x scale (<= 0: 1/sqrt(D)), averaged over positions."""
+    p, t = p.float(), t.float()
+    per = (p - t).pow(2) if beta == 0 else F.smooth_l1_loss(p, t, reduction="none", beta=beta)
+    scale = scale if scale > 0 else 1 / math.sqrt(p.size(1))
+    return per.sum() * scale / max(p.size(0), 1)
+
+
+class Data2Vec2(Data2Vec):
+    """data2vec 2.0 as core/data2vec.cpp forward_v2 runs it; the teacher, targets, EMA and
+    optimizer groups are Data2Vec's (a recipe from the config)."""
+
+    def __init__(self, c):
+        nn.Module.__init__(self)
+        self.recipe = dict(k=c["top_k"], layer=c["layer_norm"].replace("_norm", ""),
+                           final=c["final_norm"].replace("_norm", ""), ema=c["ema"],
+                           optim=c["optim"])
+        self.c = c
+        self.student = VisionEncoder(c["preset"], c["layer_result"])
+        self.teacher = VisionEncoder(c["preset"], c["layer_result"])
+        d = self.student.embeddings.cls_token.size(-1)
+        dim, kernel, groups, layers = c["decoder"]
+        self.decoder = Decoder(d, dim, kernel, groups, layers, self.student.g)
+        self.teacher.load_state_dict(self.student.state_dict())
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+
+    def apply_mask(self, source, rng):
+        return inverse_block_mask(source.size(0) * self.c["clones"], self.student.g,
+                                  self.c["mask_ratio"], rng)
+
+    def forward_v2(self, source, mask):
+        c, m = self.c, self.c["clones"]
+        rows = mask.size(0)
+        ids_keep = (~mask).nonzero()[:, 1].view(rows, -1)  # core/masking.cpp keep_indices
+        kept = self.student.extract_kept_features(source, ids_keep, m)[0]  # [B*M,Tk,D]
+        with torch.no_grad():
+            t_out = self.teacher.teacher_features(source, None, None)
+            targets = self.targets([r[:, 1:] for r in t_out[1]])  # [B,N,D] fp32, CLS excluded
+        d = kept.size(2)
+        noise = torch.randn(rows, mask.size(1), d) * 0.01  # DecoderOptions mask_noise_std
+        restored = noise.to(kept.dtype).scatter(
+            1, ids_keep.unsqueeze(-1).expand(-1, -1, d), kept)  # [B*M,1+N,D]
+        decoded = self.decoder(restored[:, 1:])  # [B*M,N,D]
+        selected = mask[:, 1:]
+        predictions = decoded[selected]
+        cls_target = targets.mean(1)  # [B,D]
+        targets = targets.repeat_interleave(m, 0)
+        picked = targets[selected]
+        loss = regression_loss(predictions, picked, c["beta"], c["scale"])
+        if c["cls_loss"] > 0:  # student CLS vs the example's mean target, x B*M (fairseq)
+            cls_target = cls_target.repeat_interleave(m, 0)
+            cls_loss = regression_loss(kept[:, 0], cls_target, c["beta"], c["scale"])
+            loss = loss + c["cls_loss"] * rows * cls_loss
+        stats = (mean_std_over_positions(picked), mean_std_over_positions(predictions),
+                 selected.sum().double() / selected.numel())
+        return loss, predictions, picked, stats
+
+
+def v2_step_flops(model, batch, mask):
+    """data2vec_bench.cpp v2_step_flops, counted the same way from the drawn mask [B*M,1+N]
+    (its CLS column included, as the C++ passes it: the kept count + 1 counts CLS twice and the
+    decoder runs over 1+N positions in the count), so both sides print the same FLOPs. For
+    fmnist-tiny-v2 at batch 32 that is 19.61 GFLOP; without the CLS column, 18.32 (7% less)."""
+    depth, d, mlp, heads = VISION[model.c["preset"]]
+    image, patch, channels = VISION_IMAGES.get(model.c["preset"], (224, 16, 3))
+    g = image // patch
+    front = 2.0 * g * g * channels * patch * patch * d
+    kept = (~mask).sum(1).double() + 1.0
+    tokens, squares = kept.sum().item(), kept.pow(2).sum().item()
+    rows, grid = mask.size(0), mask.size(1)
+    student = depth * (2 * tokens * (4 * d * d + 2 * d * mlp) + 4 * squares * d) + rows * front
+    weights = sum(p.numel() for p in model.decoder.parameters() if p.dim() >= 2)
+    decoder = 2.0 * weights * rows * grid
+    t = g * g + 1
+    teacher = batch * (depth * (2 * t * (4 * d * d + 2 * d * mlp) + 4 * t * t * d) + front)
+    return 3 * (student + decoder) + teacher
+
+
 def make_input(modality, batch):
     if modality == "vision":
         return torch.randn(batch, 3, 224, 224), None
@@ -614,6 +857,16 @@ def length_suffix(modality, a):
     return ""
 
 
+def blas_library():
+    """The BLAS this process mapped, found as train/device.cpp blas_library() finds it."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            for name in ("openblas", "libmkl", "blis", "libblas.so"):
+                if name in line:
+                    return line[line.index("/"):].strip() if "/" in line else name
+    return "unknown"
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -631,13 +884,16 @@ def main():
     ap.add_argument("--tokens", type=int, default=128, help="text: tokens per example")
     ap.add_argument("--seconds", type=float, default=2.0, help="audio: seconds per clip")
     ap.add_argument("--check", help="replay a data2vec_bench --dump file; print its losses")
+    ap.add_argument("--yaml", help="the model of this training config (data2vec 2.0 vision; "
+                    "train mode), as data2vec_bench --yaml")
     a = ap.parse_args()
 
-    import os
     global TEXT_TOKENS, AUDIO_SAMPLES
     TEXT_TOKENS, AUDIO_SAMPLES = a.tokens, int(round(a.seconds * 16000))
     torch.set_num_threads(a.threads if a.threads > 0 else os.cpu_count())
     torch.manual_seed(a.seed)
+    if a.yaml:
+        return run_yaml(a)
     fixed = None
     if a.check:
         tensors, meta = load_safetensors(a.check)
@@ -665,6 +921,7 @@ def main():
     result = {"impl": "python", "config": a.config + length_suffix(modality, a), "mode": a.mode,
               "batch": a.batch,
               "dtype": a.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "blas": blas_library(),
               "params": sum(p.numel() for p in model.student.parameters()),
               "params_total": sum(p.numel() for p in model.parameters())}
     times, losses = [], []
@@ -710,12 +967,64 @@ def main():
         head = 2 * d * d if model.recipe["head"] == 0 else 2 * 2 * d * model.recipe["head"] * d
         result["flops"] = a.batch * (3 * student + teacher) + 3 * masked_positions * head
         result["losses"] = losses
+    finish(result, times, a.batch)
+
+
+def finish(result, times, batch):
     times_sorted = sorted(times)
     n = len(times_sorted)
     med = times_sorted[n // 2] if n % 2 else 0.5 * (times_sorted[n // 2 - 1] + times_sorted[n // 2])
-    result.update(times_s=times, median_s=med, samples_per_s=a.batch / med,
+    result.update(times_s=times, median_s=med, samples_per_s=batch / med,
                   gflops=result["flops"] / med / 1e9, peak_rss_mb=peak_rss_mb())
     print(json.dumps(result), flush=True)
+
+
+def run_yaml(a):
+    """data2vec_bench --yaml CONFIG --mode train: the config's data2vec 2.0 step (main's train
+    loop in data2vec_bench.cpp): draw the mask -> student over the kept tokens of every copy ->
+    teacher -> targets -> decoder -> loss -> backward -> clip -> AdamW (lr, betas, weight decay
+    of the config, no schedule) -> EMA; loss and statistics read back as the trainer does."""
+    if a.mode != "train":
+        sys.exit("reference.py: --yaml times train mode only")
+    c = load_config(a.yaml)
+    torch.manual_seed(c["seed"])  # app/builders.cpp make_model seeds with train.seed
+    model = Data2Vec2(c)
+    image, _, channels = VISION_IMAGES.get(c["preset"], (224, 16, 3))
+    source = torch.randn(a.batch, channels, image, image)
+    rng = random.Random(a.seed + 1)  # the C++ mask generator's seed
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.dtype == "bf16" else (
+        lambda: torch.autocast("cpu", enabled=False))
+    result = {"impl": "python", "config": os.path.basename(a.yaml), "mode": a.mode,
+              "batch": a.batch, "dtype": a.dtype, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "blas": blas_library(),
+              "params": sum(p.numel() for p in model.student.parameters()),
+              "params_total": sum(p.numel() for p in model.parameters())}
+    model.train()
+    optimizer = make_optimizer(model)
+    clip = c["optim"][5]
+    trainable = [p for p in model.parameters() if p.requires_grad]  # student + decoder
+    times, losses = [], []
+    for i in range(a.warmup + a.reps):
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=False)
+        mask = model.apply_mask(source, rng)  # drawn inside the step, as the C++ does
+        with autocast():
+            loss, predictions, targets, stats = model.forward_v2(source, mask)
+        loss.backward()
+        value = loss.item()
+        for s in stats:
+            s.item()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, clip)
+        optimizer.step()
+        model.ema_step(i)
+        elapsed = time.perf_counter() - t0
+        losses.append(value)
+        result["flops"] = v2_step_flops(model, a.batch, mask)
+        if i >= a.warmup:
+            times.append(elapsed)
+    result["losses"] = losses
+    finish(result, times, a.batch)
 
 
 if __name__ == "__main__":

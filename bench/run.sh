@@ -51,14 +51,17 @@ mkdir -p bench/results
 : > "$out"
 
 # config mode batch dtype warmup reps  (reps per process; every round adds that many)
+# A config ending in .yaml is a training config's model (--yaml): the data2vec 2.0 demo step
+# (fmnist-tiny-v2: 32 images x 8 masked copies), reference.py's twin of data2vec_bench --yaml.
 rows=()
 if ((quick)); then
   rows+=("vision-tiny train 16 fp32 1 2" "vision-tiny extract 16 fp32 1 3"
-         "text-tiny train 16 fp32 1 2")
+         "text-tiny train 16 fp32 1 2" "configs/vision/fmnist-tiny-v2.yaml train 32 fp32 1 2")
 else
   rows+=("vision-tiny train 16 fp32 1 2" "vision-tiny train 128 fp32 1 1"
          "vision-tiny extract 16 fp32 1 3" "vision-tiny extract 128 fp32 1 1"
-         "text-tiny train 16 fp32 1 2" "audio-tiny train 8 fp32 1 2")
+         "text-tiny train 16 fp32 1 2" "audio-tiny train 8 fp32 1 2"
+         "configs/vision/fmnist-tiny-v2.yaml train 32 fp32 1 2")
 fi
 ((bf16)) && rows+=("vision-tiny train 4 bf16 1 1" "vision-tiny extract 4 bf16 1 1")
 hf_rows=()
@@ -95,7 +98,9 @@ for ((round = 1; round <= rounds; round++)); do
   ((bf16)) && gemm bf16
   for row in "${rows[@]}"; do
     read -r config mode batch dtype warmup reps length <<< "$row"
-    args=(--config "$config" --mode "$mode" --batch "$batch" --dtype "$dtype"
+    flag=--config
+    [[ $config == *.yaml ]] && flag=--yaml
+    args=("$flag" "$config" --mode "$mode" --batch "$batch" --dtype "$dtype"
           --threads "$threads" --warmup "$warmup" --reps "$reps" --seed "$round")
     # the scaling rows' sequence length: tokens (text) or seconds (audio)
     if [[ -n ${length:-} ]]; then
