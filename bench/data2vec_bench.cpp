@@ -288,13 +288,15 @@ Model build_from_yaml(const Args& a) {
   return m;
 }
 
-// FLOPs of one data2vec 2.0 step (see the top of the file) for the drawn `mask` [B*copies, G].
+// FLOPs of one data2vec 2.0 step (see the top of the file) for the drawn `mask` [B*copies, 1+G]
+// (the CLS column first, never masked).
 double v2_step_flops(const Model& m, int64_t batch, const torch::Tensor& mask) {
   const double d = double(m.dim), f = double(m.mlp);
-  const auto kept_per_row = mask.logical_not().sum(1).to(torch::kDouble) + 1.0;  // + CLS
+  const auto patches = mask.narrow(1, 1, mask.size(1) - 1);                         // [R,G]
+  const auto kept_per_row = patches.logical_not().sum(1).to(torch::kDouble) + 1.0;  // + CLS
   const double tokens = kept_per_row.sum().item<double>();
   const double squares = kept_per_row.pow(2).sum().item<double>();
-  const double rows = double(mask.size(0)), grid = double(mask.size(1));
+  const double rows = double(patches.size(0)), grid = double(patches.size(1));
   const double student =
       double(m.depth) * (2.0 * tokens * (4.0 * d * d + 2.0 * d * f) + 4.0 * squares * d) +
       rows * m.front_flops;

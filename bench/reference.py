@@ -774,16 +774,16 @@ class Data2Vec2(Data2Vec):
 
 def v2_step_flops(model, batch, mask):
     """data2vec_bench.cpp v2_step_flops, counted the same way from the drawn mask [B*M,1+N]
-    (its CLS column included, as the C++ passes it: the kept count + 1 counts CLS twice and the
-    decoder runs over 1+N positions in the count), so both sides print the same FLOPs. For
-    fmnist-tiny-v2 at batch 32 that is 19.61 GFLOP; without the CLS column, 18.32 (7% less)."""
+    (CLS column first, never masked): the student runs on the kept patches + CLS of every copy,
+    the decoder over the N grid positions. fmnist-tiny-v2 at batch 32: 18.32 GFLOP."""
     depth, d, mlp, heads = VISION[model.c["preset"]]
     image, patch, channels = VISION_IMAGES.get(model.c["preset"], (224, 16, 3))
     g = image // patch
     front = 2.0 * g * g * channels * patch * patch * d
-    kept = (~mask).sum(1).double() + 1.0
+    patches = mask[:, 1:]
+    kept = (~patches).sum(1).double() + 1.0  # + CLS
     tokens, squares = kept.sum().item(), kept.pow(2).sum().item()
-    rows, grid = mask.size(0), mask.size(1)
+    rows, grid = patches.size(0), patches.size(1)
     student = depth * (2 * tokens * (4 * d * d + 2 * d * mlp) + 4 * squares * d) + rows * front
     weights = sum(p.numel() for p in model.decoder.parameters() if p.dim() >= 2)
     decoder = 2.0 * weights * rows * grid
