@@ -11,6 +11,8 @@
 #   ASR_STEPS            CTC fine-tuning updates       (default 150)
 #   ASR_LR               CTC peak learning rate        (default 2e-3)
 #   ASR_SEED             fine-tuning seed              (default 0)
+#   ASR_SET              extra pretraining --set overrides, space-separated (e.g. train.threads=1;
+#                        fine-tuning then runs with the pretraining run's threads too)
 #   ASR_PRETRAINED       skip pretraining: fine-tune this run (e.g. runs/speech from
 #                        scripts/speech-demo.sh, or a run import-hf made)
 set -euo pipefail
@@ -19,6 +21,8 @@ config="${ASR_CONFIG:-configs/audio/speech-tiny.yaml}"
 out="${ASR_OUT:-runs/asr}"
 bin=build/data2vec
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+sets=()
+for kv in ${ASR_SET:-}; do sets+=(--set "$kv"); done
 start=$(date +%s)
 
 scripts/fetch-data.sh spoken-sentences
@@ -31,7 +35,7 @@ if [ -z "$pretrained" ]; then
   echo "== data2vec pretraining on the training clips' audio ($config, ${ASR_PRETRAIN_STEPS:-60} steps)"
   "$bin" manifest "$set/train" --out "$out/train-audio.tsv"
   "$bin" pretrain --config "$config" --out "$pretrained" --set data.dataset="$out/train-audio.tsv" \
-    --set train.max_steps="${ASR_PRETRAIN_STEPS:-60}" --set checkpoint.every=100000
+    --set train.max_steps="${ASR_PRETRAIN_STEPS:-60}" --set checkpoint.every=100000 "${sets[@]}"
 fi
 pretrain_done=$(date +%s)
 

@@ -15,8 +15,8 @@ for kv in ${TEXT_SET:-}; do sets+=(--set "$kv"); done
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 scripts/fetch-data.sh text
-tokenizer="$("$bin" config --config "$config" "${sets[@]}" | sed -n 's/^  tokenizer: //p')"
-if [ ! -f "$tokenizer/spm.model" ]; then
+# `config` refuses a configuration whose tokenizer does not exist yet: then train it.
+if ! "$bin" config --config "$config" "${sets[@]}" >/dev/null 2>&1; then
   "$bin" tokenizer train --config "$config" "${sets[@]}" --vocab-size 8000
 fi
 rm -rf "$out"
