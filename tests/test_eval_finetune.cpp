@@ -132,12 +132,18 @@ TEST(Finetune, LearnsWhatTheUntrainedEncoderCannot) {
   auto before = encoder->layers[0]->attention->query->weight.clone();
   int64_t hook_calls = 0;
   double first_lr = -1;
+  int64_t last_step = 0;
+  std::set<int64_t> totals;
   auto r =
       finetune(encoder, train, test, FinetuneOptions(options).on_step([&](const FinetuneStep& s) {
         if (hook_calls++ == 0) first_lr = s.lr;
+        last_step = s.step;
+        totals.insert(s.total_steps);
       }));
   EXPECT_EQ(r.steps, 8 * 8);
   EXPECT_EQ(hook_calls, 64);
+  EXPECT_EQ(last_step, 64);
+  EXPECT_EQ(totals, std::set<int64_t>{64});  // known from the first step: progress bars use it
   EXPECT_NEAR(first_lr, 3e-3 / 8, 1e-12);
   EXPECT_EQ(r.train_examples, 256);
   EXPECT_EQ(r.num_skipped, 0);

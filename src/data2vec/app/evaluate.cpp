@@ -8,6 +8,7 @@
 #include <functional>
 #include <iomanip>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "data2vec/app/builders.h"
@@ -172,6 +173,17 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
              {"random init, fine-tune", ""}, {"data2vec, fine-tune", "student."}}) {
       auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
+      // End-to-end fine-tuning of a text task takes tens of minutes on a CPU: a bar with the
+      // rate, ETA, loss and lr, made at the first step (which knows the step count).
+      std::unique_ptr<train::Progress> bar;
+      const auto on_step = [&bar, label = task->name + ": " + method](
+                               const eval::FinetuneStep& step) {
+        if (!bar) bar = std::make_unique<train::Progress>(step.total_steps, 0, label);
+        std::ostringstream status;
+        status << "epoch " << step.epoch + 1 << "  loss " << std::fixed << std::setprecision(4)
+               << step.loss << "  lr " << std::scientific << std::setprecision(2) << step.lr;
+        bar->update(step.step, status.str());
+      };
       const auto result = eval::finetune(encoder, *task->splits.train, *task->splits.test,
                                          eval::FinetuneOptions()
                                              .label_fraction(options.label_fraction)
@@ -185,7 +197,9 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                                              .batch_size(64)
                                              .device(device)
                                              .bf16(config.train.precision == "bf16")
-                                             .seed(uint64_t(config.train.seed)));
+                                             .seed(uint64_t(config.train.seed))
+                                             .on_step(on_step));
+      if (bar) bar->finish();
       std::ostringstream detail;
       detail << result.train_examples << " labels (" << percent(options.label_fraction) << "%), "
              << options.finetune_epochs << " epochs";

@@ -249,7 +249,7 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
           const double value = loss.item<double>();
           loss_sum += value;
           ++loss_count;
-          if (o.on_step()) o.on_step()({r.steps, epoch, value, lr});
+          if (o.on_step()) o.on_step()({r.steps, epoch, value, lr, total_steps});
         });
     r.final_loss = loss_count > 0 ? loss_sum / static_cast<double>(loss_count) : 0.0;
     spdlog::info("finetune: epoch {} mean loss {:.4f}", epoch + 1, r.final_loss);

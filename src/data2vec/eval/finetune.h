@@ -25,6 +25,7 @@ struct FinetuneStep {
   int64_t epoch = 0;  // 0-based
   double loss = 0;    // cross-entropy of this batch
   double lr = 0;      // peak-layer learning rate of this step
+  int64_t total_steps = 0;  // optimizer steps the whole run takes (epochs x steps per epoch)
 };
 
 struct FinetuneOptions {
