@@ -183,6 +183,45 @@ TEST(VisionImageFolder, ReadsPngJpegAndFlagsCorruptFiles) {
   EXPECT_THROW(ImageFolderDataset(root + "/missing", ImageTransformOptions()), c10::Error);
 }
 
+// The colour model conversions are Pillow's: alpha dropped (not composited), RGB -> L as
+// (19595 R + 38470 G + 7471 B + 2^15) >> 16; the format is what the bytes say, not the name.
+TEST(VisionImageDecode, ConvertsColourModelsAsPillowDoesAndTrustsTheBytesNotTheName) {
+  const auto dir = make_temp_dir("vision-decode");
+  // 4 pixels, RGBA, the alpha of each different (0 = fully transparent).
+  const std::vector<uint8_t> rgba = {255, 0, 0, 0, 0, 255, 0, 90, 0, 0, 255, 180, 10, 20, 30, 255};
+  ASSERT_TRUE(stbi_write_png((dir + "/rgba.png").c_str(), 2, 2, 4, rgba.data(), 2 * 4));
+  const auto rgb = decode_image_file(dir + "/rgba.png", 3);
+  const auto expected_rgb = torch::tensor({255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30})
+                                .to(torch::kUInt8)
+                                .view({2, 2, 3})
+                                .permute({2, 0, 1});
+  EXPECT_TRUE(rgb.equal(expected_rgb)) << rgb;
+  // By hand: red 76.74 -> 76, green 150.19 -> 150, blue 29.57 -> 29, (10,20,30) 18.65 -> 18.
+  const auto luma = decode_image_file(dir + "/rgba.png", 1);
+  EXPECT_TRUE(luma.equal(torch::tensor({76, 150, 29, 18}).to(torch::kUInt8).view({1, 2, 2})))
+      << luma;
+  // The same pixels as a BMP (stb's third decoder) and a grey PNG repeated to 3 channels.
+  const std::vector<uint8_t> packed = {255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30};
+  ASSERT_TRUE(stbi_write_bmp((dir + "/rgb.bmp").c_str(), 2, 2, 3, packed.data()));
+  EXPECT_TRUE(decode_image_file(dir + "/rgb.bmp", 3).equal(expected_rgb));
+  EXPECT_TRUE(decode_image_file(dir + "/rgb.bmp", 1).equal(luma));
+  const std::vector<uint8_t> grey = {0, 60, 120, 250};
+  ASSERT_TRUE(stbi_write_png((dir + "/grey.png").c_str(), 2, 2, 1, grey.data(), 2));
+  const auto grey3 = decode_image_file(dir + "/grey.png", 3);
+  EXPECT_TRUE(grey3.equal(
+      torch::tensor({0, 60, 120, 250}).to(torch::kUInt8).view({1, 2, 2}).expand({3, 2, 2})));
+  // A JPEG saved as .png decodes as the JPEG it is; bytes of no known format are named.
+  std::vector<uint8_t> flat(8 * 8 * 3, 200);
+  ASSERT_TRUE(stbi_write_jpg((dir + "/really-a-jpeg.png").c_str(), 8, 8, 3, flat.data(), 95));
+  const auto jpeg = decode_image_file(dir + "/really-a-jpeg.png", 3);
+  EXPECT_EQ(jpeg.sizes(), (std::vector<int64_t>{3, 8, 8}));
+  EXPECT_LE((jpeg.to(torch::kInt) - 200).abs().max().item<int>(), 2);
+  write_plain(dir + "/gif.png", "GIF89a\x01\x00\x01\x00");
+  const auto message = error_of([&] { decode_image_file(dir + "/gif.png", 3); });
+  EXPECT_NE(message.find(dir + "/gif.png"), std::string::npos) << message;
+  EXPECT_NE(message.find("not a PNG, JPEG or BMP"), std::string::npos) << message;
+}
+
 TEST(VisionAugment, FlipAndNormalise) {
   const auto img = torch::arange(12, torch::kFloat).view({1, 3, 4});
   EXPECT_TRUE(hflip(img).equal(torch::tensor({3., 2., 1., 0., 7., 6., 5., 4., 11., 10., 9., 8.})

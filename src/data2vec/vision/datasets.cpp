@@ -1,21 +1,25 @@
 #include "data2vec/vision/datasets.h"
 
+#include <png.h>
+#include <turbojpeg.h>
+
 #include <algorithm>
 #include <cctype>
 #include <climits>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 
 #include "data2vec/vision/idx.h"
 
-// The one translation unit that compiles stb_image (its own code trips -Wextra).
+// PNG and JPEG go through libpng and libjpeg-turbo, the decoders Pillow uses, hardened by years
+// of OSS-Fuzz: stb_image 2.27 (Debian bookworm) failed fuzz/fuzz_image four times on PNG and JPEG
+// (a write past a Huffman table, a memcpy to NULL, a bit buffer shifted by more than its width, a
+// 48-s decode of a bomb). stb_image stays for BMP only, the one translation unit compiling it (its
+// own code trips -Wextra).
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
-// Only the formats the image readers list (.png .jpg .jpeg .bmp): stb's other decoders are
-// attack surface a user's folder never needs.
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
@@ -115,107 +119,137 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root,
 
 namespace {
 
-// stb_image 2.27 (Debian bookworm) writes past a Huffman table when a JPEG's DHT segment lists
-// more than 256 codes (found by fuzz/fuzz_image; 2.28 refuses such a table). Walks the JPEG's
-// segments as stb does and returns what is wrong, or "" (also for files that are not JPEG).
-std::string oversized_jpeg_huffman_table(const std::string& b) {
-  auto byte = [&](size_t i) -> size_t { return i < b.size() ? uint8_t(b[i]) : 0; };
-  size_t i = 0;  // SOI, after any number of 0xFF fill bytes (stb skips them too)
-  while (i < b.size() && byte(i) == 0xFF) ++i;
-  if (i == 0 || byte(i) != 0xD8) return "";
-  ++i;
-  while (i + 1 < b.size()) {
-    if (byte(i) != 0xFF) {  // entropy-coded data or junk between segments
-      ++i;
-      continue;
-    }
-    const size_t marker = byte(i + 1);
-    if (marker == 0xFF) {  // fill byte
-      ++i;
-      continue;
-    }
-    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD9)) {
-      i += 2;  // stuffed byte, TEM, RST0-7, SOI, EOI: no length
-      continue;
-    }
-    const size_t length = byte(i + 2) << 8 | byte(i + 3);
-    if (marker == 0xC4) {  // DHT: tables of (class/id, 16 counts, the codes), as stb reads them
-      long left = long(length) - 2;
-      for (size_t p = i + 4; left > 0 && p < b.size();) {
-        size_t codes = 0;
-        for (size_t k = 0; k < 16; ++k) codes += byte(p + 1 + k);
-        if (codes > 256) {
-          return "a Huffman table lists " + std::to_string(codes) + " codes (at most 256)";
-        }
-        p += 17 + codes;
-        left -= long(17 + codes);
-      }
-    }
-    i += 2 + length;
+// A damaged header can declare a huge image that a decoder then decodes in full from a few bytes
+// (truncated data decodes as grey or zeros): a 729-byte JPEG declaring 56840x1542 took 48 s and
+// 263 MB (found by fuzz/fuzz_image). No format read here packs more than ~8,300 pixels in a byte
+// (1-bit PNG through deflate's 1032:1), so a header claiming more is damage; and as Pillow does
+// (DecompressionBombError), nothing over 2 x 89,478,485 pixels is decoded.
+void refuse_implausible_size(uint64_t width, uint64_t height, size_t file_bytes,
+                             const std::string& path) {
+  const uint64_t declared = width * height;
+  constexpr uint64_t kPixelsPerByte = 16384, kAnySmallImage = uint64_t(1) << 22,
+                     kPillowBomb = 2 * uint64_t(89478485);
+  if (declared > kPillowBomb ||
+      declared > std::max(kAnySmallImage, kPixelsPerByte * uint64_t(file_bytes))) {
+    throw data2vec::BadSample("cannot decode image " + path + ": its header declares " +
+                              std::to_string(width) + "x" + std::to_string(height) + " pixels in " +
+                              std::to_string(file_bytes) +
+                              " bytes (a damaged file or a decompression bomb)");
   }
-  return "";
 }
 
-// stb_image 2.27 copies a PNG's first IDAT chunk into a buffer it has not allocated yet when
-// that chunk is empty (memcpy to NULL, found by fuzz/fuzz_image). No encoder writes one.
-bool empty_first_png_idat(const std::string& b) {
-  static const char kSignature[] = "\x89PNG\r\n\x1a\n";
-  if (b.compare(0, 8, kSignature, 8) != 0) return false;
-  for (size_t at = 8; at + 8 <= b.size();) {
-    const size_t length = size_t(uint8_t(b[at])) << 24 | size_t(uint8_t(b[at + 1])) << 16 |
-                          size_t(uint8_t(b[at + 2])) << 8 | size_t(uint8_t(b[at + 3]));
-    if (b.compare(at + 4, 4, "IDAT") == 0) return length == 0;
-    at += 12 + length;
+// Each decoder returns [H,W,C] uint8 in the file's own colour model: C = 1 (grey) or 3 (RGB), an
+// alpha channel dropped (as Pillow's convert("RGB") does).
+
+torch::Tensor decode_jpeg(const std::string& bytes, const std::string& path) {
+  std::unique_ptr<void, int (*)(tjhandle)> decoder(tjInitDecompress(), &tjDestroy);
+  if (!decoder) throw std::runtime_error("libjpeg-turbo: " + std::string(tjGetErrorStr2(nullptr)));
+  auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto size = static_cast<unsigned long>(bytes.size());
+  auto fail = [&] {
+    return data2vec::BadSample("cannot decode image " + path +
+                               ": corrupt JPEG: " + tjGetErrorStr2(decoder.get()));
+  };
+  int width = 0, height = 0, subsampling = 0, colorspace = 0;
+  if (tjDecompressHeader3(decoder.get(), data, size, &width, &height, &subsampling, &colorspace) !=
+      0) {
+    throw fail();
   }
-  return false;
+  refuse_implausible_size(uint64_t(width), uint64_t(height), bytes.size(), path);
+  const bool grey = colorspace == TJCS_GRAY;
+  auto image = torch::empty({height, width, grey ? 1 : 3}, torch::kUInt8);
+  // Pillow's defaults (accurate integer DCT, fancy upsampling); a progressive file with an
+  // unreasonable number of scans is refused rather than decoded for minutes. A warning (e.g.
+  // "premature end of data") still leaves a decoded image, which is kept, as Pillow keeps it.
+  if (tjDecompress2(decoder.get(), data, size, image.data_ptr<uint8_t>(), width, 0, height,
+                    grey ? TJPF_GRAY : TJPF_RGB, TJFLAG_LIMITSCANS) != 0 &&
+      tjGetErrorCode(decoder.get()) != TJERR_WARNING) {
+    throw fail();
+  }
+  return image;
+}
+
+torch::Tensor decode_png(const std::string& bytes, const std::string& path) {
+  png_image png{};
+  png.version = PNG_IMAGE_VERSION;
+  auto fail = [&] {
+    const std::string reason = png.message;
+    png_image_free(&png);
+    return data2vec::BadSample("cannot decode image " + path + ": corrupt PNG: " + reason);
+  };
+  if (png_image_begin_read_from_memory(&png, bytes.data(), bytes.size()) == 0) throw fail();
+  try {
+    refuse_implausible_size(png.width, png.height, bytes.size(), path);
+  } catch (...) {
+    png_image_free(&png);
+    throw;
+  }
+  const bool grey = (png.format & PNG_FORMAT_FLAG_COLOR) == 0;
+  png.format = grey ? PNG_FORMAT_GA : PNG_FORMAT_RGBA;  // alpha kept here, dropped below
+  const int64_t channels = grey ? 2 : 4;
+  auto image = torch::empty({int64_t(png.height), int64_t(png.width), channels}, torch::kUInt8);
+  if (png_image_finish_read(&png, nullptr, image.data_ptr<uint8_t>(), 0, nullptr) == 0) {
+    throw fail();
+  }
+  return image.narrow(2, 0, channels - 1);
+}
+
+torch::Tensor decode_bmp(const std::string& bytes, const std::string& path) {
+  auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  int width = 0, height = 0, channels = 0;
+  if (stbi_info_from_memory(data, int(bytes.size()), &width, &height, &channels) != 0) {
+    refuse_implausible_size(uint64_t(width), uint64_t(height), bytes.size(), path);
+  }
+  stbi_uc* pixels = stbi_load_from_memory(data, int(bytes.size()), &width, &height, &channels, 0);
+  if (pixels == nullptr) {
+    throw data2vec::BadSample("cannot decode image " + path + ": " + stbi_failure_reason());
+  }
+  // stb returns 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA) interleaved channels.
+  auto image = torch::from_blob(pixels, {height, width, channels}, torch::kUInt8)
+                   .narrow(2, 0, channels <= 2 ? 1 : 3)
+                   .clone();
+  stbi_image_free(pixels);
+  return image;
 }
 
 }  // namespace
 
 torch::Tensor decode_image_file(const std::string& path, int64_t channels) {
+  TORCH_CHECK(channels == 1 || channels == 3, "decode_image_file: channels must be 1 or 3, got ",
+              channels);
   std::ifstream in(path, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (!in.good() && !in.eof()) throw data2vec::BadSample("cannot read image " + path);
   if (bytes.size() > size_t(INT_MAX)) throw data2vec::BadSample("image " + path + " is over 2 GiB");
-  const auto bad_table = oversized_jpeg_huffman_table(bytes);
-  if (!bad_table.empty()) {
-    throw data2vec::BadSample("cannot decode image " + path + ": corrupt JPEG: " + bad_table);
+  // The format is what the bytes say, whatever the file's extension.
+  auto starts_with = [&](const char* magic, size_t n) {
+    return bytes.compare(0, n, magic, n) == 0;
+  };
+  torch::Tensor image;  // [H,W,1 or 3]
+  if (starts_with("\xFF\xD8\xFF", 3)) {
+    image = decode_jpeg(bytes, path);
+  } else if (starts_with("\x89PNG\r\n\x1A\n", 8)) {
+    image = decode_png(bytes, path);
+  } else if (starts_with("BM", 2)) {
+    image = decode_bmp(bytes, path);
+  } else {
+    throw data2vec::BadSample("cannot decode image " + path +
+                              ": not a PNG, JPEG or BMP file (its first bytes say otherwise)");
   }
-  if (empty_first_png_idat(bytes)) {
-    throw data2vec::BadSample("cannot decode image " + path + ": corrupt PNG: empty IDAT chunk");
-  }
-  int width = 0, height = 0, file_channels = 0;
-  // A damaged header can declare a huge image that stb_image then decodes in full from a few
-  // bytes (truncated data decodes as zeros): a 729-byte JPEG declaring 56840x1542 took 48 s
-  // and 263 MB (found by fuzz/fuzz_image). No format stb reads packs more than ~8,300 pixels
-  // in a byte (1-bit PNG through deflate's 1032:1), so a header claiming more is damage; and
-  // as Pillow does (DecompressionBombError), nothing over 2 x 89,478,485 pixels is decoded.
-  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()),
-                            &width, &height, &file_channels) != 0) {
-    const uint64_t declared = uint64_t(width) * uint64_t(height);
-    constexpr uint64_t kPixelsPerByte = 16384, kAnySmallImage = uint64_t(1) << 22,
-                       kPillowBomb = 2 * uint64_t(89478485);
-    if (declared > kPillowBomb ||
-        declared > std::max(kAnySmallImage, kPixelsPerByte * uint64_t(bytes.size()))) {
-      throw data2vec::BadSample("cannot decode image " + path + ": its header declares " +
-                                std::to_string(width) + "x" + std::to_string(height) +
-                                " pixels in " + std::to_string(bytes.size()) +
-                                " bytes (a damaged file or a decompression bomb)");
+  if (image.size(2) != channels) {
+    if (channels == 3) {
+      image = image.expand({-1, -1, 3});
+    } else {
+      // Pillow's RGB -> L: (19595 R + 38470 G + 7471 B + 2^15) >> 16, ITU-R 601-2 luma.
+      const auto rgb = image.to(torch::kInt32);
+      image =
+          (rgb.select(2, 0) * 19595 + rgb.select(2, 1) * 38470 + rgb.select(2, 2) * 7471 + 32768)
+              .div(65536, "floor")
+              .to(torch::kUInt8)
+              .unsqueeze(2);
     }
   }
-  stbi_uc* pixels =
-      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()),
-                            &width, &height, &file_channels, int(channels));
-  if (pixels == nullptr) {
-    throw data2vec::BadSample("cannot decode image " + path + ": " + stbi_failure_reason());
-  }
-  // [H,W,C] interleaved -> [C,H,W]. An explicit clone: for C = 1 the permuted view already
-  // counts as contiguous, and contiguous() would keep pointing into stb's freed buffer.
-  auto image = torch::from_blob(pixels, {height, width, channels}, torch::kUInt8)
-                   .permute({2, 0, 1})
-                   .clone(at::MemoryFormat::Contiguous);
-  stbi_image_free(pixels);
-  return image;
+  return image.permute({2, 0, 1}).contiguous();
 }
 
 Example ImageFolderDataset::get(size_t index, uint64_t seed) const {

@@ -54,7 +54,7 @@ class ImageFolderDataset : public data2vec::Dataset {
   ImageFolderDataset(const std::string& root, const ImageTransformOptions& options);
 
   size_t size() const override { return files_.size(); }
-  // Decodes with stb_image; an unreadable or corrupt file throws data2vec::BadSample naming it.
+  // Decodes with decode_image_file; an unreadable or corrupt file throws BadSample naming it.
   Example get(size_t index, uint64_t seed) const override;
   std::string describe(size_t index) const override { return files_.at(index); }
   int64_t num_classes() const override { return int64_t(classes_.size()); }
@@ -70,8 +70,9 @@ class ImageFolderDataset : public data2vec::Dataset {
   std::vector<int64_t> labels_;     // class index per file
 };
 
-// Decodes an image file to uint8 [channels,H,W] (channels 1 or 3, converted by stb_image);
-// throws data2vec::BadSample naming the file and stb's reason when it cannot.
+// Decodes a PNG, JPEG or BMP file (the format its bytes say) to uint8 [channels,H,W], channels 1
+// or 3 (grey is repeated; RGB becomes Pillow's "L" luma; alpha is dropped); throws
+// data2vec::BadSample naming the file and the decoder's reason when it cannot.
 torch::Tensor decode_image_file(const std::string& path, int64_t channels);
 
 }  // namespace data2vec::vision
