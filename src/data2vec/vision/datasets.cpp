@@ -172,18 +172,13 @@ torch::Tensor decode_jpeg(const std::string& bytes, const std::string& path) {
 torch::Tensor decode_png(const std::string& bytes, const std::string& path) {
   png_image png{};
   png.version = PNG_IMAGE_VERSION;
+  // libpng frees its state after a failure or a finished read; this covers an early throw.
+  std::unique_ptr<png_image, void (*)(png_imagep)> release(&png, &png_image_free);
   auto fail = [&] {
-    const std::string reason = png.message;
-    png_image_free(&png);
-    return data2vec::BadSample("cannot decode image " + path + ": corrupt PNG: " + reason);
+    return data2vec::BadSample("cannot decode image " + path + ": corrupt PNG: " + png.message);
   };
   if (png_image_begin_read_from_memory(&png, bytes.data(), bytes.size()) == 0) throw fail();
-  try {
-    refuse_implausible_size(png.width, png.height, bytes.size(), path);
-  } catch (...) {
-    png_image_free(&png);
-    throw;
-  }
+  refuse_implausible_size(png.width, png.height, bytes.size(), path);
   const bool grey = (png.format & PNG_FORMAT_FLAG_COLOR) == 0;
   png.format = grey ? PNG_FORMAT_GA : PNG_FORMAT_RGBA;  // alpha kept here, dropped below
   const int64_t channels = grey ? 2 : 4;
