@@ -201,6 +201,7 @@ int main(int argc, char** argv) {
   // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ, silently; ignored,
   // the write fails with EFBIG instead and the error names the file.
   std::signal(SIGXFSZ, SIG_IGN);
+  train::keep_freed_memory();  // every step reuses its activations' memory: no page faults
   CLI::App app{
       "data2vec: self-supervised pretraining of image, speech and text encoders (data2vec 1.0 "
       "and 2.0) on LibTorch.\nRun `data2vec <command> --help` for a command's options."};

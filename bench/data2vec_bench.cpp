@@ -81,6 +81,7 @@ struct Args {
   std::string hf;  // extract with the encoder of this Hugging Face folder (import-hf's reader)
   std::string yaml;               // the model of this training config (vision)
   std::vector<std::string> sets;  // --set KEY=VALUE overrides of --yaml
+  std::string malloc = "kept";    // kept: train::keep_freed_memory(), as `data2vec` runs; glibc
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -92,7 +93,7 @@ struct Args {
                "                      [--dump FILE.safetensors] [--tokens N] [--seconds S]\n"
                "                      [--kernel plain|fused|blocked] [--gelu torch|poly]\n"
                "                      (--kernel, --gelu: --mode layers)\n"
-               "                      [--profile FILE.trace]\n"
+               "                      [--profile FILE.trace] [--malloc kept|glibc]\n"
                "       data2vec_bench --hf HF_DIR --config NAME [--batch N] ...   (extract only)\n"
                "       data2vec_bench --yaml CONFIG.yaml [--set KEY=VALUE ...] [--mode train|extract] ...\n";
   std::exit(2);
@@ -144,6 +145,8 @@ Args parse(int argc, char** argv) {
       a.yaml = value;
     else if (flag == "--set")
       a.sets.push_back(value);
+    else if (flag == "--malloc")
+      a.malloc = value;
     else
       usage("unknown flag " + flag);
   }
@@ -152,6 +155,7 @@ Args parse(int argc, char** argv) {
   if (a.kernel != "plain" && a.kernel != "fused" && a.kernel != "blocked")
     usage("bad --kernel " + a.kernel);
   if (a.dtype != "fp32" && a.dtype != "bf16") usage("bad --dtype " + a.dtype);
+  if (a.malloc != "kept" && a.malloc != "glibc") usage("bad --malloc " + a.malloc);
   if (a.reps < 1 || a.batch < 1) usage("--reps and --batch must be >= 1");
   if (!a.sets.empty() && a.yaml.empty()) usage("--set needs --yaml");
   if (!a.yaml.empty() && a.mode != "train" && a.mode != "extract")
@@ -406,7 +410,8 @@ nlohmann::json header(const Args& a, int threads) {
           {"dtype", a.dtype},
           {"threads", threads},
           {"torch", TORCH_VERSION},
-          {"blas", data2vec::train::blas_library()}};
+          {"blas", data2vec::train::blas_library()},
+          {"malloc", a.malloc}};
 }
 
 // Forward passes of `encoder` on `input` (the first a.warmup untimed), under inference mode.
@@ -573,6 +578,8 @@ int run_layers(const Args& a, int threads) {
 
 int main(int argc, char** argv) {
   const Args a = parse(argc, argv);
+  if (a.malloc == "kept" && !data2vec::train::keep_freed_memory())
+    std::cerr << "data2vec_bench: --malloc kept does not apply here (not glibc)\n";
   const int threads = data2vec::train::set_threads(a.threads);
   torch::manual_seed(a.seed);
   if (a.mode == "gemm") return run_gemm(a, threads);

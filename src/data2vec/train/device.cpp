@@ -9,6 +9,10 @@
 #include <stdexcept>
 #include <thread>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 namespace data2vec::train {
 
 torch::Device resolve_device(const std::string& name) {
@@ -78,6 +82,17 @@ int set_threads(int64_t threads) {
   const int n = threads > 0 ? int(threads) : int(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
   return torch::get_num_threads();
+}
+
+bool keep_freed_memory() {
+#ifdef __GLIBC__
+  constexpr int kMmapThreshold = 32 << 20;  // glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
+  constexpr int kTrimThreshold = 1 << 30;
+  return mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 &&
+         mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
+#else
+  return false;
+#endif
 }
 
 std::string blas_library() {

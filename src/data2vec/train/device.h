@@ -31,6 +31,16 @@ class AutocastGuard {
 // Sets the intra-op thread count; 0 means every core. Returns the count in force.
 int set_threads(int64_t threads);
 
+// Keeps the memory that tensors free inside the process for the next step instead of returning
+// it to the kernel. glibc hands blocks over its mmap threshold back with munmap and trims the
+// heap top on free, so a training step that allocates the same activations every time pays page
+// faults and zeroing for megabytes each step: on the data2vec 2.0 demo step (fmnist-tiny-v2,
+// 2 cores) 0.35 s -> 0.27 s (BENCHMARKS.md). Sets M_MMAP_THRESHOLD to glibc's ceiling (32 MiB on
+// 64-bit) and M_TRIM_THRESHOLD to 1 GiB; peak RSS is unchanged. A process-wide setting, made
+// once by the programs (`data2vec`, `data2vec_bench`), never by the library on its own. Returns
+// false where it cannot apply (not glibc, or mallopt refused).
+bool keep_freed_memory();
+
 // The BLAS library this process has mapped (its path from /proc/self/maps: OpenBLAS, MKL, BLIS
 // or the reference libblas), or "unknown". What `--version` and the benchmarks report.
 std::string blas_library();

@@ -1,0 +1,37 @@
+// Process set-up the programs make before any work: the allocator keeps freed memory.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "data2vec/train/device.h"
+
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+namespace {
+
+#ifdef __GLIBC__
+// A block of the size of a step's activations (16 MiB) is served from the heap, not from an
+// mmap of its own, and stays in the process after free: glibc's defaults (mmap threshold
+// 128 KiB, raised only by frees that have already gone back to the kernel) would munmap it,
+// and the next step would fault and zero it again.
+TEST(KeepFreedMemory, AStepSizedBlockIsServedFromTheHeapAndKeptAfterFree) {
+  ASSERT_TRUE(data2vec::train::keep_freed_memory());
+  constexpr size_t kBytes = size_t(16) << 20;
+  const auto before = mallinfo2();
+  char* volatile block = static_cast<char*>(std::malloc(kBytes));
+  ASSERT_NE(block, nullptr);
+  std::memset(block, 1, kBytes);
+  const auto during = mallinfo2();
+  EXPECT_EQ(during.hblks, before.hblks) << "the block was mmapped on its own";
+  EXPECT_GE(during.arena, kBytes) << "the heap does not hold the block";
+  std::free(block);
+  const auto after = mallinfo2();
+  EXPECT_EQ(after.arena, during.arena) << "the heap was trimmed on free";
+  EXPECT_GE(after.fordblks, kBytes) << "the freed block left the process";
+}
+#endif
+
+}  // namespace
