@@ -28,9 +28,9 @@ struct AttentionOptions {
   TORCH_ARG(bool, key_bias) = true;
   /// Dropout on the attention probabilities. Default 0.
   TORCH_ARG(double, attention_dropout) = 0.0;
-  /// How the attention is computed. Default kFused (kBlocked is exact and holds O(T) memory per
-  /// head, but not yet faster here: BENCHMARKS.md).
-  TORCH_ARG(AttentionKernel, kernel) = AttentionKernel::kFused;
+  /// How the attention is computed. Default kBlocked: exact, O(T) memory per head, and as fast or
+  /// faster than kFused from T = 11 to 197 (BENCHMARKS.md, 2026-12-01).
+  TORCH_ARG(AttentionKernel, kernel) = AttentionKernel::kBlocked;
 };
 
 // Multi-head self-attention with separate q/k/v projections (the Hugging Face layout).
@@ -107,8 +107,9 @@ struct BlockOptions {
   /// add. false builds the plain reference twin (kPlain attention, torch::gelu, separate multiply
   /// and add) that the tests and the benchmark's A/B compare against. Default true.
   TORCH_ARG(bool, fast_paths) = true;
-  /// The attention kernel when fast_paths is on. Default kFused.
-  TORCH_ARG(AttentionKernel, attention_kernel) = AttentionKernel::kFused;
+  /// The attention kernel when fast_paths is on. Default kBlocked (kFused where blocked does not
+  /// run: other devices, other dtypes, autocast).
+  TORCH_ARG(AttentionKernel, attention_kernel) = AttentionKernel::kBlocked;
   /// The polynomial GELU (FeedForwardOptions::fast_gelu) when fast_paths is on. Default false.
   TORCH_ARG(bool, fast_gelu) = false;
 };
