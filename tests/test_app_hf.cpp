@@ -78,10 +78,21 @@ TEST(AppHf, ImportEmbedProbePretrainAndExportThroughTheProgram) {
   EXPECT_NE(last_command_output().find("data2vec student"), std::string::npos)
       << last_command_output();
 
+  // Few labels: the raw input's linear model on the same labelled subset sits beside the two
+  // fine-tuned rows (2 classes x 4 images, half of the labels: 4 labels each).
   ASSERT_EQ(run_command(kBinary + " finetune --checkpoint " + run + data +
-                        " --label-fraction 1 --epochs 1"),
+                        " --label-fraction 0.5 --epochs 1"),
             0)
       << last_command_output();
+  const auto table = last_command_output();
+  for (const std::string method : {"raw pixels, linear, 50.00% labels",
+                                   "random init, fine-tune 50.00% labels",
+                                   "data2vec, fine-tune 50.00% labels"}) {
+    const auto at = table.find("| " + method + " |");
+    ASSERT_NE(at, std::string::npos) << method << " missing from:\n" << table;
+    const auto line = table.substr(at, table.find('\n', at) - at);
+    EXPECT_NE(line.find("| 4 labels (50.00%)"), std::string::npos) << line;
+  }
 
   // Continued pretraining: student and teacher start from the import (the teacher moves by
   // 1 - 0.9998 per step, so after 2 steps it is still the imported encoder to ~1e-3).

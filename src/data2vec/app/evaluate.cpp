@@ -90,6 +90,34 @@ std::shared_ptr<EncoderImpl> load_encoder(io::Config config,
   return encoder;
 }
 
+// The baseline that fine-tuning with few labels has to beat: the linear model on the raw input,
+// fitted on the same labelled subset that eval::finetune draws (label_fraction_subset with the
+// run's seed over the train split's labels in dataset order) where a feature row is one dataset
+// example (images, clips); a text task's rows are documents, so there it is the same fraction of
+// the documents.
+EvaluationRow raw_input_few_labels_row(const EvalTask& task, const io::Config& config,
+                                       const torch::Device& device,
+                                       const EvaluateOptions& options) {
+  const auto all = eval::extract_features(task.raw_features, *task.splits.train,
+                                          extract_options(config, device, 0));
+  const auto labels_tensor = all.labels.contiguous();
+  const std::vector<int64_t> labels(labels_tensor.data_ptr<int64_t>(),
+                                    labels_tensor.data_ptr<int64_t>() + labels_tensor.numel());
+  const auto subset =
+      eval::label_fraction_subset(labels, options.label_fraction, uint64_t(config.train.seed));
+  const auto rows = torch::tensor(std::vector<int64_t>(subset.begin(), subset.end()), torch::kLong);
+  eval::FeatureSet few;
+  few.features = all.features.index_select(0, rows);
+  few.labels = all.labels.index_select(0, rows);
+  const auto test = eval::extract_features(task.raw_features, *task.splits.test,
+                                           extract_options(config, device, options.test_limit));
+  const auto fraction = percent(options.label_fraction) + "%";
+  auto row = probe_row(task.name, task.raw_name + ", " + fraction + " labels", few, test,
+                       task.splits.train->num_classes());
+  row.detail = std::to_string(subset.size()) + " labels (" + fraction + "), " + row.detail;
+  return row;
+}
+
 }  // namespace
 
 std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
@@ -170,6 +198,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
   }
   for (const auto* task : options.label_fraction > 0 ? finetune_tasks
                                                      : std::vector<const EvalTask*>{}) {
+    rows.push_back(raw_input_few_labels_row(*task, config, device, options));
     for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
              {"random init, fine-tune", ""}, {"data2vec, fine-tune", "student."}}) {
       auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
