@@ -35,7 +35,7 @@ int set_threads(int64_t threads);
 // it to the kernel. glibc hands blocks over its mmap threshold back with munmap and trims the
 // heap top on free, so a training step that allocates the same activations every time pays page
 // faults and zeroing for megabytes each step: on the data2vec 2.0 demo step (fmnist-tiny-v2,
-// 2 cores) 0.35 s -> 0.27 s (BENCHMARKS.md). Sets M_MMAP_THRESHOLD to glibc's ceiling (32 MiB on
+// 2 cores) 0.35-0.58 s with glibc's defaults, 0.26-0.30 s kept (BENCHMARKS.md). Sets M_MMAP_THRESHOLD to glibc's ceiling (32 MiB on
 // 64-bit) and M_TRIM_THRESHOLD to 1 GiB; peak RSS is unchanged. A process-wide setting, made
 // once by the programs (`data2vec`, `data2vec_bench`), never by the library on its own. Returns
 // false where it cannot apply (not glibc, or mallopt refused).
