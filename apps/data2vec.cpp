@@ -301,6 +301,9 @@ int main(int argc, char** argv) {
                         "fraction of the training labels, e.g. 0.01");
     command->add_option("--epochs", eval_options.finetune_epochs, "fine-tuning epochs");
     command->add_option("--lr", eval_options.finetune_lr, "fine-tuning peak learning rate");
+    command->add_option("--head-only-epochs", eval_options.finetune_head_only_epochs,
+                        "of --epochs, how many first train the head alone on the frozen encoder "
+                        "(linear probing, then fine-tuning)");
     command->add_flag("--every-task", eval_options.finetune_every_task,
                       "fine-tune on every task with its own train split (text: brown genre and "
                       "spam), not only the first");

@@ -144,6 +144,15 @@ TEST(ExtractFeatures, MatchesOneForwardInEvalModeAndRestoresMode) {
   EXPECT_TRUE(tensors_close("features", set.features, expected, 1e-5));
 }
 
+// The encoder's output (eval mode, no grad) for the whole dataset in one batch.
+EncoderOutput whole_dataset_output(EncoderImpl& encoder, const Dataset& data) {
+  std::vector<Example> all;
+  for (size_t i = 0; i < data.size(); ++i) all.push_back(data.get(i, 0));
+  encoder.eval();
+  torch::NoGradGuard no_grad;
+  return encoder.extract_features(data.collate(all).input, {});
+}
+
 TEST(ExtractFeatures, ProbeLayerPoolsTheChosenTensor) {
   EXPECT_EQ(parse_probe_layer("final"), kFinalLayer);
   EXPECT_EQ(parse_probe_layer("0"), 0);
@@ -153,20 +162,14 @@ TEST(ExtractFeatures, ProbeLayerPoolsTheChosenTensor) {
 
   auto encoder = make_encoder();  // 2 layers
   auto data = make_dataset(5);
-  std::vector<Example> all;
-  for (size_t i = 0; i < 5; ++i) all.push_back(data.get(i, 0));
-  encoder->eval();
-  const auto out = [&] {
-    torch::NoGradGuard no_grad;
-    return encoder->extract_features(data.collate(all).input, {});
-  }();
+  const auto out = whole_dataset_output(*encoder, data);
   ASSERT_EQ(out.layer_results.size(), 2u);
   const std::vector<std::pair<int64_t, torch::Tensor>> expected{{kFinalLayer, out.x},
                                                                 {0, out.local_features},
                                                                 {1, out.layer_results[0]},
                                                                 {2, out.layer_results[1]}};
   for (const auto& [layer, tensor] : expected) {
-    const auto set = extract_features(*encoder, data, ExtractOptions().layer(layer));
+    const auto set = extract_features(*encoder, data, ExtractOptions().layers({layer}));
     EXPECT_TRUE(
         tensors_close("layer " + std::to_string(layer), set.features, tensor.mean(1), 1e-5));
   }
@@ -174,11 +177,54 @@ TEST(ExtractFeatures, ProbeLayerPoolsTheChosenTensor) {
   EXPECT_GT((out.layer_results[0] - out.layer_results[1]).abs().max().item<double>(), 1e-3);
   EXPECT_GT((out.x - out.local_features).abs().max().item<double>(), 1e-3);
   try {
-    extract_features(*encoder, data, ExtractOptions().layer(3));
+    extract_features(*encoder, data, ExtractOptions().layers({3}));
     ADD_FAILURE() << "no error";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("has 2 layers"), std::string::npos) << e.what();
   }
+}
+
+TEST(ExtractFeatures, ProbeLayerListConcatenatesPooledLayersInOrder) {
+  EXPECT_EQ(parse_probe_layers("final"), std::vector<int64_t>{kFinalLayer});
+  EXPECT_EQ(parse_probe_layers("2,1,final"), (std::vector<int64_t>{2, 1, kFinalLayer}));
+  for (const std::string bad : {"", "1,", ",1", "1,,2", "1,1", "1,last"}) {
+    EXPECT_THROW(parse_probe_layers(bad), std::invalid_argument) << bad;
+  }
+  EXPECT_EQ(describe_probe_layers({kFinalLayer}), "");
+  EXPECT_EQ(describe_probe_layers({0}), "local features");
+  EXPECT_EQ(describe_probe_layers({2}), "block 2");
+  EXPECT_EQ(describe_probe_layers({1, 2, kFinalLayer}), "blocks 1+2+final concatenated");
+
+  auto encoder = make_encoder();  // 2 layers
+  auto data = make_dataset(5);
+  const auto out = whole_dataset_output(*encoder, data);
+  ASSERT_EQ(out.layer_results.size(), 2u);
+  const auto set = extract_features(*encoder, data, ExtractOptions().layers({2, 0, 1}));
+  const auto expected = torch::cat(
+      {out.layer_results[1].mean(1), out.local_features.mean(1), out.layer_results[0].mean(1)}, 1);
+  ASSERT_EQ(set.features.sizes(), expected.sizes());
+  EXPECT_TRUE(tensors_close("blocks 2+0+1", set.features, expected, 1e-5));
+}
+
+TEST(PoolFeatures, GridAveragesTheFourQuadrantsOfTheSquarePatchGrid) {
+  EXPECT_EQ(parse_pool_mode("grid"), PoolMode::kGrid);
+  EXPECT_EQ(to_string(PoolMode::kGrid), "grid");
+  // One CLS token then a 3 x 3 grid of 2-dim features, row-major; odd sides share the middle.
+  auto x = torch::arange(2 * 10 * 2, torch::kFloat).reshape({2, 10, 2});
+  EncoderOutput out;
+  out.x = x;
+  const auto pooled = pool_features(out, 1, PoolMode::kGrid);
+  ASSERT_EQ(pooled.sizes(), (std::vector<int64_t>{2, 8}));
+  const auto grid = x.slice(1, 1).reshape({2, 3, 3, 2});  // [B,row,col,D]
+  const auto quadrant = [&](int64_t r0, int64_t c0) {
+    return grid.slice(1, r0, r0 + 2).slice(2, c0, c0 + 2).mean({1, 2});  // [B,D]
+  };
+  const auto expected =
+      torch::cat({quadrant(0, 0), quadrant(0, 1), quadrant(1, 0), quadrant(1, 1)}, 1);
+  // Quadrant-major: [top-left D | top-right D | bottom-left D | bottom-right D].
+  EXPECT_TRUE(tensors_close("grid", pooled, expected, 1e-6));
+  out.x = torch::zeros({2, 1 + 8, 2});  // 8 positions: not a square
+  EXPECT_THROW(pool_features(out, 1, PoolMode::kGrid), c10::Error);
 }
 
 TEST(ExtractFeatures, PaddedExampleEqualsItselfAlone) {

@@ -97,9 +97,10 @@ TEST(Finetune, LabelFractionSubsetIsBalancedAndExact) {
 // Sequences [T,F] of N(0,1) with label = (mean over time of feature 0 > 0); `bad` throw.
 class SignDataset : public Dataset {
  public:
-  SignDataset(int64_t n, uint64_t seed, std::set<size_t> bad = {}) : bad_(std::move(bad)) {
+  SignDataset(int64_t n, uint64_t seed, std::set<size_t> bad = {}, int64_t length = 8)
+      : bad_(std::move(bad)) {
     auto gen = at::detail::createCPUGenerator(seed);
-    x_ = torch::randn({n, 8, 4}, gen);
+    x_ = torch::randn({n, length, 4}, gen);
     y_ = x_.select(2, 0).mean(1).gt(0).to(torch::kLong);
   }
   size_t size() const override { return static_cast<size_t>(x_.size(0)); }
@@ -165,6 +166,49 @@ TEST(Finetune, LabelFractionAndBadSamples) {
   // 4 bad in the label pass, 1 bad in the test pass; the subset never holds a bad one.
   EXPECT_EQ(r.num_skipped, 5);
   EXPECT_EQ(r.head->weight.sizes(), (std::vector<int64_t>{2, 32}));
+}
+
+TEST(Finetune, GridPoolingFeedsTheHeadFourVectors) {
+  // 4 positions = a 2 x 2 grid: the head reads the 4 quadrant vectors, 4 x 32 features.
+  SignDataset train(256, 7, {}, 4), test(256, 8, {}, 4);
+  auto r = finetune(small_encoder(), train, test,
+                    FinetuneOptions().epochs(8).batch_size(32).lr(3e-3).seed(0).pool(PoolMode::kGrid));
+  EXPECT_EQ(r.head->weight.sizes(), (std::vector<int64_t>{2, 4 * 32}));
+  EXPECT_GT(r.test_acc, 0.85);
+  SignDataset odd(16, 9, {}, 8);  // 8 positions are no square grid: a clear error, no crash
+  EXPECT_THROW(finetune(small_encoder(), odd, odd,
+                        FinetuneOptions().epochs(1).batch_size(8).pool(PoolMode::kGrid)),
+               c10::Error);
+}
+
+TEST(Finetune, HeadOnlyEpochsLeaveTheEncoderUntouched) {
+  SignDataset train(64, 10), test(16, 11);
+  const auto snapshot = [](ToyEncoderImpl& encoder) {
+    std::vector<torch::Tensor> values;
+    for (const auto& p : encoder.parameters()) values.push_back(p.detach().clone());
+    return values;
+  };
+  const auto unchanged = [](const std::vector<torch::Tensor>& a,
+                            const std::vector<torch::Tensor>& b) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (!torch::equal(a[i], b[i])) return false;
+    }
+    return true;
+  };
+  auto options = FinetuneOptions().epochs(2).batch_size(16).warmup_epochs(0).lr(1e-2);
+  auto frozen = small_encoder();
+  const auto before = snapshot(*frozen);
+  auto r = finetune(frozen, train, test, FinetuneOptions(options).head_only_epochs(2));
+  EXPECT_EQ(r.steps, 8);
+  EXPECT_TRUE(unchanged(before, snapshot(*frozen)));  // weights, biases and norms: all exact
+  const auto untrained = finetune(small_encoder(), train, test, FinetuneOptions(options).epochs(0)
+                                                                   .head_only_epochs(0));
+  EXPECT_FALSE(torch::allclose(r.head->weight, untrained.head->weight));  // the head trained
+  auto thawed = small_encoder();
+  finetune(thawed, train, test, FinetuneOptions(options).head_only_epochs(1));
+  EXPECT_FALSE(unchanged(before, snapshot(*thawed)));  // the second epoch trains the encoder
+  EXPECT_THROW(finetune(small_encoder(), train, test, FinetuneOptions(options).head_only_epochs(3)),
+               c10::Error);
 }
 
 TEST(Finetune, LayerDecayReachesTheOptimizer) {

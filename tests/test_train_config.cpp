@@ -67,12 +67,14 @@ TEST(Config, BadEnumValueIsRejected) {
   EXPECT_NE(message.find("cpu, cuda, auto"), std::string::npos) << message;
 }
 
-TEST(Config, ProbeLayerIsFinalOrANumber) {
+TEST(Config, ProbeLayerIsFinalANumberOrAList) {
   const auto dir = data2vec::testing::make_temp_dir("config");
   const auto path = write_file(dir, "a.yaml", "eval:\n  probe_layer: 2\n");
   EXPECT_EQ(data2vec::io::load_config(path).eval.probe_layer, "2");
   EXPECT_EQ(data2vec::io::load_config(path, {"eval.probe_layer=final"}).eval.probe_layer, "final");
-  for (const std::string bad : {"top", "-1", ""}) {
+  EXPECT_EQ(data2vec::io::load_config(path, {"eval.probe_layer=1,2,final"}).eval.probe_layer,
+            "1,2,final");
+  for (const std::string bad : {"top", "-1", "", "1,", "1,,2", "1,top"}) {
     const auto message =
         error_of([&] { data2vec::io::load_config(path, {"eval.probe_layer=" + bad}); });
     EXPECT_NE(message.find("eval.probe_layer"), std::string::npos) << bad << ": " << message;

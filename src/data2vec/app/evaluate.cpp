@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <tuple>
 
 #include "data2vec/app/builders.h"
 #include "data2vec/eval/features.h"
@@ -90,6 +91,23 @@ std::shared_ptr<EncoderImpl> load_encoder(io::Config config,
   return encoder;
 }
 
+// Features of a (method, split, example limit) triple, extracted once per evaluation: tasks may
+// share a split (the spoken-digits tasks share their train split), and the raw input's test
+// features serve both its probe and its few-label row.
+class FeatureCache {
+ public:
+  const eval::FeatureSet& get(const std::string& method, const Dataset& split, int64_t limit,
+                              const std::function<eval::FeatureSet()>& extract) {
+    const auto key = std::make_tuple(method, &split, limit);
+    auto found = sets_.find(key);
+    if (found == sets_.end()) found = sets_.emplace(key, extract()).first;
+    return found->second;
+  }
+
+ private:
+  std::map<std::tuple<std::string, const Dataset*, int64_t>, eval::FeatureSet> sets_;
+};
+
 // The baseline that fine-tuning with few labels has to beat: the linear model on the raw input,
 // fitted on the same labelled subset that eval::finetune draws (label_fraction_subset with the
 // run's seed over the train split's labels in dataset order) where a feature row is one dataset
@@ -97,9 +115,11 @@ std::shared_ptr<EncoderImpl> load_encoder(io::Config config,
 // the documents.
 EvaluationRow raw_input_few_labels_row(const EvalTask& task, const io::Config& config,
                                        const torch::Device& device,
-                                       const EvaluateOptions& options) {
-  const auto all = eval::extract_features(task.raw_features, *task.splits.train,
-                                          extract_options(config, device, 0));
+                                       const EvaluateOptions& options, FeatureCache& cache) {
+  const auto& all = cache.get(task.raw_name, *task.splits.train, 0, [&] {
+    return eval::extract_features(task.raw_features, *task.splits.train,
+                                  extract_options(config, device, 0));
+  });
   const auto labels_tensor = all.labels.contiguous();
   const std::vector<int64_t> labels(labels_tensor.data_ptr<int64_t>(),
                                     labels_tensor.data_ptr<int64_t>() + labels_tensor.numel());
@@ -109,8 +129,10 @@ EvaluationRow raw_input_few_labels_row(const EvalTask& task, const io::Config& c
   eval::FeatureSet few;
   few.features = all.features.index_select(0, rows);
   few.labels = all.labels.index_select(0, rows);
-  const auto test = eval::extract_features(task.raw_features, *task.splits.test,
-                                           extract_options(config, device, options.test_limit));
+  const auto& test = cache.get(task.raw_name, *task.splits.test, options.test_limit, [&] {
+    return eval::extract_features(task.raw_features, *task.splits.test,
+                                  extract_options(config, device, options.test_limit));
+  });
   const auto fraction = percent(options.label_fraction) + "%";
   auto row = probe_row(task.name, task.raw_name + ", " + fraction + " labels", few, test,
                        task.splits.train->num_classes());
@@ -126,6 +148,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
   train::set_threads(config.train.threads);
   const torch::Device device = train::resolve_device(config.train.device);
   const auto tasks = make_eval_tasks(config);
+  const auto pool = eval::parse_pool_mode(config.eval.pool);
+  FeatureCache cache;
   std::vector<EvaluationRow> rows;
 
   if (options.probe) {
@@ -133,31 +157,22 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
         options.probe_train_limit > 0 ? options.probe_train_limit : config.eval.probe_train_limit;
     const auto train_options = extract_options(config, device, train_limit);
     const auto test_options = extract_options(config, device, options.test_limit);
-    const int64_t layer = eval::parse_probe_layer(config.eval.probe_layer);
-    const std::string source = layer == eval::kFinalLayer ? ""
-                               : layer == 0               ? "local features"
-                                                          : "block " + std::to_string(layer);
-    // Tasks may share a split (the spoken-digits tasks share their train split): features of a
-    // (method, split) pair are extracted once.
-    std::map<std::pair<std::string, const Dataset*>, eval::FeatureSet> extracted;
-    const auto features =
-        [&](const std::string& method, const Dataset& split,
-            const std::function<eval::FeatureSet()>& extract) -> const eval::FeatureSet& {
-      const auto key = std::make_pair(method, &split);
-      auto found = extracted.find(key);
-      if (found == extracted.end()) found = extracted.emplace(key, extract()).first;
-      return found->second;
-    };
+    const auto layers = eval::parse_probe_layers(config.eval.probe_layer);
+    std::string source = eval::describe_probe_layers(layers);
+    if (pool != eval::PoolMode::kMean) {
+      source += (source.empty() ? "" : ", ") + eval::to_string(pool) + " pooling";
+    }
+    const bool block_results =
+        std::any_of(layers.begin(), layers.end(), [](int64_t layer) { return layer >= 1; });
     for (const auto& task : tasks) {
       const int64_t classes = task.splits.train->num_classes();
-      rows.push_back(probe_row(
-          task.name, task.raw_name,
-          features(task.raw_name, *task.splits.train,
-                   [&] {
-                     return eval::extract_features(task.raw_features, *task.splits.train,
-                                                   train_options);
-                   }),
-          eval::extract_features(task.raw_features, *task.splits.test, test_options), classes));
+      const auto& raw_train = cache.get(task.raw_name, *task.splits.train, train_limit, [&] {
+        return eval::extract_features(task.raw_features, *task.splits.train, train_options);
+      });
+      const auto& raw_test = cache.get(task.raw_name, *task.splits.test, options.test_limit, [&] {
+        return eval::extract_features(task.raw_features, *task.splits.test, test_options);
+      });
+      rows.push_back(probe_row(task.name, task.raw_name, raw_train, raw_test, classes));
       const auto short_name = [](const std::string& method) {
         return method.substr(0, method.find(','));
       };
@@ -166,20 +181,20 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                {"data2vec student, linear probe", "student."},
                {"data2vec teacher, linear probe", "teacher."}}) {
         auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix,
-                                    /*block_results=*/layer >= 1);
+                                    block_results);
         encoder->to(device);
         const auto label = short_name(method);
-        rows.push_back(probe_row(
-            task.name, method,
-            features(method, *task.splits.train,
-                     [&] {
-                       return eval::extract_features(
-                           *encoder, *task.splits.train,
-                           with_progress(train_options, label + " train").layer(layer));
-                     }),
-            eval::extract_features(*encoder, *task.splits.test,
-                                   with_progress(test_options, label + " test").layer(layer)),
-            classes, source));
+        const auto& train = cache.get(method, *task.splits.train, train_limit, [&] {
+          return eval::extract_features(
+              *encoder, *task.splits.train,
+              with_progress(train_options, label + " train").layers(layers).pool(pool));
+        });
+        const auto& test = cache.get(method, *task.splits.test, options.test_limit, [&] {
+          return eval::extract_features(
+              *encoder, *task.splits.test,
+              with_progress(test_options, label + " test").layers(layers).pool(pool));
+        });
+        rows.push_back(probe_row(task.name, method, train, test, classes, source));
       }
     }
   }
@@ -198,7 +213,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
   }
   for (const auto* task : options.label_fraction > 0 ? finetune_tasks
                                                      : std::vector<const EvalTask*>{}) {
-    rows.push_back(raw_input_few_labels_row(*task, config, device, options));
+    rows.push_back(raw_input_few_labels_row(*task, config, device, options, cache));
     for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
              {"random init, fine-tune", ""}, {"data2vec, fine-tune", "student."}}) {
       auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix);
@@ -217,6 +232,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                                          eval::FinetuneOptions()
                                              .label_fraction(options.label_fraction)
                                              .epochs(options.finetune_epochs)
+                                             .head_only_epochs(options.finetune_head_only_epochs)
                                              .lr(options.finetune_lr)
                                              // layer-wise decay is the vision recipe (BEiT);
                                              // RoBERTa and wav2vec 2.0 fine-tune without it
@@ -226,12 +242,17 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                                              .batch_size(64)
                                              .device(device)
                                              .bf16(config.train.precision == "bf16")
+                                             .pool(pool)
                                              .seed(uint64_t(config.train.seed))
                                              .on_step(on_step));
       if (bar) bar->finish();
       std::ostringstream detail;
       detail << result.train_examples << " labels (" << percent(options.label_fraction) << "%), "
              << options.finetune_epochs << " epochs";
+      if (options.finetune_head_only_epochs > 0) {
+        detail << " (the first " << options.finetune_head_only_epochs << " head only)";
+      }
+      if (pool != eval::PoolMode::kMean) detail << ", " << eval::to_string(pool) << " pooling";
       const auto name = method + " " + percent(options.label_fraction) + "% labels";
       spdlog::info("{}: test {}%, train {}% ({})", name, percent(result.test_acc),
                    percent(result.train_acc), detail.str());

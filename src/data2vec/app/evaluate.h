@@ -18,6 +18,7 @@ struct EvaluateOptions {
   double label_fraction = 0.0;     // > 0: also fine-tune on this fraction of the labels
   int64_t finetune_epochs = 30;
   double finetune_lr = 1e-3;
+  int64_t finetune_head_only_epochs = 0;  // of finetune_epochs: the head alone first (LP-FT)
   bool finetune_every_task = false;  // fine-tune on every task with its own train split (text:
                                      // brown genre and spam), not only the first
   int64_t probe_train_limit = 0;   // examples of the train split used by probes; 0 = all

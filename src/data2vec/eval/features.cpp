@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <unordered_map>
 #include <unordered_set>
@@ -14,11 +16,21 @@ namespace data2vec::eval {
 PoolMode parse_pool_mode(const std::string& name) {
   if (name == "mean") return PoolMode::kMean;
   if (name == "cls" || name == "first") return PoolMode::kFirst;
-  throw std::invalid_argument("pool mode '" + name + "': expected mean or cls");
+  if (name == "grid") return PoolMode::kGrid;
+  throw std::invalid_argument("pool mode '" + name + "': expected mean, cls or grid");
 }
 
 std::string to_string(PoolMode mode) {
-  return mode == PoolMode::kMean ? "mean" : "cls";
+  switch (mode) {
+    case PoolMode::kMean: return "mean";
+    case PoolMode::kFirst: return "cls";
+    case PoolMode::kGrid: return "grid";
+  }
+  return "?";
+}
+
+int64_t pooled_vectors(PoolMode mode) {
+  return mode == PoolMode::kGrid ? 4 : 1;
 }
 
 int64_t parse_probe_layer(const std::string& name) {
@@ -28,6 +40,39 @@ int64_t parse_probe_layer(const std::string& name) {
                                 "': expected final, 0 (local features) or a block number 1..L");
   }
   return std::stoll(name);
+}
+
+std::vector<int64_t> parse_probe_layers(const std::string& spec) {
+  std::vector<int64_t> layers;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = spec.find(',', start);
+    const std::string item =
+        spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const int64_t layer = parse_probe_layer(item);
+    if (std::find(layers.begin(), layers.end(), layer) != layers.end()) {
+      throw std::invalid_argument("probe layer '" + item + "' appears twice in '" + spec + "'");
+    }
+    layers.push_back(layer);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return layers;
+}
+
+std::string describe_probe_layers(const std::vector<int64_t>& layers) {
+  const auto name = [](int64_t layer) {
+    return layer == kFinalLayer ? std::string("final")
+           : layer == 0         ? std::string("local features")
+                                : std::to_string(layer);
+  };
+  if (layers.size() == 1) {
+    const int64_t layer = layers.front();
+    return layer == kFinalLayer ? "" : layer == 0 ? "local features" : "block " + name(layer);
+  }
+  std::string joined;
+  for (const int64_t layer : layers) joined += (joined.empty() ? "" : "+") + name(layer);
+  return "blocks " + joined + " concatenated";
 }
 
 EncoderOutput select_layer(const EncoderOutput& out, int64_t layer) {
@@ -57,6 +102,17 @@ torch::Tensor pool_features(const EncoderOutput& out, int64_t num_prefix_tokens,
   auto x = out.x.to(torch::kFloat);
   if (mode == PoolMode::kFirst) return x.select(1, 0);  // [B,D]
   x = x.slice(1, num_prefix_tokens);                    // [B,T',D] sequence positions only
+  if (mode == PoolMode::kGrid) {
+    const int64_t positions = x.size(1);
+    const auto side = int64_t(std::lround(std::sqrt(double(positions))));
+    TORCH_CHECK(side * side == positions && side >= 2, "pool_features: grid pooling needs a square "
+                "patch grid of at least 2 x 2, got ", positions, " positions");
+    TORCH_CHECK(!out.padding_mask.defined() || !out.padding_mask.any().item<bool>(),
+                "pool_features: grid pooling does not take padded inputs");
+    const auto grid = x.transpose(1, 2).reshape({x.size(0), x.size(2), side, side});  // [B,D,S,S]
+    // Odd sides share the middle row / column between quadrants (adaptive pooling's rule).
+    return torch::adaptive_avg_pool2d(grid, {2, 2}).flatten(2).transpose(1, 2).flatten(1);
+  }
   if (!out.padding_mask.defined()) return x.mean(1);
   auto pad = out.padding_mask;
   if (pad.size(1) == t && num_prefix_tokens > 0) pad = pad.slice(1, num_prefix_tokens);
@@ -196,11 +252,16 @@ FeatureSet extract_features(EncoderImpl& encoder, const Dataset& dataset,
   encoder.eval();
   const int64_t prefix = encoder.num_prefix_tokens();
   const PoolMode pool = options.pool();
-  const int64_t layer = options.layer();
+  const std::vector<int64_t> layers = options.layers();
+  TORCH_CHECK(!layers.empty(), "extract_features: no layer to pool");
   return extract_features(
       [&](const Batch& batch) {
         const auto out = encoder.extract_features(batch.input, torch::Tensor());
-        return pool_features(select_layer(out, layer), prefix, pool);
+        std::vector<torch::Tensor> pooled;
+        for (const int64_t layer : layers) {
+          pooled.push_back(pool_features(select_layer(out, layer), prefix, pool));
+        }
+        return pooled.size() == 1 ? pooled.front() : torch::cat(pooled, 1);
       },
       dataset, options);
 }

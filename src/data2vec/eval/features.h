@@ -18,27 +18,44 @@ namespace data2vec::eval {
 enum class PoolMode {
   kMean,   // mean over real positions: prefix tokens (CLS) and padding left out
   kFirst,  // the first output position (the CLS token of encoders that have one)
+  kGrid,   // a square patch grid's four quadrants, each averaged: [B,4D], so a linear probe
+           // keeps the coarse layout that one mean throws away (spatial pooling of feature maps
+           // before a linear classifier, as in Goyal et al.'s benchmark, arXiv 1905.01235)
 };
 
-// "mean" | "cls" (or "first").
+// "mean" | "cls" (or "first") | "grid".
 PoolMode parse_pool_mode(const std::string& name);
 std::string to_string(PoolMode mode);
+
+// How many D-dim vectors one example pools to: 4 in grid mode, else 1.
+int64_t pooled_vectors(PoolMode mode);
 
 // Which tensor of an EncoderOutput is pooled: kFinalLayer = out.x; 0 = out.local_features (what
 // the transformer reads, before any mask); k >= 1 = out.layer_results[k-1] (block k's output when
 // the encoder was built with LayerResultKind::kBlock).
 constexpr int64_t kFinalLayer = -1;
 
-// "final" -> kFinalLayer, "k" -> k (config key eval.probe_layer).
+// "final" -> kFinalLayer, "k" -> k.
 int64_t parse_probe_layer(const std::string& name);
+
+// Config key eval.probe_layer: one layer as above, or a comma-separated list ("1,2,3,4",
+// "final,3") whose pooled features are concatenated in that order, as in DINO's linear
+// evaluation of small ViTs (arXiv 2104.14294 sec. 4), which concatenates the last blocks' outputs.
+// Errors name the item at fault; a layer may not repeat.
+std::vector<int64_t> parse_probe_layers(const std::string& spec);
+
+// How a report names the probed layers: "" for the final output alone, else "local features",
+// "block 3", "blocks 1+2+3+4 concatenated".
+std::string describe_probe_layers(const std::vector<int64_t>& layers);
 
 // `out` with x replaced by the chosen layer's [B,T,D] (padding mask and the rest unchanged);
 // an error names the layer when the encoder does not have it.
 EncoderOutput select_layer(const EncoderOutput& out, int64_t layer);
 
-// One vector per example from out.x [B,T,D] -> [B,D] fp32. Mean mode averages positions
-// num_prefix_tokens.. of each example that are not padding; out.padding_mask may cover all T
-// positions ([B,T]) or only the T - num_prefix_tokens sequence positions. Differentiable.
+// One vector per example from out.x [B,T,D] -> [B,D] fp32 ([B,4D] in grid mode). Mean mode
+// averages positions num_prefix_tokens.. of each example that are not padding; out.padding_mask
+// may cover all T positions ([B,T]) or only the T - num_prefix_tokens sequence positions. Grid
+// mode needs a square number of sequence positions and no padding (images). Differentiable.
 torch::Tensor pool_features(const EncoderOutput& out, int64_t num_prefix_tokens, PoolMode mode);
 
 struct ExtractOptions {
@@ -50,8 +67,8 @@ struct ExtractOptions {
   TORCH_ARG(bool, bf16) = false;
   /// How an encoder output becomes one vector. Default mean.
   TORCH_ARG(PoolMode, pool) = PoolMode::kMean;
-  /// Which layer is pooled (see select_layer). Default kFinalLayer.
-  TORCH_ARG(int64_t, layer) = kFinalLayer;
+  /// Which layers are pooled (see select_layer), concatenated in this order. Default final.
+  TORCH_ARG(std::vector<int64_t>, layers) = {kFinalLayer};
   /// Only the first `limit` examples (of `indices` when given, else of the dataset), counting
   /// the blocks of one document (Dataset::document) as one example; 0 = all.
   /// Default 0.
@@ -77,7 +94,7 @@ using BatchFeaturizer = std::function<torch::Tensor(const Batch&)>;
 
 // Encoder features: eval mode (the previous train/eval mode is restored afterwards), no grad,
 // dataset.get(i, 0) (the dataset decides whether seed 0 means "no augmentation"), no mask,
-// options.layer pooled by options.pool.
+// each of options.layers pooled by options.pool, concatenated -> [N, layers x D].
 FeatureSet extract_features(EncoderImpl& encoder, const Dataset& dataset,
                             const ExtractOptions& options = {});
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "data2vec/eval/batching.h"
@@ -158,6 +159,9 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
   TORCH_CHECK(encoder, "finetune: null encoder");
   TORCH_CHECK(o.epochs() >= 0 && o.batch_size() > 0, "finetune: epochs must be >= 0 and ",
               "batch_size > 0, got ", o.epochs(), " and ", o.batch_size());
+  TORCH_CHECK(o.head_only_epochs() >= 0 && o.head_only_epochs() <= o.epochs(),
+              "finetune: head_only_epochs must be in 0..epochs (", o.epochs(), "), got ",
+              o.head_only_epochs());
   FinetuneResult r;
   torch::manual_seed(o.seed());
 
@@ -184,7 +188,7 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
   TORCH_CHECK(!subset.empty(), "finetune: empty train dataset");
   r.train_examples = static_cast<int64_t>(subset.size());
 
-  const int64_t dim = encoder->embed_dim();
+  const int64_t dim = encoder->embed_dim() * pooled_vectors(o.pool());
   r.head = torch::nn::Linear(dim, classes);
   {
     torch::NoGradGuard no_grad;
@@ -208,7 +212,8 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
 
   std::mt19937_64 shuffle_rng(o.seed() ^ 0x9e3779b97f4a7c15ULL);
   for (int64_t epoch = 0; epoch < o.epochs(); ++epoch) {
-    encoder->train();
+    const bool head_only = epoch < o.head_only_epochs();
+    encoder->train(!head_only);
     r.head->train();
     std::vector<size_t> order = subset;
     std::shuffle(order.begin(), order.end(), shuffle_rng);
@@ -232,8 +237,14 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
           torch::Tensor loss;
           {
             train::AutocastGuard autocast(o.device(), o.bf16() ? "bf16" : "fp32");
-            auto out = encoder->extract_features(input, torch::Tensor());
-            auto logits = r.head(pool_features(out, prefix, o.pool()));  // [B,C]
+            auto features = [&] {
+              // A frozen encoder gets no gradients, so its AdamW state and weights stay put.
+              std::optional<torch::NoGradGuard> frozen;
+              if (head_only) frozen.emplace();
+              return pool_features(encoder->extract_features(input, torch::Tensor()), prefix,
+                                   o.pool());
+            }();
+            auto logits = r.head(features);  // [B,C]
             loss = F::cross_entropy(logits.to(torch::kFloat), labels,
                                     F::CrossEntropyFuncOptions().ignore_index(-1));
           }

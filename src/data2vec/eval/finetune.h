@@ -34,6 +34,11 @@ struct FinetuneOptions {
   TORCH_ARG(double, label_fraction) = 1.0;
   /// Passes over the subset. Default 10.
   TORCH_ARG(int64_t, epochs) = 10;
+  /// The first this many of `epochs` train the head alone on the frozen encoder (eval mode, no
+  /// gradient into it), then everything trains: linear probing then fine-tuning (LP-FT, Kumar et
+  /// al., arXiv 2202.10054), which distorts pretrained features less when labels are few. The
+  /// lr schedule runs over all epochs. Default 0.
+  TORCH_ARG(int64_t, head_only_epochs) = 0;
   /// Default 32.
   TORCH_ARG(int64_t, batch_size) = 32;
   /// Peak learning rate of the head and the top layer group. Default 1e-3.

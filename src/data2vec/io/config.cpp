@@ -147,7 +147,11 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"eval.probe_train_limit", &c.eval.probe_train_limit,
        "train examples the linear probes fit on; 0 = all"},
       {"eval.probe_layer", &c.eval.probe_layer,
-       "what the probes pool: final, 0 (local features) or k (block k)"},
+       "what the probes pool: final, 0 (local features), k (block k) or a list (1,2,3,4) "
+       "concatenated"},
+      {"eval.pool", &c.eval.pool,
+       "how probes and fine-tuning heads pool the encoder output: mean, cls, or grid (the 2 x 2 "
+       "quadrant means of an image's patches)"},
       {"eval.batch_size", &c.eval.batch_size, "examples per evaluation batch"},
   };
 }
@@ -454,10 +458,23 @@ void validate(const Config& c, const ConfigOrigins* origins) {
   if (c.data.pack && c.data.max_samples <= 0) {
     check.fail("data.pack", "needs data.max_samples > 0 (the packed length)");
   }
-  const auto& layer = c.eval.probe_layer;
-  if (layer != "final" && (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos)) {
-    check.fail("eval.probe_layer",
-               "is '" + layer + "': expected final, 0 (local features) or a block number 1..L");
+  const auto& pool = c.eval.pool;
+  if (pool != "mean" && pool != "cls" && pool != "grid") {
+    check.fail("eval.pool", "is '" + pool + "': expected mean, cls or grid");
+  }
+  const auto& layers = c.eval.probe_layer;
+  for (size_t start = 0;;) {
+    const size_t comma = layers.find(',', start);
+    const auto layer = layers.substr(start, comma == std::string::npos ? comma : comma - start);
+    if (layer != "final" &&
+        (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos)) {
+      check.fail("eval.probe_layer", "is '" + layers +
+                                         "': expected final, 0 (local features), a block number "
+                                         "1..L or a comma-separated list of them");
+      break;
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
   }
 }
 

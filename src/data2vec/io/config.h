@@ -126,6 +126,7 @@ struct EvalConfig {
   std::string tasks = "";
   int64_t probe_train_limit = 0;
   std::string probe_layer = "final";
+  std::string pool = "mean";
 };
 
 struct Config {
