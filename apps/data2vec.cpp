@@ -384,7 +384,9 @@ int main(int argc, char** argv) {
       ->add_option("--output", embed_options.output,
                    "FILE.safetensors: tensor 'features' [N,D], metadata 'files'")
       ->required();
-  embed->add_option("--pool", embed_options.pool, "mean | cls");
+  embed->add_option("--pool", embed_options.pool,
+                    "mean | cls | grid (images: the 2 x 2 quadrant means of the patch grid, "
+                    "4 x D features)");
 
   std::string manifest_dir, manifest_out;
   auto* manifest = app.add_subcommand(

@@ -171,8 +171,8 @@ TEST(Finetune, LabelFractionAndBadSamples) {
 TEST(Finetune, GridPoolingFeedsTheHeadFourVectors) {
   // 4 positions = a 2 x 2 grid: the head reads the 4 quadrant vectors, 4 x 32 features.
   SignDataset train(256, 7, {}, 4), test(256, 8, {}, 4);
-  auto r = finetune(small_encoder(), train, test,
-                    FinetuneOptions().epochs(8).batch_size(32).lr(3e-3).seed(0).pool(PoolMode::kGrid));
+  const auto options = FinetuneOptions().epochs(8).batch_size(32).lr(3e-3).seed(0);
+  auto r = finetune(small_encoder(), train, test, FinetuneOptions(options).pool(PoolMode::kGrid));
   EXPECT_EQ(r.head->weight.sizes(), (std::vector<int64_t>{2, 4 * 32}));
   EXPECT_GT(r.test_acc, 0.85);
   SignDataset odd(16, 9, {}, 8);  // 8 positions are no square grid: a clear error, no crash

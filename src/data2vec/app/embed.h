@@ -9,7 +9,7 @@ struct EmbedOptions {
   std::string checkpoint;  // run or checkpoint directory
   std::string input;       // a file, or a directory searched recursively
   std::string output;      // .safetensors: "features" [N,D] fp32; metadata "files" (JSON list)
-  std::string pool = "mean";  // mean | cls
+  std::string pool = "mean";  // mean | cls | grid
 };
 
 // Returns the number of files embedded; unreadable files are skipped, named and counted.
