@@ -436,7 +436,7 @@ class AudioEncoder(nn.Module):
     def apply_mask(self, wave, padding_mask):
         # Spans of 10 frames, about 0.65 T / 10 starts per example (overlaps merge), as wav2vec.
         b = wave.size(0)
-        t = 99 if wave.size(1) == AUDIO_SAMPLES else self.frames(wave.size(1))
+        t = self.frames(wave.size(1))
         spans = max(1, int(0.65 * t / 10 + torch.rand(1).item()))
         mask = torch.zeros(b, t, dtype=torch.bool)
         for i in range(b):
