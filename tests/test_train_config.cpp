@@ -81,6 +81,16 @@ TEST(Config, ProbeLayerIsFinalANumberOrAList) {
   }
 }
 
+TEST(Config, PoolIsMeanClsOrGrid) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto path = write_file(dir, "a.yaml", "eval:\n  pool: grid\n");
+  EXPECT_EQ(data2vec::io::load_config(path).eval.pool, "grid");
+  EXPECT_EQ(data2vec::io::load_config(path, {"eval.pool=cls"}).eval.pool, "cls");
+  const auto message = error_of([&] { data2vec::io::load_config(path, {"eval.pool=max"}); });
+  EXPECT_NE(message.find("eval.pool"), std::string::npos) << message;
+  EXPECT_NE(message.find("mean, cls or grid"), std::string::npos) << message;
+}
+
 TEST(Config, SetOverridesAnyKeyAndRejectsUnknown) {
   const auto dir = data2vec::testing::make_temp_dir("config");
   const auto path = write_file(dir, "a.yaml", "train:\n  max_steps: 10\n");
