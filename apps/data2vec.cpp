@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -304,6 +305,24 @@ int main(int argc, char** argv) {
     command->add_option("--head-only-epochs", eval_options.finetune_head_only_epochs,
                         "of --epochs, how many first train the head alone on the frozen encoder "
                         "(linear probing, then fine-tuning)");
+    command->add_option_function<double>(
+        "--label-smoothing",
+        [&eval_options](const double& value) { eval_options.finetune_label_smoothing = value; },
+        "fine-tuning label smoothing in [0, 1) (default: 0.1 for images, the BEiT / data2vec "
+        "recipe; 0 for speech and text)")
+        ->check(CLI::Validator(
+            [](std::string& text) {
+              char* end = nullptr;
+              const double value = std::strtod(text.c_str(), &end);
+              const bool ok = !text.empty() && *end == '\0' && value >= 0 && value < 1;
+              return ok ? std::string() : "must be a number in [0, 1), got " + text;
+            },
+            "in [0, 1)"));
+    command
+        ->add_option("--mixup", eval_options.finetune_mixup,
+                     "mixup alpha while the encoder trains (lam ~ Beta(alpha, alpha)); 0 = off; "
+                     "images only")
+        ->check(CLI::NonNegativeNumber);
     command->add_flag("--every-task", eval_options.finetune_every_task,
                       "fine-tune on every task with its own train split (text: brown genre and "
                       "spam), not only the first");

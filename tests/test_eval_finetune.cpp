@@ -155,6 +155,77 @@ TEST(Finetune, LearnsWhatTheUntrainedEncoderCannot) {
   EXPECT_GT(r.train_acc, 0.85);
 }
 
+TEST(Finetune, ClassificationLossIsTheSmoothedCrossEntropyOfLabelledRows) {
+  torch::manual_seed(3);
+  const auto logits = torch::randn({5, 4}) * 3;
+  const auto labels = torch::tensor({2, 0, -1, 3, 1}, torch::kLong);
+  const auto log_p = torch::log_softmax(logits.to(torch::kDouble), 1);
+  for (const double s : {0.0, 0.1, 0.5}) {
+    double expected = 0;
+    int labelled = 0;
+    for (int64_t i = 0; i < 5; ++i) {
+      const int64_t y = labels[i].item<int64_t>();
+      if (y < 0) continue;
+      expected += (1 - s) * -log_p[i][y].item<double>() + s * -log_p[i].mean().item<double>();
+      ++labelled;
+    }
+    expected /= labelled;
+    EXPECT_NEAR(classification_loss(logits, labels, s).item<double>(), expected, 1e-5) << s;
+  }
+}
+
+TEST(Finetune, LabelSmoothingKeepsTheTrainingLossAboveTheTargetsEntropy) {
+  // Two classes, s = 0.9: the target is (0.55, 0.45) and no head gets its cross-entropy below
+  // that distribution's entropy, 0.688; without smoothing the same run goes well below it.
+  SignDataset train(256, 1), test(64, 2);
+  const auto options = FinetuneOptions().epochs(8).batch_size(32).lr(3e-3).seed(0);
+  const double entropy = -(0.55 * std::log(0.55) + 0.45 * std::log(0.45));
+  const auto plain = finetune(small_encoder(), train, test, options);
+  const auto smoothed =
+      finetune(small_encoder(), train, test, FinetuneOptions(options).label_smoothing(0.9));
+  EXPECT_LT(plain.final_loss, entropy - 0.2);
+  EXPECT_GT(smoothed.final_loss, entropy - 1e-6);
+  EXPECT_THROW(finetune(small_encoder(), train, test, FinetuneOptions(options).label_smoothing(1)),
+               c10::Error);
+  EXPECT_THROW(
+      finetune(small_encoder(), train, test, FinetuneOptions(options).label_smoothing(-0.1)),
+      c10::Error);
+}
+
+// Token ids cannot be blended: mixup must refuse them, naming why.
+class IdDataset : public Dataset {
+ public:
+  size_t size() const override { return 32; }
+  Example get(size_t i, uint64_t) const override {
+    return {torch::zeros({8, 4}, torch::kLong), static_cast<int64_t>(i % 2)};
+  }
+  int64_t num_classes() const override { return 2; }
+};
+
+TEST(Finetune, MixupBlendsInputsOnlyOnceTheEncoderTrains) {
+  SignDataset train(128, 1), test(32, 2);
+  const auto options = FinetuneOptions().epochs(2).batch_size(32).lr(3e-3).seed(4);
+  const auto run = [&](const FinetuneOptions& o) { return finetune(small_encoder(), train, test, o); };
+  // Head-only epochs see clean inputs: the same run with and without mixup, bit for bit.
+  const auto head_only = FinetuneOptions(options).head_only_epochs(2);
+  EXPECT_TRUE(torch::equal(run(head_only).head->weight,
+                           run(FinetuneOptions(head_only).mixup(0.8)).head->weight));
+  // Once the encoder trains, the mixed batches change what is learnt; the same seed repeats it.
+  const auto plain = run(options);
+  const auto mixed = run(FinetuneOptions(options).mixup(0.8));
+  EXPECT_FALSE(torch::equal(plain.head->weight, mixed.head->weight));
+  EXPECT_TRUE(torch::equal(mixed.head->weight, run(FinetuneOptions(options).mixup(0.8)).head->weight));
+  EXPECT_GT(mixed.test_acc, 0.7);  // still learns the task
+  EXPECT_THROW(run(FinetuneOptions(options).mixup(-1)), c10::Error);
+  IdDataset ids;
+  try {
+    finetune(small_encoder(), ids, ids, FinetuneOptions(options).mixup(0.8));
+    ADD_FAILURE() << "mixup of token ids did not throw";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("floating-point"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Finetune, LabelFractionAndBadSamples) {
   SignDataset train(200, 3, {0, 1, 2, 3}), test(40, 4, {7});
   auto r =

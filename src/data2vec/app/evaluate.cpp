@@ -228,6 +228,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                << step.loss << "  lr " << std::scientific << std::setprecision(2) << step.lr;
         bar->update(step.step, status.str());
       };
+      const double label_smoothing = options.finetune_label_smoothing.value_or(
+          config.model.modality == "vision" ? 0.1 : 0.0);
       const auto result = eval::finetune(encoder, *task->splits.train, *task->splits.test,
                                          eval::FinetuneOptions()
                                              .label_fraction(options.label_fraction)
@@ -239,6 +241,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                                              .layer_decay(config.model.modality == "vision"
                                                               ? 0.65
                                                               : 1.0)
+                                             .label_smoothing(label_smoothing)
+                                             .mixup(options.finetune_mixup)
                                              .batch_size(64)
                                              .device(device)
                                              .bf16(config.train.precision == "bf16")
@@ -252,6 +256,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       if (options.finetune_head_only_epochs > 0) {
         detail << " (the first " << options.finetune_head_only_epochs << " head only)";
       }
+      if (label_smoothing > 0) detail << ", label smoothing " << label_smoothing;
+      if (options.finetune_mixup > 0) detail << ", mixup " << options.finetune_mixup;
       if (pool != eval::PoolMode::kMean) detail << ", " << eval::to_string(pool) << " pooling";
       const auto name = method + " " + percent(options.label_fraction) + "% labels";
       spdlog::info("{}: test {}%, train {}% ({})", name, percent(result.test_acc),

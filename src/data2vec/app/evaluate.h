@@ -2,6 +2,7 @@
 // in the same run: a linear model on the raw input, and the same encoder at random init.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,10 @@ struct EvaluateOptions {
   int64_t finetune_epochs = 30;
   double finetune_lr = 1e-3;
   int64_t finetune_head_only_epochs = 0;  // of finetune_epochs: the head alone first (LP-FT)
+  // Unset: the modality's recipe, 0.1 for images (BEiT / data2vec fine-tuning), 0 for speech
+  // and text (wav2vec 2.0 and RoBERTa fine-tune without it).
+  std::optional<double> finetune_label_smoothing;
+  double finetune_mixup = 0.0;  // mixup alpha once the encoder trains; 0 = off (images only)
   bool finetune_every_task = false;  // fine-tune on every task with its own train split (text:
                                      // brown genre and spam), not only the first
   int64_t probe_train_limit = 0;   // examples of the train split used by probes; 0 = all

@@ -93,6 +93,13 @@ double warmup_cosine_lr(int64_t step, int64_t total_steps, int64_t warmup_steps,
   return min_lr + 0.5 * (peak - min_lr) * (1.0 + std::cos(std::acos(-1.0) * progress));
 }
 
+torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& labels,
+                                  double label_smoothing) {
+  return F::cross_entropy(
+      logits.to(torch::kFloat), labels,
+      F::CrossEntropyFuncOptions().ignore_index(-1).label_smoothing(label_smoothing));
+}
+
 namespace {
 
 bool decays(const std::string& name, const torch::Tensor& p) {
@@ -162,6 +169,9 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
   TORCH_CHECK(o.head_only_epochs() >= 0 && o.head_only_epochs() <= o.epochs(),
               "finetune: head_only_epochs must be in 0..epochs (", o.epochs(), "), got ",
               o.head_only_epochs());
+  TORCH_CHECK(o.mixup() >= 0, "finetune: mixup must be >= 0, got ", o.mixup());
+  TORCH_CHECK(o.label_smoothing() >= 0 && o.label_smoothing() < 1,
+              "finetune: label_smoothing must be in [0, 1), got ", o.label_smoothing());
   FinetuneResult r;
   torch::manual_seed(o.seed());
 
@@ -211,6 +221,9 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
                r.train_examples, 100.0 * o.label_fraction(), classes, o.epochs(), steps_per_epoch);
 
   std::mt19937_64 shuffle_rng(o.seed() ^ 0x9e3779b97f4a7c15ULL);
+  // lam ~ Beta(a, a) as X / (X + Y) with X, Y ~ Gamma(a, 1).
+  std::mt19937_64 mixup_rng(o.seed() ^ 0x3c6ef372fe94f82bULL);
+  std::gamma_distribution<double> mixup_gamma(o.mixup() > 0 ? o.mixup() : 1.0, 1.0);
   for (int64_t epoch = 0; epoch < o.epochs(); ++epoch) {
     const bool head_only = epoch < o.head_only_epochs();
     encoder->train(!head_only);
@@ -226,8 +239,23 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
         [&](size_t, ReadBatch& read) {
           r.num_skipped += static_cast<int64_t>(read.skipped.size());
           if (read.empty()) return;
-          const auto input = read.batch.input.to(o.device());
+          auto input = read.batch.input.to(o.device());
           const auto labels = read.batch.labels.to(o.device());
+          // Mixup only once the encoder trains: the head-only epochs fit a probe of clean inputs.
+          double lam = 1.0;
+          torch::Tensor partner;  // row b is mixed with row partner[b]
+          if (o.mixup() > 0 && !head_only) {
+            TORCH_CHECK(input.source.is_floating_point() && !input.padding_mask.defined(),
+                        "finetune: mixup needs unpadded floating-point inputs (images), got ",
+                        input.source.scalar_type(),
+                        input.padding_mask.defined() ? " with padding" : "");
+            const double x = mixup_gamma(mixup_rng), y = mixup_gamma(mixup_rng);
+            lam = x / (x + y);
+            partner = torch::randperm(input.batch_size(), torch::TensorOptions()
+                                                              .dtype(torch::kLong)
+                                                              .device(o.device()));
+            input.source = lam * input.source + (1 - lam) * input.source.index_select(0, partner);
+          }
           const double lr =
               warmup_cosine_lr(r.steps, total_steps, warmup_steps, o.lr(), o.min_lr());
           for (size_t g = 0; g < optimizer.param_groups().size(); ++g) {
@@ -245,8 +273,12 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
                                    o.pool());
             }();
             auto logits = r.head(features);  // [B,C]
-            loss = F::cross_entropy(logits.to(torch::kFloat), labels,
-                                    F::CrossEntropyFuncOptions().ignore_index(-1));
+            loss = classification_loss(logits, labels, o.label_smoothing());
+            if (partner.defined()) {
+              loss = lam * loss + (1 - lam) * classification_loss(
+                                                  logits, labels.index_select(0, partner),
+                                                  o.label_smoothing());
+            }
           }
           optimizer.zero_grad();
           loss.backward();

@@ -57,6 +57,16 @@ struct FinetuneOptions {
   /// Layer-wise lr decay: a parameter of layer group id gets lr * decay^(L+1-id) (see
   /// layer_id_from_name); 1 turns it off. Default 0.65 (vision).
   TORCH_ARG(double, layer_decay) = 0.65;
+  /// Label smoothing of the cross-entropy (Szegedy et al., arXiv 1512.00567): the target puts
+  /// 1 - s on the label and s spread evenly over all classes, so the head cannot drive its logits
+  /// to the few examples' extremes. data2vec's image fine-tuning (the BEiT recipe) uses 0.1.
+  /// In [0, 1). Default 0.
+  TORCH_ARG(double, label_smoothing) = 0.0;
+  /// Mixup (Zhang et al., arXiv 1710.09412) while the encoder trains: each batch becomes
+  /// lam * x + (1 - lam) * x[perm] with lam ~ Beta(alpha, alpha), the loss the same mix of the
+  /// two labels' losses. 0 = off. Unpadded floating-point inputs only (images, not token ids).
+  /// data2vec's image fine-tuning uses 0.8. Default 0.
+  TORCH_ARG(double, mixup) = 0.0;
   /// Gradient-norm clip; 0 = none. Default 0.
   TORCH_ARG(double, clip_grad_norm) = 0.0;
   /// Pooling of the encoder output before the head. Default mean.
@@ -90,6 +100,11 @@ struct FinetuneResult {
 // random-init baseline) with a new linear head, and scores it. Leaves the encoder in eval mode.
 FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Dataset& train,
                         const Dataset& test, const FinetuneOptions& options = {});
+
+// The fine-tuning loss: cross-entropy of logits [N,C] against labels [N] (-1 = unlabelled, left
+// out of the mean) with label smoothing s: (1 - s) * -log p[label] + s * mean_c(-log p[c]).
+torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& labels,
+                                  double label_smoothing);
 
 // Layer group of a parameter for layer-wise lr decay, given L = num_layers:
 //   a name with a segment "layer.<i>." or "layers.<i>."          -> i + 1

@@ -463,6 +463,7 @@ void validate(const Config& c, const ConfigOrigins* origins) {
     check.fail("eval.pool", "is '" + pool + "': expected mean, cls or grid");
   }
   const auto& layers = c.eval.probe_layer;
+  std::set<std::string> seen;  // "final", or a block number without leading zeros
   for (size_t start = 0;;) {
     const size_t comma = layers.find(',', start);
     const auto layer = layers.substr(start, comma == std::string::npos ? comma : comma - start);
@@ -471,6 +472,12 @@ void validate(const Config& c, const ConfigOrigins* origins) {
       check.fail("eval.probe_layer", "is '" + layers +
                                          "': expected final, 0 (local features), a block number "
                                          "1..L or a comma-separated list of them");
+      break;
+    }
+    const size_t digits = layer == "final" ? 0 : std::min(layer.find_first_not_of('0'),
+                                                           layer.size() - 1);
+    if (!seen.insert(layer.substr(digits)).second) {
+      check.fail("eval.probe_layer", "is '" + layers + "': layer " + layer + " is listed twice");
       break;
     }
     if (comma == std::string::npos) break;
