@@ -80,6 +80,27 @@ TEST(Cli, ARunDirectoryIsNotStartedOverByMistake) {
   while (std::getline(log, line)) EXPECT_LE(nlohmann::json::parse(line).at("step"), 5) << line;
 }
 
+TEST(Cli, FinetuneFlagsAreCheckedBeforeAnyWork) {
+  const auto work = make_temp_dir("cli-finetune-flags");
+  const auto run = work + "/run";
+  ASSERT_EQ(exit_code(kBinary + " pretrain --config " + toy_config_file(work, 2) + " --out " + run),
+            0)
+      << last_command_output();
+  const auto finetune = kBinary + " finetune --checkpoint " + run + " --label-fraction 0.5";
+  for (const char* bad : {" --label-smoothing 1", " --label-smoothing -0.1",
+                          " --label-smoothing abc", " --mixup -1"}) {
+    EXPECT_EQ(exit_code(finetune + bad), 2) << bad << ": " << last_command_output();
+    const std::string flag = std::string(bad).substr(1, std::string(bad).find(' ', 1) - 1);
+    EXPECT_NE(last_command_output().find(flag), std::string::npos) << last_command_output();
+  }
+  // Mixup blends images: a toy (vector) run is refused before any fine-tuning epoch runs.
+  EXPECT_EQ(exit_code(finetune + " --mixup 0.8"), 1) << last_command_output();
+  EXPECT_NE(last_command_output().find("--mixup blends images"), std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(last_command_output().find("finetune: epoch"), std::string::npos)
+      << last_command_output();
+}
+
 TEST(Cli, AFileSizeLimitFailsTheWriteAndNamesTheFile) {
   // Without SIGXFSZ ignored the kernel kills the process silently (the shell sees 128 + 25).
   const auto work = make_temp_dir("cli-fsize");

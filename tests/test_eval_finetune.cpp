@@ -205,7 +205,9 @@ class IdDataset : public Dataset {
 TEST(Finetune, MixupBlendsInputsOnlyOnceTheEncoderTrains) {
   SignDataset train(128, 1), test(32, 2);
   const auto options = FinetuneOptions().epochs(2).batch_size(32).lr(3e-3).seed(4);
-  const auto run = [&](const FinetuneOptions& o) { return finetune(small_encoder(), train, test, o); };
+  const auto run = [&](const FinetuneOptions& o) {
+    return finetune(small_encoder(), train, test, o);
+  };
   // Head-only epochs see clean inputs: the same run with and without mixup, bit for bit.
   const auto head_only = FinetuneOptions(options).head_only_epochs(2);
   EXPECT_TRUE(torch::equal(run(head_only).head->weight,
@@ -214,7 +216,8 @@ TEST(Finetune, MixupBlendsInputsOnlyOnceTheEncoderTrains) {
   const auto plain = run(options);
   const auto mixed = run(FinetuneOptions(options).mixup(0.8));
   EXPECT_FALSE(torch::equal(plain.head->weight, mixed.head->weight));
-  EXPECT_TRUE(torch::equal(mixed.head->weight, run(FinetuneOptions(options).mixup(0.8)).head->weight));
+  const auto again = run(FinetuneOptions(options).mixup(0.8));
+  EXPECT_TRUE(torch::equal(mixed.head->weight, again.head->weight));
   EXPECT_GT(mixed.test_acc, 0.7);  // still learns the task
   EXPECT_THROW(run(FinetuneOptions(options).mixup(-1)), c10::Error);
   IdDataset ids;

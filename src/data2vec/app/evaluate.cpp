@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <tuple>
 
 #include "data2vec/app/builders.h"
@@ -210,6 +211,13 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     finetune_tasks.push_back(&task);
     finetune_splits.push_back(task.splits.train.get());
     if (!options.finetune_every_task) break;
+  }
+  // Found here, not after the head-only epochs: mixup blends pixels, and token ids or padded
+  // audio cannot be blended.
+  if (options.label_fraction > 0 && options.finetune_mixup > 0 &&
+      config.model.modality != "vision") {
+    throw std::invalid_argument("--mixup blends images; this run's model.modality is " +
+                                config.model.modality);
   }
   for (const auto* task : options.label_fraction > 0 ? finetune_tasks
                                                      : std::vector<const EvalTask*>{}) {
