@@ -159,6 +159,9 @@ TEST(ExtractFeatures, ProbeLayerPoolsTheChosenTensor) {
   EXPECT_EQ(parse_probe_layer("12"), 12);
   EXPECT_THROW(parse_probe_layer("last"), std::invalid_argument);
   EXPECT_THROW(parse_probe_layer("-1"), std::invalid_argument);
+  // Past int64 a number must still be a usage error naming the item, not std::out_of_range.
+  EXPECT_EQ(parse_probe_layer("000000000000000000007"), 7);
+  EXPECT_THROW(parse_probe_layer("99999999999999999999"), std::invalid_argument);
 
   auto encoder = make_encoder();  // 2 layers
   auto data = make_dataset(5);

@@ -77,7 +77,7 @@ TEST(Config, ProbeLayerIsFinalANumberOrAList) {
   // A layer listed twice (also as 01) would be a probe of duplicated columns: evaluate rejects
   // it, so the config check must too, naming the key before any run starts.
   for (const std::string bad : {"top", "-1", "", "1,", "1,,2", "1,top", "1,1", "final,2,final",
-                                "0,00", "3,03"}) {
+                                "0,00", "3,03", "99999999999999999999"}) {
     const auto message =
         error_of([&] { data2vec::io::load_config(path, {"eval.probe_layer=" + bad}); });
     EXPECT_NE(message.find("eval.probe_layer"), std::string::npos) << bad << ": " << message;

@@ -33,33 +33,6 @@ int64_t pooled_vectors(PoolMode mode) {
   return mode == PoolMode::kGrid ? 4 : 1;
 }
 
-int64_t parse_probe_layer(const std::string& name) {
-  if (name == "final") return kFinalLayer;
-  if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
-    throw std::invalid_argument("probe layer '" + name +
-                                "': expected final, 0 (local features) or a block number 1..L");
-  }
-  return std::stoll(name);
-}
-
-std::vector<int64_t> parse_probe_layers(const std::string& spec) {
-  std::vector<int64_t> layers;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = spec.find(',', start);
-    const std::string item =
-        spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    const int64_t layer = parse_probe_layer(item);
-    if (std::find(layers.begin(), layers.end(), layer) != layers.end()) {
-      throw std::invalid_argument("probe layer '" + item + "' appears twice in '" + spec + "'");
-    }
-    layers.push_back(layer);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return layers;
-}
-
 std::string describe_probe_layers(const std::vector<int64_t>& layers) {
   const auto name = [](int64_t layer) {
     return layer == kFinalLayer ? std::string("final")

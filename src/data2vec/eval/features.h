@@ -12,6 +12,7 @@
 
 #include "data2vec/core/dataset.h"
 #include "data2vec/core/encoder.h"
+#include "data2vec/io/probe_layers.h"
 
 namespace data2vec::eval {
 
@@ -33,16 +34,14 @@ int64_t pooled_vectors(PoolMode mode);
 // Which tensor of an EncoderOutput is pooled: kFinalLayer = out.x; 0 = out.local_features (what
 // the transformer reads, before any mask); k >= 1 = out.layer_results[k-1] (block k's output when
 // the encoder was built with LayerResultKind::kBlock).
-constexpr int64_t kFinalLayer = -1;
-
-// "final" -> kFinalLayer, "k" -> k.
-int64_t parse_probe_layer(const std::string& name);
+constexpr int64_t kFinalLayer = io::kFinalProbeLayer;
 
 // Config key eval.probe_layer: one layer as above, or a comma-separated list ("1,2,3,4",
 // "final,3") whose pooled features are concatenated in that order, as in DINO's linear
 // evaluation of small ViTs (arXiv 2104.14294 sec. 4), which concatenates the last blocks' outputs.
-// Errors name the item at fault; a layer may not repeat.
-std::vector<int64_t> parse_probe_layers(const std::string& spec);
+// The grammar lives with the key (io/probe_layers.h), so the config check and evaluate agree.
+using io::parse_probe_layer;
+using io::parse_probe_layers;
 
 // How a report names the probed layers: "" for the final output alone, else "local features",
 // "block 3", "blocks 1+2+3+4 concatenated".

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "data2vec/io/files.h"
+#include "data2vec/io/probe_layers.h"
 
 namespace data2vec::io {
 
@@ -462,26 +463,10 @@ void validate(const Config& c, const ConfigOrigins* origins) {
   if (pool != "mean" && pool != "cls" && pool != "grid") {
     check.fail("eval.pool", "is '" + pool + "': expected mean, cls or grid");
   }
-  const auto& layers = c.eval.probe_layer;
-  std::set<std::string> seen;  // "final", or a block number without leading zeros
-  for (size_t start = 0;;) {
-    const size_t comma = layers.find(',', start);
-    const auto layer = layers.substr(start, comma == std::string::npos ? comma : comma - start);
-    if (layer != "final" &&
-        (layer.empty() || layer.find_first_not_of("0123456789") != std::string::npos)) {
-      check.fail("eval.probe_layer", "is '" + layers +
-                                         "': expected final, 0 (local features), a block number "
-                                         "1..L or a comma-separated list of them");
-      break;
-    }
-    const size_t digits = layer == "final" ? 0 : std::min(layer.find_first_not_of('0'),
-                                                           layer.size() - 1);
-    if (!seen.insert(layer.substr(digits)).second) {
-      check.fail("eval.probe_layer", "is '" + layers + "': layer " + layer + " is listed twice");
-      break;
-    }
-    if (comma == std::string::npos) break;
-    start = comma + 1;
+  try {
+    parse_probe_layers(c.eval.probe_layer);
+  } catch (const std::invalid_argument& e) {
+    check.fail("eval.probe_layer", "is '" + c.eval.probe_layer + "': " + e.what());
   }
 }
 
