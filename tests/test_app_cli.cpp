@@ -56,15 +56,16 @@ TEST(Cli, UsageErrorsExitTwoAndAnUnknownCommandIsNamed) {
   EXPECT_EQ(exit_code(kBinary), 2) << last_command_output();
   // The codes are documented where a user looks.
   ASSERT_EQ(exit_code(kBinary + " --help"), 0);
-  for (const char* code : {"Exit codes", "1 runtime error", "2 usage error", "3 pretraining", "130"})
+  for (const char* code :
+       {"Exit codes", "1 runtime error", "2 usage error", "3 pretraining", "130"})
     EXPECT_NE(last_command_output().find(code), std::string::npos) << last_command_output();
 }
 
 TEST(Cli, ARunDirectoryIsNotStartedOverByMistake) {
   const auto work = make_temp_dir("cli-existing");
   const auto run = work + "/run";
-  ASSERT_EQ(exit_code(kBinary + " pretrain --config " + toy_config_file(work, 10) + " --out " + run),
-            0)
+  ASSERT_EQ(
+      exit_code(kBinary + " pretrain --config " + toy_config_file(work, 10) + " --out " + run), 0)
       << last_command_output();
   EXPECT_EQ(exit_code(kBinary + " pretrain --config " + work + "/toy.yaml --out " + run), 1);
   EXPECT_NE(last_command_output().find("--resume"), std::string::npos) << last_command_output();
@@ -87,8 +88,9 @@ TEST(Cli, FinetuneFlagsAreCheckedBeforeAnyWork) {
             0)
       << last_command_output();
   const auto finetune = kBinary + " finetune --checkpoint " + run + " --label-fraction 0.5";
-  for (const char* bad : {" --label-smoothing 1", " --label-smoothing -0.1",
-                          " --label-smoothing abc", " --mixup -1"}) {
+  for (const char* bad :
+       {" --label-smoothing 1", " --label-smoothing -0.1", " --label-smoothing abc", " --mixup -1",
+        " --layer-decay 0", " --layer-decay 1.5", " --weight-decay -0.1"}) {
     EXPECT_EQ(exit_code(finetune + bad), 2) << bad << ": " << last_command_output();
     const std::string flag = std::string(bad).substr(1, std::string(bad).find(' ', 1) - 1);
     EXPECT_NE(last_command_output().find(flag), std::string::npos) << last_command_output();
@@ -99,6 +101,11 @@ TEST(Cli, FinetuneFlagsAreCheckedBeforeAnyWork) {
       << last_command_output();
   EXPECT_EQ(last_command_output().find("finetune: epoch"), std::string::npos)
       << last_command_output();
+  // A layer decay below 1 is used and named in the report's detail column.
+  ASSERT_EQ(exit_code(finetune + " --epochs 1 --layer-decay 0.5 --weight-decay 0"), 0)
+      << last_command_output();
+  EXPECT_NE(last_command_output().find("layer decay 0.5"), std::string::npos)
+      << last_command_output();
 }
 
 TEST(Cli, AFileSizeLimitFailsTheWriteAndNamesTheFile) {
@@ -108,9 +115,8 @@ TEST(Cli, AFileSizeLimitFailsTheWriteAndNamesTheFile) {
   const auto config = toy_config_file(work, 5);
   // 100 blocks (51 or 102 kB, as the shell counts): the config, the log and the output fit, the
   // weights (170 kB) do not.
-  EXPECT_EQ(exit_code("ulimit -f 100; " + kBinary + " pretrain --config " + config + " --out " +
-                      run),
-            1);
+  EXPECT_EQ(
+      exit_code("ulimit -f 100; " + kBinary + " pretrain --config " + config + " --out " + run), 1);
   EXPECT_NE(last_command_output().find("model.safetensors.tmp"), std::string::npos)
       << last_command_output();
   EXPECT_NE(last_command_output().find("File too large"), std::string::npos)
@@ -159,9 +165,9 @@ TEST(Cli, EmbedWithNoReadableInputFails) {
   std::ofstream(images + "/a.png") << "not a png";
   std::ofstream(images + "/b.png") << "not a png either";
   const auto out = images + "/features.safetensors";
-  EXPECT_EQ(exit_code(kBinary + " embed --checkpoint " + run + " --input " + images +
-                      " --output " + out),
-            1);
+  EXPECT_EQ(
+      exit_code(kBinary + " embed --checkpoint " + run + " --input " + images + " --output " + out),
+      1);
   EXPECT_NE(last_command_output().find("none of the 2 files"), std::string::npos)
       << last_command_output();
   EXPECT_FALSE(fs::exists(out));

@@ -115,8 +115,8 @@ class FeatureCache {
 // example (images, clips); a text task's rows are documents, so there it is the same fraction of
 // the documents.
 EvaluationRow raw_input_few_labels_row(const EvalTask& task, const io::Config& config,
-                                       const torch::Device& device,
-                                       const EvaluateOptions& options, FeatureCache& cache) {
+                                       const torch::Device& device, const EvaluateOptions& options,
+                                       FeatureCache& cache) {
   const auto& all = cache.get(task.raw_name, *task.splits.train, 0, [&] {
     return eval::extract_features(task.raw_features, *task.splits.train,
                                   extract_options(config, device, 0));
@@ -181,8 +181,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                {"random init, linear probe", ""},
                {"data2vec student, linear probe", "student."},
                {"data2vec teacher, linear probe", "teacher."}}) {
-        auto encoder = load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix,
-                                    block_results);
+        auto encoder =
+            load_encoder(config, prefix.empty() ? nullptr : &ckpt.model, prefix, block_results);
         encoder->to(device);
         const auto label = short_name(method);
         const auto& train = cache.get(method, *task.splits.train, train_limit, [&] {
@@ -219,8 +219,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     throw std::invalid_argument("--mixup blends images; this run's model.modality is " +
                                 config.model.modality);
   }
-  for (const auto* task : options.label_fraction > 0 ? finetune_tasks
-                                                     : std::vector<const EvalTask*>{}) {
+  for (const auto* task :
+       options.label_fraction > 0 ? finetune_tasks : std::vector<const EvalTask*>{}) {
     rows.push_back(raw_input_few_labels_row(*task, config, device, options, cache));
     for (const auto& [method, prefix] : std::vector<std::pair<std::string, std::string>>{
              {"random init, fine-tune", ""}, {"data2vec, fine-tune", "student."}}) {
@@ -228,27 +228,26 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       // End-to-end fine-tuning of a text task takes tens of minutes on a CPU: a bar with the
       // rate, ETA, loss and lr, made at the first step (which knows the step count).
       std::unique_ptr<train::Progress> bar;
-      const auto on_step = [&bar, label = task->name + ": " + method](
-                               const eval::FinetuneStep& step) {
+      const auto on_step = [&bar,
+                            label = task->name + ": " + method](const eval::FinetuneStep& step) {
         if (!bar) bar = std::make_unique<train::Progress>(step.total_steps, 0, label);
         std::ostringstream status;
         status << "epoch " << step.epoch + 1 << "  loss " << std::fixed << std::setprecision(4)
                << step.loss << "  lr " << std::scientific << std::setprecision(2) << step.lr;
         bar->update(step.step, status.str());
       };
-      const double label_smoothing = options.finetune_label_smoothing.value_or(
-          config.model.modality == "vision" ? 0.1 : 0.0);
+      const double label_smoothing =
+          options.finetune_label_smoothing.value_or(config.model.modality == "vision" ? 0.1 : 0.0);
+      const double layer_decay =
+          options.finetune_layer_decay.value_or(config.model.modality == "vision" ? 0.65 : 1.0);
       const auto result = eval::finetune(encoder, *task->splits.train, *task->splits.test,
                                          eval::FinetuneOptions()
                                              .label_fraction(options.label_fraction)
                                              .epochs(options.finetune_epochs)
                                              .head_only_epochs(options.finetune_head_only_epochs)
                                              .lr(options.finetune_lr)
-                                             // layer-wise decay is the vision recipe (BEiT);
-                                             // RoBERTa and wav2vec 2.0 fine-tune without it
-                                             .layer_decay(config.model.modality == "vision"
-                                                              ? 0.65
-                                                              : 1.0)
+                                             .layer_decay(layer_decay)
+                                             .weight_decay(options.finetune_weight_decay)
                                              .label_smoothing(label_smoothing)
                                              .mixup(options.finetune_mixup)
                                              .batch_size(64)
@@ -264,6 +263,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       if (options.finetune_head_only_epochs > 0) {
         detail << " (the first " << options.finetune_head_only_epochs << " head only)";
       }
+      if (layer_decay < 1) detail << ", layer decay " << layer_decay;
       if (label_smoothing > 0) detail << ", label smoothing " << label_smoothing;
       if (options.finetune_mixup > 0) detail << ", mixup " << options.finetune_mixup;
       if (pool != eval::PoolMode::kMean) detail << ", " << eval::to_string(pool) << " pooling";

@@ -12,8 +12,11 @@ int64_t parse_probe_layer(const std::string& name) {
                                  "': expected final, 0 (local features) or a block number 1..L");
   };
   if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) throw invalid();
-  const size_t first_digit = name.find_first_not_of('0');
-  if (first_digit != std::string::npos && name.size() - first_digit > 9) throw invalid();
+  // No encoder has a billion blocks; the cap also keeps stoll from overflowing on long input.
+  const size_t first_significant = name.find_first_not_of('0');
+  if (first_significant != std::string::npos && name.size() - first_significant > 9) {
+    throw invalid();
+  }
   return std::stoll(name);
 }
 
