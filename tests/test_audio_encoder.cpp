@@ -63,6 +63,50 @@ TEST(AudioEncoder, FrameCountsMatchFormulaAndCnn) {
   }
 }
 
+// The conv front end channels last (Conv2d on [B,C,1,S] views) and the plain Conv1d twin: the
+// same weights give the same features and the same gradient for every parameter and
+// for the waveform, with and without conv bias, for lengths that leave a remainder at every
+// stride.
+TEST(AudioEncoder, ConvFrontEndChannelsLastMatchesConv1d) {
+  // Absolute tolerance relative to the reference's largest entry (weight gradients sum over
+  // every frame of the batch).
+  const auto close = [](const std::string& label, const torch::Tensor& actual,
+                        const torch::Tensor& expected) {
+    return tensors_close(label, actual, expected,
+                         1e-5 * std::max(1.0, expected.abs().max().item<double>()));
+  };
+  for (const bool bias : {false, true}) {
+    torch::manual_seed(0);
+    FeatureExtractorImpl fast(default_conv_layers(16), bias, /*channels_last=*/true);
+    FeatureExtractorImpl plain(default_conv_layers(16), bias, /*channels_last=*/false);
+    {
+      torch::NoGradGuard no_grad;
+      const auto source = fast.named_parameters();
+      for (auto& item : plain.named_parameters()) item.value().copy_(source[item.key()]);
+    }
+    for (const int64_t samples : {400, 1039, 5000}) {
+      const auto wave = torch::randn({2, samples});
+      const auto wave_fast = wave.clone().requires_grad_(true);
+      const auto wave_plain = wave.clone().requires_grad_(true);
+      const auto y_fast = fast.forward(wave_fast);
+      const auto y_plain = plain.forward(wave_plain);
+      const std::string at = std::to_string(samples) + " samples, bias " + std::to_string(bias);
+      EXPECT_TRUE(close(at + ": features", y_fast, y_plain));
+      const auto grad = torch::randn_like(y_plain);
+      fast.zero_grad();
+      plain.zero_grad();
+      y_fast.backward(grad);
+      y_plain.backward(grad);
+      EXPECT_TRUE(close(at + ": waveform gradient", wave_fast.grad(), wave_plain.grad()));
+      const auto plain_params = plain.named_parameters();
+      for (const auto& item : fast.named_parameters()) {
+        EXPECT_TRUE(
+            close(at + ": " + item.key(), item.value().grad(), plain_params[item.key()].grad()));
+      }
+    }
+  }
+}
+
 TEST(AudioEncoder, FramePaddingMaskFromLengths) {
   AudioEncoderImpl encoder(small_options());
   auto padding = torch::zeros({3, 16000}, torch::kBool);

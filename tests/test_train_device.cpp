@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "data2vec/train/device.h"
 
@@ -31,6 +32,26 @@ TEST(KeepFreedMemory, AStepSizedBlockIsServedFromTheHeapAndKeptAfterFree) {
   const auto after = mallinfo2();
   EXPECT_EQ(after.arena, during.arena) << "the heap was trimmed on free";
   EXPECT_GE(after.fordblks, kBytes) << "the freed block left the process";
+}
+
+// Above glibc's largest mmap threshold (32 MiB) a block would still be mmapped on its own (an
+// audio batch's first conv activations are 52 MB): on the main thread, where the steps run, it
+// comes from the heap as well. Another thread's arena cannot hold it: glibc falls back to an
+// mmap there, so the allocation still succeeds.
+TEST(KeepFreedMemory, BlocksAboveTheLargestMmapThresholdComeFromTheHeap) {
+  ASSERT_TRUE(data2vec::train::keep_freed_memory());
+  constexpr size_t kBytes = size_t(80) << 20;
+  const auto allocate = [](bool from_heap) {
+    const auto before = mallinfo2();
+    char* volatile block = static_cast<char*>(std::malloc(kBytes));
+    ASSERT_NE(block, nullptr);
+    std::memset(block, 1, kBytes);
+    if (from_heap) EXPECT_EQ(mallinfo2().hblks, before.hblks) << "the block was mmapped";
+    std::free(block);
+  };
+  allocate(/*from_heap=*/true);
+  std::thread worker(allocate, /*from_heap=*/false);
+  worker.join();
 }
 #endif
 

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "data2vec/core/masking.h"
+#include "data2vec/nn/gelu.h"
 
 namespace data2vec::audio {
 
@@ -67,7 +68,9 @@ std::string hf_audio_name(const std::string& name) {
 
 // ---- local encoder ----
 
-ConvLayerImpl::ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, bool bias) {
+ConvLayerImpl::ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, bool bias,
+                             bool channels_last)
+    : stride_(spec.stride), channels_last_(channels_last) {
   conv = register_module(
       "conv",
       torch::nn::Conv1d(
@@ -79,12 +82,17 @@ ConvLayerImpl::ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, bool bia
 }
 
 torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
-  auto y = conv(x);                                   // [B,Cout,S']
-  y = layer_norm(y.transpose(1, 2)).transpose(1, 2);  // normalised over channels
-  return torch::gelu(y);
+  if (!channels_last_) {
+    auto y = conv(x.transpose(1, 2));  // [B,Cout,S']
+    return nn::gelu(layer_norm(y.transpose(1, 2)));
+  }
+  const auto image = x.unsqueeze(1).permute({0, 3, 1, 2});  // [B,Cin,1,S], channels last
+  auto y = torch::conv2d(image, conv->weight.unsqueeze(2), conv->bias, /*stride=*/{1, stride_});
+  return nn::gelu(layer_norm(y.permute({0, 2, 3, 1}).squeeze(1)));  // [B,S',Cout]
 }
 
-FeatureExtractorImpl::FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, bool bias) {
+FeatureExtractorImpl::FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, bool bias,
+                                           bool channels_last) {
   TORCH_CHECK(!layers.empty(), "audio encoder: conv_layers is empty");
   auto list = register_module("conv_layers", torch::nn::ModuleList());
   int64_t in_dim = 1;
@@ -92,16 +100,16 @@ FeatureExtractorImpl::FeatureExtractorImpl(const std::vector<ConvLayerSpec>& lay
     TORCH_CHECK(spec.dim > 0 && spec.kernel > 0 && spec.stride > 0,
                 "audio encoder: bad conv layer (dim ", spec.dim, ", kernel ", spec.kernel,
                 ", stride ", spec.stride, ")");
-    conv_layers.push_back(ConvLayer(in_dim, spec, bias));
+    conv_layers.push_back(ConvLayer(in_dim, spec, bias, channels_last));
     list->push_back(conv_layers.back());
     in_dim = spec.dim;
   }
 }
 
 torch::Tensor FeatureExtractorImpl::forward(const torch::Tensor& waveform) {
-  auto x = waveform.unsqueeze(1);  // [B,1,S]
+  auto x = waveform.unsqueeze(-1);  // [B,S,1]
   for (auto& layer : conv_layers) x = layer->forward(x);
-  return x;  // [B,C,T]
+  return x.transpose(1, 2);  // [B,C,T]
 }
 
 FeatureProjectionImpl::FeatureProjectionImpl(int64_t in_dim, int64_t dim, double eps) {
@@ -247,8 +255,9 @@ AudioEncoderImpl::AudioEncoderImpl(const AudioEncoderOptions& options) : options
   TORCH_CHECK(options.dim() % options.num_heads() == 0, "audio encoder: width ", options.dim(),
               " does not divide into ", options.num_heads(), " heads");
   const double eps = options.layer_norm_eps();
-  feature_extractor = register_module("feature_extractor",
-                                      FeatureExtractor(options.conv_layers(), options.conv_bias()));
+  feature_extractor = register_module(
+      "feature_extractor",
+      FeatureExtractor(options.conv_layers(), options.conv_bias(), options.conv_channels_last()));
   feature_projection =
       register_module("feature_projection",
                       FeatureProjection(options.conv_layers().back().dim, options.dim(), eps));

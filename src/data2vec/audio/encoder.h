@@ -1,4 +1,5 @@
-// The audio encoder (arXiv 2202.03555; fairseq's data2vec configs, audio column): a wav2vec 2.0-style model as data2vec audio uses it.
+// The audio encoder (arXiv 2202.03555; fairseq's data2vec configs, audio column): a
+// wav2vec 2.0-style model as data2vec audio uses it.
 //
 //   waveform [B,S] -> feature_extractor (7 Conv1d, each -> LayerNorm over channels -> GELU)
 //   -> [B,T,C] -> feature_projection (LayerNorm(C) -> Linear(C,D)) = local_features [B,T,D]
@@ -68,6 +69,11 @@ struct AudioEncoderOptions {
   TORCH_ARG(std::vector<ConvLayerSpec>, conv_layers) = default_conv_layers();
   /// Bias on the feature extractor's convolutions (HF conv_bias). Default false.
   TORCH_ARG(bool, conv_bias) = false;
+  /// The feature extractor keeps its activations channels last, [B,S,C], convolving them as
+  /// channels-last [B,C,1,S] images (no layout copies around its layer norms); false runs the
+  /// plain Conv1d twin on [B,C,S]. Same weights and results either way
+  /// (tests/test_audio_encoder.cpp). Default true.
+  TORCH_ARG(bool, conv_channels_last) = true;
   /// Width D. Default 768.
   TORCH_ARG(int64_t, dim) = 768;
   /// Layers L. Default 12.
@@ -115,21 +121,31 @@ AudioEncoderOptions audio_preset(const std::string& name);
 // Hugging Face Data2VecAudioModel name of one of our parameter names (see the table above).
 std::string hf_audio_name(const std::string& name);
 
-// Conv1d -> LayerNorm over channels -> GELU: [B,Cin,S] -> [B,Cout,S'].
+// Conv1d -> LayerNorm over channels -> GELU, channels last: [B,S,Cin] -> [B,S',Cout].
+// `channels_last`: [B,S,Cin] is, in memory, the channels-last image [B,Cin,1,S], which oneDNN
+// convolves as it lies and returns as [B,Cout,1,S'] channels last, i.e. [B,S',Cout]: the layer
+// norm and GELU then read and write it in place (the plain twin runs Conv1d on [B,Cin,S] between
+// two transposed copies, forward and backward).
 class ConvLayerImpl : public torch::nn::Module {
  public:
-  ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, bool bias);
+  ConvLayerImpl(int64_t in_dim, const ConvLayerSpec& spec, bool bias, bool channels_last = true);
   torch::Tensor forward(const torch::Tensor& x);
 
-  torch::nn::Conv1d conv{nullptr};
+  torch::nn::Conv1d conv{nullptr};           // weight [Cout,Cin,k] in either path
   torch::nn::LayerNorm layer_norm{nullptr};  // over the Cout channels
+
+ private:
+  int64_t stride_;
+  bool channels_last_;
 };
 TORCH_MODULE(ConvLayer);
 
-// The stack of ConvLayers: waveform [B,S] -> features [B,C,T].
+// The stack of ConvLayers: waveform [B,S] -> features [B,C,T] (a transposed view of the
+// channels-last [B,T,C] the layers produce).
 class FeatureExtractorImpl : public torch::nn::Module {
  public:
-  FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, bool bias);
+  FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, bool bias,
+                       bool channels_last = true);
   torch::Tensor forward(const torch::Tensor& waveform);
 
   std::vector<ConvLayer> conv_layers;

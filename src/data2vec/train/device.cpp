@@ -88,8 +88,12 @@ bool keep_freed_memory() {
 #ifdef __GLIBC__
   constexpr int kMmapThreshold = 32 << 20;  // glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
   constexpr int kTrimThreshold = 1 << 30;
+  // Blocks above the threshold (an audio batch's first conv activations: 52 MB) would still get
+  // an mmap of their own, and be faulted in and zeroed again every step: no mmapped blocks at
+  // all from the main heap, where the steps run (a thread arena too small for such a block
+  // still falls back to an mmap: allocations never fail for it).
   return mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 &&
-         mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
+         mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1 && mallopt(M_MMAP_MAX, 0) == 1;
 #else
   return false;
 #endif

@@ -35,8 +35,10 @@ int set_threads(int64_t threads);
 // it to the kernel. glibc hands blocks over its mmap threshold back with munmap and trims the
 // heap top on free, so a training step that allocates the same activations every time pays page
 // faults and zeroing for megabytes each step: on the data2vec 2.0 demo step (fmnist-tiny-v2,
-// 2 cores) 0.35-0.58 s with glibc's defaults, 0.26-0.30 s kept (BENCHMARKS.md). Sets M_MMAP_THRESHOLD to glibc's ceiling (32 MiB on
-// 64-bit) and M_TRIM_THRESHOLD to 1 GiB; peak RSS is unchanged. A process-wide setting, made
+// 2 cores) 0.35-0.58 s with glibc's defaults, 0.26-0.30 s kept (BENCHMARKS.md). Sets
+// M_MMAP_THRESHOLD to glibc's ceiling (32 MiB on 64-bit), M_MMAP_MAX to 0 (larger blocks come
+// from the heap too: the audio-tiny step 1.14-1.20 s -> 0.92-0.94 s) and M_TRIM_THRESHOLD to
+// 1 GiB; peak RSS is unchanged. A process-wide setting, made
 // once by the programs (`data2vec`, `data2vec_bench`), never by the library on its own. Returns
 // false where it cannot apply (not glibc, or mallopt refused).
 bool keep_freed_memory();
