@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "data2vec/app/builders.h"
 #include "data2vec/app/embed.h"
@@ -49,19 +50,25 @@ constexpr const char* kExitCodesHelp =
     "SIGINT/SIGTERM (a checkpoint was written: continue with --resume).\n"
     "Results go to stdout, logs and errors to stderr.";
 
-// A number between 0 and 1, each end in or out as `zero_in` / `one_in` say; the usage error
-// names the interval and the text given.
-CLI::Validator unit_interval(bool zero_in, bool one_in) {
-  const std::string name = std::string(zero_in ? "[" : "(") + "0, 1" + (one_in ? "]" : ")");
-  return CLI::Validator(
-      [=](std::string& text) {
-        char* end = nullptr;
-        const double value = std::strtod(text.c_str(), &end);
-        const bool ok = !text.empty() && *end == '\0' && (zero_in ? value >= 0 : value > 0) &&
-                        (one_in ? value <= 1 : value < 1);
-        return ok ? std::string() : "must be a number in " + name + ", got " + text;
-      },
-      "in " + name);
+// `--name X` for an optional setting that must lie between 0 and 1, each end in or out as
+// `zero_in` / `one_in` say; unset, the command uses its own default. The usage error names the
+// interval and the text given.
+void add_unit_interval_option(CLI::App* command, const std::string& name,
+                              std::optional<double>& target, bool zero_in, bool one_in,
+                              const std::string& help) {
+  const std::string interval = std::string(zero_in ? "[" : "(") + "0, 1" + (one_in ? "]" : ")");
+  command
+      ->add_option_function<double>(
+          name, [&target](const double& value) { target = value; }, help)
+      ->check(CLI::Validator(
+          [=](std::string& text) {
+            char* end = nullptr;
+            const double value = std::strtod(text.c_str(), &end);
+            const bool ok = !text.empty() && *end == '\0' && (zero_in ? value >= 0 : value > 0) &&
+                            (one_in ? value <= 1 : value < 1);
+            return ok ? std::string() : "must be a number in " + interval + ", got " + text;
+          },
+          "in " + interval));
 }
 
 // `data2vec --version`: what decides how fast and in which precision a run goes.
@@ -320,20 +327,14 @@ int main(int argc, char** argv) {
     command->add_option("--head-only-epochs", eval_options.finetune_head_only_epochs,
                         "of --epochs, how many first train the head alone on the frozen encoder "
                         "(linear probing, then fine-tuning)");
-    command
-        ->add_option_function<double>(
-            "--label-smoothing",
-            [&eval_options](const double& value) { eval_options.finetune_label_smoothing = value; },
-            "fine-tuning label smoothing in [0, 1) (default: 0.1 for images, the BEiT / data2vec "
-            "recipe; 0 for speech and text)")
-        ->check(unit_interval(/*zero_in=*/true, /*one_in=*/false));
-    command
-        ->add_option_function<double>(
-            "--layer-decay",
-            [&eval_options](const double& value) { eval_options.finetune_layer_decay = value; },
-            "lr factor per layer below the head, in (0, 1]: 1 = none (default: 0.65 for images, "
-            "the BEiT / data2vec recipe; 1 for speech and text)")
-        ->check(unit_interval(/*zero_in=*/false, /*one_in=*/true));
+    add_unit_interval_option(command, "--label-smoothing", eval_options.finetune_label_smoothing,
+                             /*zero_in=*/true, /*one_in=*/false,
+                             "fine-tuning label smoothing in [0, 1) (default: 0.1 for images, the "
+                             "BEiT / data2vec recipe; 0 for speech and text)");
+    add_unit_interval_option(command, "--layer-decay", eval_options.finetune_layer_decay,
+                             /*zero_in=*/false, /*one_in=*/true,
+                             "lr factor per layer below the head, in (0, 1]: 1 = none (default: "
+                             "0.65 for images, the BEiT / data2vec recipe; 1 for speech and text)");
     command
         ->add_option(
             "--weight-decay", eval_options.finetune_weight_decay,
