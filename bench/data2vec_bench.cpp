@@ -74,7 +74,7 @@ struct Args {
   int64_t gemm_size = 0;  // 0 = 2048 (fp32) / 1024 (bf16)
   std::string dump;       // parity fixture path (train mode, fp32, dropout off)
   std::string profile;    // chrome trace of the timed steps (bench/profile.py sums it by op)
-  std::string kernel = "blocked";  // --mode layers: plain | fused | blocked
+  std::string kernel = "auto";  // --mode layers: plain | fused | blocked | auto
   std::string gelu = "torch";      // --mode layers: torch | poly (nn::gelu_erf; not with plain)
   int64_t tokens = 128;            // text: tokens per example
   double seconds = 2.0;            // audio: seconds per clip (16 kHz)
@@ -91,7 +91,7 @@ struct Args {
                "                      [--batch N] [--dtype fp32|bf16] [--threads N (0 = all)]\n"
                "                      [--warmup N] [--reps N] [--seed N] [--gemm-size N]\n"
                "                      [--dump FILE.safetensors] [--tokens N] [--seconds S]\n"
-               "                      [--kernel plain|fused|blocked] [--gelu torch|poly]\n"
+               "                      [--kernel plain|fused|blocked|auto] [--gelu torch|poly]\n"
                "                      (--kernel, --gelu: --mode layers)\n"
                "                      [--profile FILE.trace] [--malloc kept|glibc]\n"
                "       data2vec_bench --hf HF_DIR --config NAME [--batch N] ...   (extract only)\n"
@@ -152,7 +152,7 @@ Args parse(int argc, char** argv) {
   }
   if (a.mode != "train" && a.mode != "extract" && a.mode != "gemm" && a.mode != "layers")
     usage("bad --mode " + a.mode);
-  if (a.kernel != "plain" && a.kernel != "fused" && a.kernel != "blocked")
+  if (a.kernel != "plain" && a.kernel != "fused" && a.kernel != "blocked" && a.kernel != "auto")
     usage("bad --kernel " + a.kernel);
   if (a.dtype != "fp32" && a.dtype != "bf16") usage("bad --dtype " + a.dtype);
   if (a.malloc != "kept" && a.malloc != "glibc") usage("bad --malloc " + a.malloc);
@@ -521,8 +521,10 @@ int run_layers(const Args& a, int threads) {
   auto options = data2vec::nn::BlockOptions(m.dim, heads, m.mlp);
   if (a.kernel == "plain") options.fast_paths(false);
   options.fast_gelu(a.gelu == "poly");
-  options.attention_kernel(a.kernel == "fused" ? data2vec::nn::AttentionKernel::kFused
-                                               : data2vec::nn::AttentionKernel::kBlocked);
+  using data2vec::nn::AttentionKernel;
+  options.attention_kernel(a.kernel == "fused"     ? AttentionKernel::kFused
+                           : a.kernel == "blocked" ? AttentionKernel::kBlocked
+                                                   : AttentionKernel::kAuto);
   if (vision) options.layer_scale_init(0.1).key_bias(false).layer_norm_eps(1e-6);
   std::vector<std::function<data2vec::nn::BlockOutput(const torch::Tensor&, const torch::Tensor&,
                                                        const torch::Tensor&)>>

@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <set>
+#include <string>
+#include <vector>
+
 #include "data2vec/nn/transformer.h"
 #include "support.h"
 
@@ -31,24 +35,24 @@ std::pair<Block, Block> twins(BlockOptions options) {
 
 template <typename Block>
 void expect_same(Block& fast, Block& plain, const torch::Tensor& x, const torch::Tensor& bias,
-                 const torch::Tensor& padding) {
+                 const torch::Tensor& padding, double tolerance = 1e-5) {
   auto xf = x.clone().requires_grad_(true), xp = x.clone().requires_grad_(true);
   auto bf = bias.defined() ? bias.clone().requires_grad_(true) : bias;
   auto bp = bias.defined() ? bias.clone().requires_grad_(true) : bias;
   const auto of = fast->forward(xf, bf, padding), op = plain->forward(xp, bp, padding);
-  EXPECT_TRUE(tensors_close("block output", of.x, op.x, 1e-5));
-  EXPECT_TRUE(tensors_close("ffn result", of.ffn, op.ffn, 1e-5));
+  EXPECT_TRUE(tensors_close("block output", of.x, op.x, tolerance));
+  EXPECT_TRUE(tensors_close("ffn result", of.ffn, op.ffn, tolerance));
   const auto go = torch::randn_like(of.x);
   (of.x * go).sum().backward();
   (op.x * go).sum().backward();
-  EXPECT_TRUE(tensors_close("input gradient", xf.grad(), xp.grad(), 1e-5));
+  EXPECT_TRUE(tensors_close("input gradient", xf.grad(), xp.grad(), tolerance));
   if (bias.defined()) {
-    EXPECT_TRUE(tensors_close("bias gradient", bf.grad(), bp.grad(), 1e-5));
+    EXPECT_TRUE(tensors_close("bias gradient", bf.grad(), bp.grad(), tolerance));
   }
   auto plain_params = plain->named_parameters();
   for (const auto& p : fast->named_parameters()) {
     EXPECT_TRUE(
-        tensors_close(p.key() + " gradient", p.value().grad(), plain_params[p.key()].grad(), 1e-5));
+        tensors_close(p.key() + " gradient", p.value().grad(), plain_params[p.key()].grad(), tolerance));
   }
 }
 
@@ -101,6 +105,43 @@ INSTANTIATE_TEST_SUITE_P(Kernels, FastPaths,
                          [](const auto& info) {
                            return info.param == AttentionKernel::kFused ? "Fused" : "Blocked";
                          });
+
+// Every autograd node behind y, by name: which kernel ran shows in the graph (the blocked
+// kernel's custom function, or fused's bmm).
+std::string graph_names(const torch::Tensor& y) {
+  std::string names;
+  std::vector<std::shared_ptr<torch::autograd::Node>> stack{y.grad_fn()};
+  std::set<const torch::autograd::Node*> seen;
+  while (!stack.empty()) {
+    const auto node = stack.back();
+    stack.pop_back();
+    if (!node || !seen.insert(node.get()).second) continue;
+    names += node->name() + " ";
+    for (const auto& edge : node->next_edges()) stack.push_back(edge.function);
+  }
+  return names;
+}
+
+// kAuto: the fused kernel from kFusedMinTokens to kFusedMaxTokens tokens, blocked outside; the
+// same outputs and gradients as the plain twin on both sides of each edge.
+TEST(AttentionKernelAuto, FusedInsideTheBandBlockedOutside) {
+  torch::manual_seed(6);
+  for (const int64_t t : {int64_t(11), kFusedMinTokens - 1, kFusedMinTokens, kFusedMaxTokens,
+                          kFusedMaxTokens + 1}) {
+    SCOPED_TRACE("T = " + std::to_string(t));
+    auto [fast, plain] = twins<PostNormBlock>(BlockOptions(16, 2, 32));
+    ASSERT_EQ(fast->attention->options.kernel(), AttentionKernel::kAuto);  // the default
+    const auto x = torch::randn({2, t, 16});
+    auto padding = torch::zeros({2, t}, torch::kBool);
+    padding[1].slice(0, t - 3).fill_(true);
+    const auto names = graph_names(fast->forward(x.clone().requires_grad_(true), {}, padding).x);
+    const bool fused = t >= kFusedMinTokens && t <= kFusedMaxTokens;
+    EXPECT_EQ(names.find("BlockedAttention") == std::string::npos, fused) << names;
+    EXPECT_EQ(names.find("BmmBackward") != std::string::npos, fused) << names;
+    // The parameter gradients sum 2T rows of magnitude up to ~40: fp32 rounding grows with T.
+    expect_same(fast, plain, x, torch::Tensor(), padding, 1e-5 * std::max<double>(1, t / 32));
+  }
+}
 
 // A bf16 input (autocast's dtype) through a module built with the blocked kernel takes the
 // fused path and stays close to the plain twin.

@@ -23,6 +23,7 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_) : options
     case AttentionKernel::kPlain: forward_ = &SelfAttentionImpl::forward_plain; break;
     case AttentionKernel::kFused: forward_ = &SelfAttentionImpl::forward_fused; break;
     case AttentionKernel::kBlocked: forward_ = &SelfAttentionImpl::forward_blocked; break;
+    case AttentionKernel::kAuto: forward_ = &SelfAttentionImpl::forward_auto; break;
   }
 }
 
@@ -97,6 +98,15 @@ torch::Tensor SelfAttentionImpl::forward_blocked(const torch::Tensor& x,
   const auto qkv = fused_qkv(x, 1.0 / std::sqrt(double(dh)));  // [B,T,3D]
   const double p = is_training() ? options.attention_dropout() : 0.0;
   return output(blocked_attention(qkv, options.num_heads(), attn_bias, key_padding_mask, p));
+}
+
+torch::Tensor SelfAttentionImpl::forward_auto(const torch::Tensor& x,
+                                              const torch::Tensor& attn_bias,
+                                              const torch::Tensor& key_padding_mask) {
+  const auto t = x.size(1);
+  const bool fused = t >= kFusedMinTokens && t <= kFusedMaxTokens;
+  return fused ? forward_fused(x, attn_bias, key_padding_mask)
+               : forward_blocked(x, attn_bias, key_padding_mask);
 }
 
 torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,

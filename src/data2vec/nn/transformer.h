@@ -16,7 +16,18 @@ enum class AttentionKernel {
   kFused,    // one q/k/v GEMM (softmax scale in the query weights), bmm over [B*H,T,Dh]
   kBlocked,  // one q/k/v GEMM, then blocked_attention (nn/attention.h): never holds [T,T] per
              // head, forward and backward; CPU fp32 (other devices / dtypes take kFused)
+  kAuto,     // per call, by sequence length: kFused for kFusedMinTokens <= T <= kFusedMaxTokens,
+             // kBlocked outside (see below)
 };
+
+// kAuto's band. Below it the blocked kernel's direct sgemm per (batch x head) tile beats bmm's
+// dispatch per small matrix (the 2.0 student's 11 tokens: 4-10% on both machine kinds measured).
+// Inside it fused's one GEMM per head beats blocked's 64-row tiles and its recomputation of the
+// probabilities in backward: 17-25% at T 128-197 on an AVX512 EPYC, where a Zen 3 had blocked
+// level to ~15% ahead in noisier runs. Above it the [B,H,T,T] matrices fused keeps for backward
+// grow with T^2 while blocked's memory stays linear (BENCHMARKS.md, 2026-12-01 and 2026-12-02).
+inline constexpr int64_t kFusedMinTokens = 64;
+inline constexpr int64_t kFusedMaxTokens = 256;
 
 struct AttentionOptions {
   AttentionOptions(int64_t dim, int64_t num_heads) : dim_(dim), num_heads_(num_heads) {}
@@ -28,9 +39,9 @@ struct AttentionOptions {
   TORCH_ARG(bool, key_bias) = true;
   /// Dropout on the attention probabilities. Default 0.
   TORCH_ARG(double, attention_dropout) = 0.0;
-  /// How the attention is computed. Default kBlocked: exact, O(T) memory per head, and as fast or
-  /// faster than kFused from T = 11 to 197 (BENCHMARKS.md, 2026-12-01).
-  TORCH_ARG(AttentionKernel, kernel) = AttentionKernel::kBlocked;
+  /// How the attention is computed. Default kAuto: blocked for short and long sequences, fused
+  /// between (kFusedMinTokens, kFusedMaxTokens).
+  TORCH_ARG(AttentionKernel, kernel) = AttentionKernel::kAuto;
 };
 
 // Multi-head self-attention with separate q/k/v projections (the Hugging Face layout).
@@ -56,6 +67,8 @@ class SelfAttentionImpl : public torch::nn::Module {
                               const torch::Tensor& key_padding_mask);
   torch::Tensor forward_blocked(const torch::Tensor& x, const torch::Tensor& bias,
                                 const torch::Tensor& key_padding_mask);
+  torch::Tensor forward_auto(const torch::Tensor& x, const torch::Tensor& bias,
+                             const torch::Tensor& key_padding_mask);
   torch::Tensor fused_qkv(const torch::Tensor& x, double scale);  // [B,T,3D]
   Forward forward_ = &SelfAttentionImpl::forward_fused;
 };
@@ -107,9 +120,9 @@ struct BlockOptions {
   /// add. false builds the plain reference twin (kPlain attention, torch::gelu, separate multiply
   /// and add) that the tests and the benchmark's A/B compare against. Default true.
   TORCH_ARG(bool, fast_paths) = true;
-  /// The attention kernel when fast_paths is on. Default kBlocked (kFused where blocked does not
+  /// The attention kernel when fast_paths is on. Default kAuto (kFused wherever blocked does not
   /// run: other devices, other dtypes, autocast).
-  TORCH_ARG(AttentionKernel, attention_kernel) = AttentionKernel::kBlocked;
+  TORCH_ARG(AttentionKernel, attention_kernel) = AttentionKernel::kAuto;
   /// The polynomial GELU (FeedForwardOptions::fast_gelu) when fast_paths is on. Default false.
   TORCH_ARG(bool, fast_gelu) = false;
 };
