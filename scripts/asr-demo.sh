@@ -3,8 +3,8 @@
 # by espeak-ng / flite / festival, scripts/fetch/spoken-sentences.sh), pretrain the speech-tiny
 # encoder with data2vec on the training clips' audio alone (no transcripts), then CTC fine-tune
 # it and the same encoder at random init on the transcripts, and print WER / CER on held-out
-# voices, held-out synthesisers and the recorded Asterisk numbers; finally transcribe two test
-# clips with the saved model.
+# voices, held-out synthesisers, the recorded Asterisk numbers and klettres' spoken letters;
+# finally transcribe two test clips with the saved model.
 #   ASR_CONFIG           pretraining preset            (default configs/audio/speech-tiny.yaml)
 #   ASR_OUT              output folder, replaced       (default runs/asr)
 #   ASR_PRETRAIN_STEPS   data2vec updates              (default 60)
@@ -25,8 +25,8 @@ sets=()
 for kv in ${ASR_SET:-}; do sets+=(--set "$kv"); done
 start=$(date +%s)
 
-# The Asterisk recordings first: spoken-sentences makes its test-digits list from them (and its
-# printed sha256 covers it).
+# The speech corpora first: spoken-sentences makes its test-digits (Asterisk) and test-letters
+# (klettres) lists from them, and its printed sha256 covers both.
 scripts/fetch-data.sh speech
 scripts/fetch-data.sh spoken-sentences
 set="data/speech/spoken-sentences"
@@ -44,6 +44,7 @@ pretrain_done=$(date +%s)
 
 tests=(--test "$set/test-voices/test-voices.tsv" --test "$set/test-engines/test-engines.tsv")
 [ -f "$set/test-digits/test-digits.tsv" ] && tests+=(--test "$set/test-digits/test-digits.tsv")
+[ -f "$set/test-letters/test-letters.tsv" ] && tests+=(--test "$set/test-letters/test-letters.tsv")
 echo "== CTC fine-tuning: random init, then data2vec (${ASR_STEPS:-150} updates each)"
 "$bin" finetune-ctc --checkpoint "$pretrained" --train "$set/train/train.tsv" "${tests[@]}" \
   --steps "${ASR_STEPS:-150}" --lr "${ASR_LR:-1e-3}" --seed "${ASR_SEED:-0}" \

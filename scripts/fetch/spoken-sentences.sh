@@ -10,6 +10,8 @@
 #                   festival ked (diphone), festival slt (HTS): 171 clips
 #   test-digits/    the recorded Asterisk English numbers 0..20 (one real speaker; the word is
 #                   the file name), when scripts/fetch-data.sh speech has run: 21 clips
+#   test-letters/   klettres' British English alphabet, A..Z spoken by one real speaker (the
+#                   letter is the file name, as its sounds.xml names it), likewise: 26 clips
 # Sentences: Brown's sentences of 4..9 words of letters only (hyphens split words; a sentence with
 # a number, an abbreviation or any other symbol is skipped), every 17th in file order; every 8th
 # of those is a test sentence, never spoken in training. Each split has SPLIT.tsv: one line per
@@ -133,6 +135,17 @@ if [ -f "$asterisk/0.wav" ]; then
   done
 else
   echo "spoken-sentences: no Asterisk recordings (scripts/fetch-data.sh speech): no test-digits"
+fi
+klettres="$DATA_ROOT/speech/klettres-data/usr/share/klettres/en_GB/alpha"
+if [ -f "$klettres/a.ogg" ]; then
+  mkdir -p "$out/test-letters"
+  for letter in {a..z}; do
+    [ -f "$klettres/$letter.ogg" ] || continue
+    to16k "$klettres/$letter.ogg" "$out/test-letters/klettres-$letter.wav"
+    printf '%s\t%s\n' "klettres-$letter.wav" "${letter^^}" >>"$out/test-letters/test-letters.tsv"
+  done
+else
+  echo "spoken-sentences: no klettres recordings (scripts/fetch-data.sh speech): no test-letters"
 fi
 touch "$out/.done"
 for split in "$out"/*/; do
