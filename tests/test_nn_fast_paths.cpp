@@ -51,8 +51,8 @@ void expect_same(Block& fast, Block& plain, const torch::Tensor& x, const torch:
   }
   auto plain_params = plain->named_parameters();
   for (const auto& p : fast->named_parameters()) {
-    EXPECT_TRUE(
-        tensors_close(p.key() + " gradient", p.value().grad(), plain_params[p.key()].grad(), tolerance));
+    EXPECT_TRUE(tensors_close(p.key() + " gradient", p.value().grad(), plain_params[p.key()].grad(),
+                              tolerance));
   }
 }
 
@@ -126,8 +126,8 @@ std::string graph_names(const torch::Tensor& y) {
 // same outputs and gradients as the plain twin on both sides of each edge.
 TEST(AttentionKernelAuto, FusedInsideTheBandBlockedOutside) {
   torch::manual_seed(6);
-  for (const int64_t t : {int64_t(11), kFusedMinTokens - 1, kFusedMinTokens, kFusedMaxTokens,
-                          kFusedMaxTokens + 1}) {
+  for (const int64_t t :
+       {int64_t(11), kFusedMinTokens - 1, kFusedMinTokens, kFusedMaxTokens, kFusedMaxTokens + 1}) {
     SCOPED_TRACE("T = " + std::to_string(t));
     auto [fast, plain] = twins<PostNormBlock>(BlockOptions(16, 2, 32));
     ASSERT_EQ(fast->attention->options.kernel(), AttentionKernel::kAuto);  // the default
