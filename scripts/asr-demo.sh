@@ -9,7 +9,7 @@
 #   ASR_OUT              output folder, replaced       (default runs/asr)
 #   ASR_PRETRAIN_STEPS   data2vec updates              (default 60)
 #   ASR_STEPS            CTC fine-tuning updates       (default 150)
-#   ASR_LR               CTC peak learning rate        (default 1e-3; 2e-3 stays on the all-blank plateau)
+#   ASR_LR               CTC peak learning rate        (default 1e-3; 2e-3 barely leaves the blank plateau)
 #   ASR_SEED             fine-tuning seed              (default 0)
 #   ASR_SET              extra pretraining --set overrides, space-separated (e.g. train.threads=1;
 #                        fine-tuning then runs with the pretraining run's threads too)
