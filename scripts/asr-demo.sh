@@ -43,8 +43,9 @@ fi
 pretrain_done=$(date +%s)
 
 tests=(--test "$set/test-voices/test-voices.tsv" --test "$set/test-engines/test-engines.tsv")
-[ -f "$set/test-digits/test-digits.tsv" ] && tests+=(--test "$set/test-digits/test-digits.tsv")
-[ -f "$set/test-letters/test-letters.tsv" ] && tests+=(--test "$set/test-letters/test-letters.tsv")
+for recorded in test-digits test-letters; do  # present when the speech corpora are
+  if [ -f "$set/$recorded/$recorded.tsv" ]; then tests+=(--test "$set/$recorded/$recorded.tsv"); fi
+done
 echo "== CTC fine-tuning: random init, then data2vec (${ASR_STEPS:-150} updates each)"
 "$bin" finetune-ctc --checkpoint "$pretrained" --train "$set/train/train.tsv" "${tests[@]}" \
   --steps "${ASR_STEPS:-150}" --lr "${ASR_LR:-1e-3}" --seed "${ASR_SEED:-0}" \
