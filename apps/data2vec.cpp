@@ -347,6 +347,11 @@ int main(int argc, char** argv) {
                      "mixup alpha while the encoder trains (lam ~ Beta(alpha, alpha)); 0 = off; "
                      "images only")
         ->check(CLI::NonNegativeNumber);
+    command
+        ->add_option("--shift", eval_options.finetune_shift,
+                     "move each training image by up to this many pixels in each direction while "
+                     "the encoder trains (pad and random crop); 0 = off; images only")
+        ->check(CLI::NonNegativeNumber);
     command->add_flag("--every-task", eval_options.finetune_every_task,
                       "fine-tune on every task with its own train split (text: brown genre and "
                       "spam), not only the first");

@@ -90,7 +90,7 @@ TEST(Cli, FinetuneFlagsAreCheckedBeforeAnyWork) {
   const auto finetune = kBinary + " finetune --checkpoint " + run + " --label-fraction 0.5";
   for (const char* bad :
        {" --label-smoothing 1", " --label-smoothing -0.1", " --label-smoothing abc", " --mixup -1",
-        " --layer-decay 0", " --layer-decay 1.5", " --weight-decay -0.1"}) {
+        " --shift -1", " --shift 0.5", " --layer-decay 0", " --layer-decay 1.5", " --weight-decay -0.1"}) {
     EXPECT_EQ(exit_code(finetune + bad), 2) << bad << ": " << last_command_output();
     const std::string flag = std::string(bad).substr(1, std::string(bad).find(' ', 1) - 1);
     EXPECT_NE(last_command_output().find(flag), std::string::npos) << last_command_output();
@@ -98,6 +98,12 @@ TEST(Cli, FinetuneFlagsAreCheckedBeforeAnyWork) {
   // Mixup blends images: a toy (vector) run is refused before any fine-tuning epoch runs.
   EXPECT_EQ(exit_code(finetune + " --mixup 0.8"), 1) << last_command_output();
   EXPECT_NE(last_command_output().find("--mixup blends images"), std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(last_command_output().find("finetune: epoch"), std::string::npos)
+      << last_command_output();
+  // So does --shift, which moves images.
+  EXPECT_EQ(exit_code(finetune + " --shift 1"), 1) << last_command_output();
+  EXPECT_NE(last_command_output().find("--shift moves images"), std::string::npos)
       << last_command_output();
   EXPECT_EQ(last_command_output().find("finetune: epoch"), std::string::npos)
       << last_command_output();

@@ -306,3 +306,60 @@ TEST(Finetune, LayerDecayReachesTheOptimizer) {
 }
 
 }  // namespace
+
+TEST(Finetune, RandomShiftMovesEachImageAndFillsWithItsMinimum) {
+  // Two 1x5x6 images with distinct pixel values, so every moved pixel can be traced back.
+  auto images = torch::arange(2 * 30, torch::kFloat).reshape({2, 1, 5, 6}) + 1;
+  images[1] *= -1;  // the second image's minimum is -60, not its border
+  std::mt19937_64 rng(7);
+  const auto moved = random_shift(images, 2, rng);
+  ASSERT_EQ(moved.sizes(), images.sizes());
+  // Recover each image's (dy, dx) from where its first surviving pixel landed, then check every
+  // pixel against the shift by hand: inside, the source pixel; outside, the image's minimum.
+  for (int64_t b = 0; b < 2; ++b) {
+    const auto src = images[b][0], out = moved[b][0];
+    const float fill = src.min().item<float>();
+    bool found = false;
+    for (int64_t dy = -2; dy <= 2 && !found; ++dy) {
+      for (int64_t dx = -2; dx <= 2 && !found; ++dx) {
+        bool match = true;
+        for (int64_t y = 0; y < 5 && match; ++y) {
+          for (int64_t x = 0; x < 6 && match; ++x) {
+            const int64_t sy = y - dy, sx = x - dx;
+            const bool inside = sy >= 0 && sy < 5 && sx >= 0 && sx < 6;
+            const float want = inside ? src[sy][sx].item<float>() : fill;
+            match = out[y][x].item<float>() == want;
+          }
+        }
+        found = match;
+      }
+    }
+    EXPECT_TRUE(found) << "image " << b << " is not a shift of its source by at most 2 pixels";
+  }
+  // Seeded: the same rng state gives the same shifts; over many draws some image moves.
+  std::mt19937_64 again(7);
+  EXPECT_TRUE(torch::equal(random_shift(images, 2, again), moved));
+  std::mt19937_64 many(1);
+  auto batch = images.repeat({16, 1, 1, 1});
+  EXPECT_FALSE(torch::equal(random_shift(batch, 1, many), batch));
+  EXPECT_TRUE(torch::equal(random_shift(images, 0, rng), images));
+  EXPECT_THROW(random_shift(images, -1, rng), c10::Error);
+  EXPECT_THROW(random_shift(images.flatten(1), 1, rng), c10::Error);
+}
+
+TEST(Finetune, ShiftAppliesOnlyOnceTheEncoderTrainsAndOnlyToImages) {
+  // SignDataset's examples are sequences [T,F], not images [C,H,W].
+  SignDataset train(64, 1), test(16, 2);
+  const auto options = FinetuneOptions().epochs(1).batch_size(16).seed(2);
+  try {
+    finetune(small_encoder(), train, test, FinetuneOptions(options).shift(1));
+    ADD_FAILURE() << "shifting sequences did not throw";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("images"), std::string::npos) << e.what();
+  }
+  // Head-only epochs read clean inputs: the shift is never drawn, the run is bit-identical.
+  const auto head_only = FinetuneOptions(options).head_only_epochs(1);
+  EXPECT_TRUE(torch::equal(finetune(small_encoder(), train, test, head_only).head->weight,
+                           finetune(small_encoder(), train, test, FinetuneOptions(head_only).shift(1))
+                               .head->weight));
+}

@@ -219,6 +219,11 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     throw std::invalid_argument("--mixup blends images; this run's model.modality is " +
                                 config.model.modality);
   }
+  if (options.label_fraction > 0 && options.finetune_shift > 0 &&
+      config.model.modality != "vision") {
+    throw std::invalid_argument("--shift moves images; this run's model.modality is " +
+                                config.model.modality);
+  }
   for (const auto* task :
        options.label_fraction > 0 ? finetune_tasks : std::vector<const EvalTask*>{}) {
     rows.push_back(raw_input_few_labels_row(*task, config, device, options, cache));
@@ -250,6 +255,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
                                              .weight_decay(options.finetune_weight_decay)
                                              .label_smoothing(label_smoothing)
                                              .mixup(options.finetune_mixup)
+                                             .shift(options.finetune_shift)
                                              .batch_size(64)
                                              .device(device)
                                              .bf16(config.train.precision == "bf16")
@@ -266,6 +272,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       if (layer_decay < 1) detail << ", layer decay " << layer_decay;
       if (label_smoothing > 0) detail << ", label smoothing " << label_smoothing;
       if (options.finetune_mixup > 0) detail << ", mixup " << options.finetune_mixup;
+      if (options.finetune_shift > 0) detail << ", shifts up to " << options.finetune_shift << " px";
       if (pool != eval::PoolMode::kMean) detail << ", " << eval::to_string(pool) << " pooling";
       const auto name = method + " " + percent(options.label_fraction) + "% labels";
       spdlog::info("{}: test {}%, train {}% ({})", name, percent(result.test_acc),

@@ -24,6 +24,7 @@ struct EvaluateOptions {
   // Unset: the modality's recipe, 0.1 for images (BEiT / data2vec fine-tuning), 0 for speech
   // and text (wav2vec 2.0 and RoBERTa fine-tune without it).
   std::optional<double> finetune_label_smoothing;
+  int64_t finetune_shift = 0;   // random translation in pixels once the encoder trains (images)
   double finetune_mixup = 0.0;  // mixup alpha once the encoder trains; 0 = off (images only)
   // Per-layer lr factor, the head 1 and each block below it one more factor down (BEiT). Unset:
   // the modality's recipe, 0.65 for images (BEiT / data2vec), 1 for speech and text (wav2vec 2.0

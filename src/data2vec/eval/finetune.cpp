@@ -93,6 +93,33 @@ double warmup_cosine_lr(int64_t step, int64_t total_steps, int64_t warmup_steps,
   return min_lr + 0.5 * (peak - min_lr) * (1.0 + std::cos(std::acos(-1.0) * progress));
 }
 
+torch::Tensor random_shift(const torch::Tensor& images, int64_t max_shift, std::mt19937_64& rng) {
+  TORCH_CHECK(images.dim() == 4 && images.is_floating_point(),
+              "random_shift: expected float images [B,C,H,W], got ", images.sizes(), " ",
+              images.scalar_type());
+  TORCH_CHECK(max_shift >= 0, "random_shift: max_shift must be >= 0, got ", max_shift);
+  if (max_shift == 0) return images;
+  const int64_t h = images.size(2), w = images.size(3);
+  std::uniform_int_distribution<int64_t> draw(-max_shift, max_shift);
+  std::vector<torch::Tensor> out;
+  out.reserve(static_cast<size_t>(images.size(0)));
+  for (int64_t b = 0; b < images.size(0); ++b) {
+    const auto image = images[b];  // [C,H,W]
+    const int64_t dy = draw(rng), dx = draw(rng);
+    auto moved = torch::full_like(image, image.min().item<double>());
+    // Source rows [max(0,-dy), h - max(0,dy)) land at [max(0,dy), h - max(0,-dy)); same for x.
+    const int64_t rows = h - std::abs(dy), cols = w - std::abs(dx);
+    if (rows > 0 && cols > 0) {
+      moved.narrow(1, std::max<int64_t>(0, dy), rows)
+          .narrow(2, std::max<int64_t>(0, dx), cols)
+          .copy_(image.narrow(1, std::max<int64_t>(0, -dy), rows)
+                     .narrow(2, std::max<int64_t>(0, -dx), cols));
+    }
+    out.push_back(moved);
+  }
+  return torch::stack(out);
+}
+
 torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& labels,
                                   double label_smoothing) {
   return F::cross_entropy(
@@ -170,6 +197,7 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
               "finetune: head_only_epochs must be in 0..epochs (", o.epochs(), "), got ",
               o.head_only_epochs());
   TORCH_CHECK(o.mixup() >= 0, "finetune: mixup must be >= 0, got ", o.mixup());
+  TORCH_CHECK(o.shift() >= 0, "finetune: shift must be >= 0, got ", o.shift());
   TORCH_CHECK(o.label_smoothing() >= 0 && o.label_smoothing() < 1,
               "finetune: label_smoothing must be in [0, 1), got ", o.label_smoothing());
   FinetuneResult r;
@@ -224,6 +252,7 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
   // lam ~ Beta(a, a) as X / (X + Y) with X, Y ~ Gamma(a, 1).
   std::mt19937_64 mixup_rng(o.seed() ^ 0x3c6ef372fe94f82bULL);
   std::gamma_distribution<double> mixup_gamma(o.mixup() > 0 ? o.mixup() : 1.0, 1.0);
+  std::mt19937_64 shift_rng(o.seed() ^ 0x78dde6e5fd29f05bULL);
   for (int64_t epoch = 0; epoch < o.epochs(); ++epoch) {
     const bool head_only = epoch < o.head_only_epochs();
     encoder->train(!head_only);
@@ -241,6 +270,12 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
           if (read.empty()) return;
           auto input = read.batch.input.to(o.device());
           const auto labels = read.batch.labels.to(o.device());
+          if (o.shift() > 0 && !head_only) {
+            TORCH_CHECK(input.source.dim() == 4 && input.source.is_floating_point(),
+                        "finetune: shift moves images [B,C,H,W], got ", input.source.sizes(), " ",
+                        input.source.scalar_type());
+            input.source = random_shift(input.source, o.shift(), shift_rng);
+          }
           // Mixup only once the encoder trains: the head-only epochs fit a probe of clean inputs.
           double lam = 1.0;
           torch::Tensor partner;  // row b is mixed with row partner[b]

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,11 @@ struct FinetuneOptions {
   /// two labels' losses. 0 = off. Unpadded floating-point inputs only (images, not token ids).
   /// data2vec's image fine-tuning uses 0.8. Default 0.
   TORCH_ARG(double, mixup) = 0.0;
+  /// Random translation while the encoder trains: each image moves by up to this many pixels
+  /// in each direction, independently per example, the uncovered border filled with the image's
+  /// darkest value (the standard "pad and random crop" of small-image training, e.g. CIFAR in
+  /// He et al., arXiv 1512.03385). 0 = off. Images only. Default 0.
+  TORCH_ARG(int64_t, shift) = 0;
   /// Gradient-norm clip; 0 = none. Default 0.
   TORCH_ARG(double, clip_grad_norm) = 0.0;
   /// Pooling of the encoder output before the head. Default mean.
@@ -100,6 +106,10 @@ struct FinetuneResult {
 // random-init baseline) with a new linear head, and scores it. Leaves the encoder in eval mode.
 FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Dataset& train,
                         const Dataset& test, const FinetuneOptions& options = {});
+
+// `images` [B,C,H,W] each moved by its own (dy, dx) in [-max_shift, max_shift]^2 drawn from
+// `rng`, the uncovered border filled with that image's minimum.
+torch::Tensor random_shift(const torch::Tensor& images, int64_t max_shift, std::mt19937_64& rng);
 
 // The fine-tuning loss: cross-entropy of logits [N,C] against labels [N] (-1 = unlabelled, left
 // out of the mean) with label smoothing s: (1 - s) * -log p[label] + s * mean_c(-log p[c]).
