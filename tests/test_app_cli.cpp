@@ -88,9 +88,9 @@ TEST(Cli, FinetuneFlagsAreCheckedBeforeAnyWork) {
             0)
       << last_command_output();
   const auto finetune = kBinary + " finetune --checkpoint " + run + " --label-fraction 0.5";
-  for (const char* bad :
-       {" --label-smoothing 1", " --label-smoothing -0.1", " --label-smoothing abc", " --mixup -1",
-        " --shift -1", " --shift 0.5", " --layer-decay 0", " --layer-decay 1.5", " --weight-decay -0.1"}) {
+  for (const char* bad : {" --label-smoothing 1", " --label-smoothing -0.1",
+                          " --label-smoothing abc", " --mixup -1", " --shift -1", " --shift 0.5",
+                          " --layer-decay 0", " --layer-decay 1.5", " --weight-decay -0.1"}) {
     EXPECT_EQ(exit_code(finetune + bad), 2) << bad << ": " << last_command_output();
     const std::string flag = std::string(bad).substr(1, std::string(bad).find(' ', 1) - 1);
     EXPECT_NE(last_command_output().find(flag), std::string::npos) << last_command_output();

@@ -359,7 +359,7 @@ TEST(Finetune, ShiftAppliesOnlyOnceTheEncoderTrainsAndOnlyToImages) {
   }
   // Head-only epochs read clean inputs: the shift is never drawn, the run is bit-identical.
   const auto head_only = FinetuneOptions(options).head_only_epochs(1);
-  EXPECT_TRUE(torch::equal(finetune(small_encoder(), train, test, head_only).head->weight,
-                           finetune(small_encoder(), train, test, FinetuneOptions(head_only).shift(1))
-                               .head->weight));
+  EXPECT_TRUE(torch::equal(
+      finetune(small_encoder(), train, test, head_only).head->weight,
+      finetune(small_encoder(), train, test, FinetuneOptions(head_only).shift(1)).head->weight));
 }

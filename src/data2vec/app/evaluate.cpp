@@ -272,7 +272,8 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
       if (layer_decay < 1) detail << ", layer decay " << layer_decay;
       if (label_smoothing > 0) detail << ", label smoothing " << label_smoothing;
       if (options.finetune_mixup > 0) detail << ", mixup " << options.finetune_mixup;
-      if (options.finetune_shift > 0) detail << ", shifts up to " << options.finetune_shift << " px";
+      if (options.finetune_shift > 0)
+        detail << ", shifts up to " << options.finetune_shift << " px";
       if (pool != eval::PoolMode::kMean) detail << ", " << eval::to_string(pool) << " pooling";
       const auto name = method + " " + percent(options.label_fraction) + "% labels";
       spdlog::info("{}: test {}%, train {}% ({})", name, percent(result.test_acc),
