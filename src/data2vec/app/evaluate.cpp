@@ -212,17 +212,15 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     finetune_splits.push_back(task.splits.train.get());
     if (!options.finetune_every_task) break;
   }
-  // Found here, not after the head-only epochs: mixup blends pixels, and token ids or padded
-  // audio cannot be blended.
-  if (options.label_fraction > 0 && options.finetune_mixup > 0 &&
-      config.model.modality != "vision") {
-    throw std::invalid_argument("--mixup blends images; this run's model.modality is " +
-                                config.model.modality);
-  }
-  if (options.label_fraction > 0 && options.finetune_shift > 0 &&
-      config.model.modality != "vision") {
-    throw std::invalid_argument("--shift moves images; this run's model.modality is " +
-                                config.model.modality);
+  // Found here, not after the head-only epochs: mixup blends pixels and shift moves them;
+  // token ids and padded audio cannot be.
+  for (const auto& [flag, used, what] :
+       {std::make_tuple("--mixup", options.finetune_mixup > 0, "blends"),
+        std::make_tuple("--shift", options.finetune_shift > 0, "moves")}) {
+    if (options.label_fraction > 0 && used && config.model.modality != "vision") {
+      throw std::invalid_argument(std::string(flag) + " " + what +
+                                  " images; this run's model.modality is " + config.model.modality);
+    }
   }
   for (const auto* task :
        options.label_fraction > 0 ? finetune_tasks : std::vector<const EvalTask*>{}) {
