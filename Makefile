@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 CMAKE_ARGS ?=
 
 APT_PACKAGES := build-essential cmake pkg-config ccache git \
-  libtorch-dev libopenblas0-openmp libblas-dev libgloo-dev \
+  libtorch-dev libopenblas0-openmp libblas-dev libdnnl-dev libgloo-dev \
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev \
   libsentencepiece-dev libsndfile1-dev libsamplerate0-dev libstb-dev libturbojpeg0-dev libpng-dev zlib1g-dev libpcre2-dev \
   libgtest-dev libgmock-dev libbenchmark-dev gnuplot-nox python3-torch python3-numpy

@@ -50,6 +50,7 @@
 #include "data2vec/core/data2vec.h"
 #include "data2vec/io/config.h"
 #include "data2vec/io/safetensors.h"
+#include "data2vec/nn/gemm.h"
 #include "data2vec/nn/transformer.h"
 #include "data2vec/text/encoder.h"
 #include "data2vec/train/device.h"
@@ -82,6 +83,7 @@ struct Args {
   std::string yaml;               // the model of this training config (vision)
   std::vector<std::string> sets;  // --set KEY=VALUE overrides of --yaml
   std::string malloc = "kept";    // kept: train::keep_freed_memory(), as `data2vec` runs; glibc
+  std::string gemm = "auto";      // the blocks' GEMM library (nn/gemm.h): auto | torch | onednn
 };
 
 [[noreturn]] void usage(const std::string& error) {
@@ -94,6 +96,8 @@ struct Args {
                "                      [--kernel plain|fused|blocked|auto] [--gelu torch|poly]\n"
                "                      (--kernel, --gelu: --mode layers)\n"
                "                      [--profile FILE.trace] [--malloc kept|glibc]\n"
+               "                      [--gemm auto|torch|onednn] (the blocks' GEMM library;\n"
+               "                      --mode gemm: time that library's sgemm)\n"
                "       data2vec_bench --hf HF_DIR --config NAME [--batch N] ...   (extract only)\n"
                "       data2vec_bench --yaml CONFIG.yaml [--set KEY=VALUE ...] [--mode train|extract] ...\n";
   std::exit(2);
@@ -147,6 +151,8 @@ Args parse(int argc, char** argv) {
       a.sets.push_back(value);
     else if (flag == "--malloc")
       a.malloc = value;
+    else if (flag == "--gemm")
+      a.gemm = value;
     else
       usage("unknown flag " + flag);
   }
@@ -158,6 +164,8 @@ Args parse(int argc, char** argv) {
   if (a.malloc != "kept" && a.malloc != "glibc") usage("bad --malloc " + a.malloc);
   if (a.reps < 1 || a.batch < 1) usage("--reps and --batch must be >= 1");
   if (!a.sets.empty() && a.yaml.empty()) usage("--set needs --yaml");
+  if (a.gemm != "auto" && a.gemm != "torch" && a.gemm != "onednn") usage("bad --gemm " + a.gemm);
+  if (!a.yaml.empty()) a.sets.push_back("model.gemm=" + a.gemm);
   if (!a.yaml.empty() && a.mode != "train" && a.mode != "extract")
     usage("--yaml times train or extract");
   return a;
@@ -194,13 +202,13 @@ std::pair<std::string, std::string> split_config(const std::string& config) {
   return {config.substr(0, dash), config.substr(dash + 1)};
 }
 
-Model build(const std::string& config, bool no_dropout) {
+Model build(const std::string& config, bool no_dropout, data2vec::nn::GemmLibrary gemm) {
   const auto [modality, size] = split_config(config);
   Model m;
   m.modality = modality;
   Data2VecOptions options;
   if (modality == "vision") {
-    auto o = data2vec::vision::vision_preset(size);
+    auto o = data2vec::vision::vision_preset(size).gemm(gemm);
     const auto g = o.grid_size();
     m.tokens = 1 + g * g;
     m.front_flops = 2.0 * double(g * g) *
@@ -217,7 +225,7 @@ Model build(const std::string& config, bool no_dropout) {
     m.optim = {true, 2e-3, 0.9, 0.999, 1e-8, 0.05, 3.0};
     m.model = Data2Vec([o] { return data2vec::vision::make_vision_encoder(o); }, options);
   } else if (modality == "text") {
-    auto o = data2vec::text::text_preset(size, kTextVocab);
+    auto o = data2vec::text::text_preset(size, kTextVocab).gemm(gemm);
     o.max_positions(std::max(o.max_positions(), g_text_tokens));
     if (no_dropout) o.dropout(0).attention_dropout(0);
     m.tokens = g_text_tokens;
@@ -235,7 +243,7 @@ Model build(const std::string& config, bool no_dropout) {
     m.model = Data2Vec([o] { return data2vec::text::make_text_encoder(o); }, options);
   } else if (modality == "audio") {
     // Layerdrop off on both sides: a skipped block would make step times a lottery.
-    auto o = data2vec::audio::audio_preset(size).layerdrop(0.0);
+    auto o = data2vec::audio::audio_preset(size).layerdrop(0.0).gemm(gemm);
     if (no_dropout) o.dropout(0).attention_dropout(0);
     m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
     int64_t length = g_audio_samples, in_dim = 1;
@@ -411,7 +419,8 @@ nlohmann::json header(const Args& a, int threads) {
           {"threads", threads},
           {"torch", TORCH_VERSION},
           {"blas", data2vec::train::blas_library()},
-          {"malloc", a.malloc}};
+          {"malloc", a.malloc},
+          {"gemm", data2vec::nn::to_string(data2vec::nn::parse_gemm_library(a.gemm))}};
 }
 
 // Forward passes of `encoder` on `input` (the first a.warmup untimed), under inference mode.
@@ -490,16 +499,23 @@ int run_gemm(const Args& a, int threads) {
   const auto dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
   const auto x = torch::randn({n, n}).to(dtype), y = torch::randn({n, n}).to(dtype);
   auto out = torch::empty({n, n}, dtype);
+  const auto library = data2vec::nn::parse_gemm_library(a.gemm);
+  const bool own = !bf16 && library != data2vec::nn::GemmLibrary::kTorch;
   std::vector<double> times;
   for (int i = 0; i < a.warmup + a.reps; ++i) {
     const auto t0 = Clock::now();
-    torch::mm_out(out, x, y);
+    if (own)  // the library the blocks call (nn/gemm.h), on the same square product
+      data2vec::nn::sgemm(library, false, false, n, n, n, x.data_ptr<float>(), n,
+                          y.data_ptr<float>(), n, 0.0f, out.data_ptr<float>(), n);
+    else
+      torch::mm_out(out, x, y);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     if (i >= a.warmup) times.push_back(s);
   }
   const double flops = 2.0 * double(n) * double(n) * double(n);
   auto j = header(a, threads);
   j["config"] = "gemm-" + std::to_string(n);
+  if (!own) j["gemm"] = "torch";
   j["batch"] = n;
   j["flops"] = flops;
   j["times_s"] = times;
@@ -515,7 +531,7 @@ int run_gemm(const Args& a, int threads) {
 // key padding, audio post-LN), forward + backward, built with one attention kernel. The A/B of
 // the kernels (plain = the reference twin: separate q/k/v, [B,H,T,T] softmax, torch::gelu).
 int run_layers(const Args& a, int threads) {
-  const Model m = build(a.config, /*no_dropout=*/true);
+  const Model m = build(a.config, /*no_dropout=*/true, data2vec::nn::parse_gemm_library(a.gemm));
   const bool vision = m.modality == "vision";
   const int64_t heads = m.dim / 64, t = m.tokens, b = a.batch;
   auto options = data2vec::nn::BlockOptions(m.dim, heads, m.mlp);
@@ -525,6 +541,7 @@ int run_layers(const Args& a, int threads) {
   options.attention_kernel(a.kernel == "fused"     ? AttentionKernel::kFused
                            : a.kernel == "blocked" ? AttentionKernel::kBlocked
                                                    : AttentionKernel::kAuto);
+  options.gemm(data2vec::nn::parse_gemm_library(a.gemm));
   if (vision) options.layer_scale_init(0.1).key_bias(false).layer_norm_eps(1e-6);
   std::vector<std::function<data2vec::nn::BlockOutput(const torch::Tensor&, const torch::Tensor&,
                                                        const torch::Tensor&)>>
@@ -592,7 +609,9 @@ int main(int argc, char** argv) {
   if (a.mode == "layers") return run_layers(a, threads);
   const bool dumping = !a.dump.empty();
   if (dumping && !a.yaml.empty()) usage("--dump times the built-in configs, not --yaml");
-  Model m = a.yaml.empty() ? build(a.config, /*no_dropout=*/dumping) : build_from_yaml(a);
+  Model m = a.yaml.empty() ? build(a.config, /*no_dropout=*/dumping,
+                                   data2vec::nn::parse_gemm_library(a.gemm))
+                           : build_from_yaml(a);
   const EncoderInput input = make_input(m, a.batch);
   const torch::Device device(torch::kCPU);
   const std::string precision = a.dtype;

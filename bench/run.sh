@@ -17,13 +17,17 @@
 #                           scripts/hf_reference.py make-model) against the same model in plain
 #                           PyTorch (hf_reference.py bench: a transcription of HF's classes)
 #   options: --rounds N (default 2; quick 1), --threads N (default: all cores),
-#            --out FILE (JSON lines; default bench/results/<date>.jsonl)
+#            --out FILE (JSON lines; default bench/results/<date>.jsonl),
+#            --no-same-blas (skip the C++ runs on LibTorch's BLAS, below)
+# Where the build has oneDNN (nn/gemm.h), every C++ row runs twice: as built (the blocks' linears
+# on oneDNN's sgemm) and with --gemm torch, on the BLAS the Python side uses (the same-kernels
+# ratio); the GEMM peak is measured for both libraries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/data2vec_bench}
 PYTHON=${PYTHON:-/usr/bin/python3}
 args_given="$*"
-quick=0 bf16=0 base=0 layers=0 scaling=0 hf=0 rounds="" threads=$(nproc) out=""
+quick=0 bf16=0 base=0 layers=0 scaling=0 hf=0 same_blas=1 rounds="" threads=$(nproc) out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -32,10 +36,11 @@ while [[ $# -gt 0 ]]; do
     --layers) layers=1 ;;
     --scaling) scaling=1 ;;
     --hf) hf=1 ;;
+    --no-same-blas) same_blas=0 ;;
     --rounds) rounds=$2; shift ;;
     --threads) threads=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -46,6 +51,9 @@ if [[ ! -x $BENCH ]]; then
   exit 1
 fi
 [[ -z $rounds ]] && rounds=$((quick ? 1 : 2))
+onednn=0
+"$BENCH" --mode gemm --gemm onednn --gemm-size 64 --warmup 0 --reps 1 > /dev/null 2>&1 && onednn=1
+((onednn)) || same_blas=0
 mkdir -p bench/results
 [[ -z $out ]] && out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : > "$out"
@@ -94,10 +102,14 @@ echo "# data2vec.cpp vs PyTorch (Python) — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "command: bench/run.sh $args_given"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1) ($(grep -o -m1 -w 'avx512_bf16\|amx_bf16\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')), $(nproc) cores; $(uptime | sed 's/.*load/load/')"
 echo "threads: $threads; rounds: $rounds (C++ and Python alternate, order swapped each round)"
+echo "C++ GEMM library: $( ((onednn)) && echo "oneDNN sgemm$( ((same_blas)) && echo ", and LibTorch's BLAS (--gemm torch)")" || echo "LibTorch's BLAS")"
 echo "results: $out"
 
 gemm() {  # the matmul peak of each dtype, measured in the same session
-  "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 1 --reps 3 >> "$out"
+  "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 1 --reps 3 --gemm torch >> "$out"
+  if ((onednn)) && [[ $1 == fp32 ]]; then
+    "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 1 --reps 3 --gemm onednn >> "$out"
+  fi
 }
 for ((round = 1; round <= rounds; round++)); do
   gemm fp32
@@ -112,7 +124,10 @@ for ((round = 1; round <= rounds; round++)); do
     if [[ -n ${length:-} ]]; then
       if [[ $config == text* ]]; then args+=(--tokens "$length"); else args+=(--seconds "$length"); fi
     fi
-    cpp() { "$BENCH" "${args[@]}" >> "$out"; }
+    cpp() {
+      "$BENCH" "${args[@]}" >> "$out"
+      if ((same_blas)); then "$BENCH" "${args[@]}" --gemm torch >> "$out"; fi
+    }
     py() { "$PYTHON" bench/reference.py "${args[@]}" >> "$out"; }
     if ((round % 2)); then cpp; py; else py; cpp; fi
     echo "  round $round: $config $mode b$batch $dtype ${length:-} done ($(uptime | sed 's/.*load average: //'))" >&2

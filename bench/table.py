@@ -5,7 +5,8 @@
 
 Step times of every round are pooled per (configuration, implementation) and the median is
 reported. MFU = model FLOPs per second / the median measured GEMM rate of the same dtype and
-thread count (data2vec_bench --mode gemm, same run).
+thread count (data2vec_bench --mode gemm, same run) of the GEMM library the row ran on: Python's
+torch.mm; C++'s the library its blocks used (the "gemm" field: torch or onednn, nn/gemm.h).
 """
 import json
 import statistics
@@ -15,46 +16,59 @@ from collections import defaultdict
 
 def main(paths):
     runs = [json.loads(line) for p in paths for line in open(p) if line.startswith("{")]
-    gemm = defaultdict(list)  # (dtype, threads) -> GFLOP/s of each run
+    gemm = defaultdict(list)  # (dtype, threads, library) -> GFLOP/s of each run
     times = defaultdict(list)  # (config, mode, batch, dtype, threads) -> impl -> step times
     info = {}
     layers = {}  # (config, batch, threads) -> impl -> runs
     for r in runs:
         if r["mode"] == "gemm":
-            gemm[(r["dtype"], r["threads"])].append(r["gflops"])
+            gemm[(r["dtype"], r["threads"], r.get("gemm", "torch"))].append(r["gflops"])
             continue
         if r["mode"] == "layers":  # data2vec_bench --mode layers --kernel K
             layers.setdefault((r["config"], r["batch"], r["threads"]), defaultdict(list))[
                 r["impl"]].append(r)
             continue
         key = (r["config"], r["mode"], r["batch"], r["dtype"], r["threads"])
-        times.setdefault(key, defaultdict(list))[r["impl"]].extend(r["times_s"])
-        info.setdefault(key, {})[r["impl"]] = r
+        # C++ on LibTorch's BLAS (run.sh's same-kernels run, --gemm torch) is its own column
+        # when the default C++ run used oneDNN.
+        impl = "cpp-torch" if r["impl"] == "cpp" and r.get("gemm") == "torch" else r["impl"]
+        times.setdefault(key, defaultdict(list))[impl].extend(r["times_s"])
+        info.setdefault(key, {})[impl] = r
     peaks = {k: statistics.median(v) for k, v in gemm.items()}
-    for (dtype, threads), peak in sorted(peaks.items()):
-        print(f"GEMM peak ({dtype}, {threads} threads, torch.mm square): {peak:.1f} GFLOP/s "
-              f"(median of {len(gemm[(dtype, threads)])} runs)")
+    for (dtype, threads, lib), peak in sorted(peaks.items()):
+        how = "torch.mm" if lib == "torch" else f"{lib} sgemm"
+        print(f"GEMM peak ({dtype}, {threads} threads, {how} square): {peak:.1f} GFLOP/s "
+              f"(median of {len(gemm[(dtype, threads, lib)])} runs)")
     print()
-    print("| configuration | C++ samples/s | Python samples/s | C++ / Python | MFU C++ | MFU Python "
-          "| GFLOP/step | peak RSS C++ / Python (MB) | steps C++ / Py | params |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    # Without a oneDNN run the C++ column is the LibTorch-BLAS one.
+    if not any("cpp" in per for per in times.values()):
+        for key in times:
+            for d in (times[key], info[key]):
+                if "cpp-torch" in d:
+                    d["cpp"] = d.pop("cpp-torch")
+    print("| configuration | C++ samples/s | C++ on LibTorch's BLAS | Python samples/s "
+          "| C++ / Python | C++ on LibTorch's BLAS / Python | MFU C++ | MFU C++ LibTorch BLAS "
+          "| MFU Python | GFLOP/step | peak RSS C++ / Python (MB) | steps C++ / Py | params |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     problems, extra_rows = [], []
     for key in sorted(times, key=lambda k: (k[3], k[0], k[1], k[2])):
         config, mode, batch, dtype, threads = key
         per = times[key]
         row = info[key]
         rate, mfu, rss, steps = {}, {}, {}, {}
-        for impl in ("cpp", "python"):
+        for impl in ("cpp", "cpp-torch", "python"):
             if impl not in per:
                 continue
             med = statistics.median(per[impl])
             rate[impl] = batch / med
             steps[impl] = len(per[impl])
-            peak = peaks.get((dtype, threads))
+            lib = row[impl].get("gemm", "torch") if dtype == "fp32" else "torch"
+            peak = peaks.get((dtype, threads, lib))
             mfu[impl] = row[impl]["flops"] / med / 1e9 / peak if peak else None
             rss[impl] = row[impl]["peak_rss_mb"]
         fmt = lambda d, k, f: (f % d[k]) if d.get(k) is not None else "-"
-        ratio = f"{rate['cpp'] / rate['python']:.2f}x" if len(rate) == 2 else "-"
+        ratio_of = lambda impl: (f"{rate[impl] / rate['python']:.2f}x"
+                                 if impl in rate and "python" in rate else "-")
         params = "-"
         if "cpp" in row and "python" in row:
             same = row["cpp"]["params"] == row["python"]["params"]
@@ -64,8 +78,10 @@ def main(paths):
                                 f"{row['python']['params']}")
         flops = next(iter(row.values()))["flops"] / 1e9
         name = f"{config} {mode} b{batch} {dtype}"
-        print(f"| {name} | {fmt(rate, 'cpp', '%.2f')} | {fmt(rate, 'python', '%.2f')} | {ratio} "
-              f"| {fmt(mfu, 'cpp', '%.2f')} | {fmt(mfu, 'python', '%.2f')} "
+        print(f"| {name} | {fmt(rate, 'cpp', '%.2f')} | {fmt(rate, 'cpp-torch', '%.2f')} "
+              f"| {fmt(rate, 'python', '%.2f')} | {ratio_of('cpp')} | {ratio_of('cpp-torch')} "
+              f"| {fmt(mfu, 'cpp', '%.2f')} | {fmt(mfu, 'cpp-torch', '%.2f')} "
+              f"| {fmt(mfu, 'python', '%.2f')} "
               f"| {flops:.1f} | {fmt(rss, 'cpp', '%.0f')} / {fmt(rss, 'python', '%.0f')} "
               f"| {steps.get('cpp', 0)} / {steps.get('python', 0)} | {params} |")
     for row in extra_rows:
@@ -85,7 +101,8 @@ def main(paths):
             g = lambda d, k, f: (f % d[k]) if k in d else "-"
             ratio = lambda k: f"{med['cpp-plain'] / med[k]:.2f}x" if (
                 k in med and "cpp-plain" in med) else "-"
-            peak = peaks.get(("fp32", threads))
+            blocked = per.get("cpp-blocked", [{}])[0]
+            peak = peaks.get(("fp32", threads, blocked.get("gemm", "torch")))
             mfu = (f"{per['cpp-blocked'][0]['flops'] / med['cpp-blocked'] / 1e9 / peak:.2f}"
                    if peak and "cpp-blocked" in med else "-")
             print(f"| {config} b{batch} | {g(med, 'cpp-plain', '%.3f')} "

@@ -234,6 +234,7 @@ audio::AudioEncoderOptions audio_encoder_options(const io::Config& c) {
   o.mask().mask_prob(c.model.mask_prob).mask_length(c.model.mask_length);
   if (c.model.dropout) o.dropout(*c.model.dropout).attention_dropout(*c.model.dropout);
   if (c.model.pos_conv_kernel) o.pos_conv_kernel(*c.model.pos_conv_kernel);
+  o.gemm(gemm_library(c));
   return o;
 }
 

@@ -70,6 +70,7 @@ vision::VisionEncoderOptions vision_options(const io::Config& c) {
   if (c.model.dropout) o.dropout(*c.model.dropout);
   if (c.model.layer_scale_init) o.layer_scale_init(*c.model.layer_scale_init);
   o.depth_scaled_init(c.model.depth_scaled_init);
+  o.gemm(gemm_library(c));
   if (c.model.position_encoding == "sincos") {
     o.absolute_position_embeddings(true)
         .sincos_position_embeddings(true)
@@ -178,6 +179,7 @@ text::TextEncoderOptions text_options(const io::Config& c, int64_t vocab_size) {
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.masking().mask_prob(c.model.mask_ratio);
   if (c.model.dropout) o.dropout(*c.model.dropout).attention_dropout(*c.model.dropout);
+  o.gemm(gemm_library(c));
   TORCH_CHECK(c.data.max_tokens <= o.max_positions(),
               "config key 'data.max_tokens' = ", c.data.max_tokens, " exceeds the ", c.model.preset,
               " preset's ", o.max_positions(), " positions");
@@ -253,6 +255,14 @@ void require_data(const io::Config& c) {
 }
 
 }  // namespace
+
+nn::GemmLibrary gemm_library(const io::Config& config) {
+  try {
+    return nn::parse_gemm_library(config.model.gemm);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("config key 'model.gemm': " + std::string(e.what()));
+  }
+}
 
 io::HfConfig hf_model_config(const io::Config& config) {
   const std::string source = "config key 'model.hf_config'";

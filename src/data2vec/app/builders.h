@@ -11,6 +11,7 @@
 #include "data2vec/core/dataset.h"
 #include "data2vec/io/config.h"
 #include "data2vec/io/hf.h"
+#include "data2vec/nn/gemm.h"
 #include "data2vec/text/data.h"
 
 namespace data2vec::app {
@@ -20,6 +21,9 @@ std::vector<std::string> split_list(const std::string& list);
 
 // model.hf_config (preset hf) as a Hugging Face config, errors citing the key.
 io::HfConfig hf_model_config(const io::Config& config);
+
+// model.gemm as the encoders' GEMM library, errors citing the key.
+nn::GemmLibrary gemm_library(const io::Config& config);
 
 // Builds encoders of the configured modality and preset (preset hf: from model.hf_config).
 EncoderFactory make_encoder_factory(const io::Config& config);

@@ -192,7 +192,8 @@ AudioTransformerImpl::AudioTransformerImpl(const AudioEncoderOptions& o)
                                            .layer_norm_eps(o.layer_norm_eps())
                                            .dropout(o.dropout())
                                            .attention_dropout(o.attention_dropout())
-                                           .activation_dropout(o.activation_dropout())));
+                                           .activation_dropout(o.activation_dropout())
+                                           .gemm(o.gemm())));
     list->push_back(layers.back());
   }
   init_bert_linear(*list);

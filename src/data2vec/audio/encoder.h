@@ -106,6 +106,9 @@ struct AudioEncoderOptions {
   TORCH_ARG(SpanMaskOptions, mask) = SpanMaskOptions();
   /// data2vec 2.0 masking: blocks of 5 frames, 50% masked.
   TORCH_ARG(BlockMask1dOptions, v2_mask) = BlockMask1dOptions();
+  /// The GEMM library of the transformer blocks' linears (nn/gemm.h). Default: oneDNN where
+  /// the build has it. The parameters and the checkpoint are the same either way.
+  TORCH_ARG(nn::GemmLibrary, gemm) = nn::default_gemm_library();
 };
 
 // Presets by name (ViT / wav2vec 2.0 sizes, depth x width x mlp x heads):

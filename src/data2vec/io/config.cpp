@@ -83,6 +83,10 @@ std::vector<ConfigKey> config_keys(Config& c) {
       {"model.depth_scaled_init", &c.model.depth_scaled_init,
        "vision: divide layer l's residual output projections by sqrt(2 l) at init (BEiT, "
        "data2vec 1.0; 2.0 does not)"},
+      {"model.gemm", &c.model.gemm,
+       "matrix products of the transformer blocks (CPU fp32): auto = onednn where built with it; "
+       "torch = LibTorch's BLAS. Same parameters, results equal to fp32 rounding",
+       {"auto", "torch", "onednn"}},
       {"model.clone_batch", &c.model.clone_batch,
        "v2: masked copies per example; unset = images 16, audio / text 8, toy 4"},
       {"model.decoder_dim", &c.model.decoder_dim,

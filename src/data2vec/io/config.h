@@ -62,6 +62,7 @@ struct ModelConfig {
   std::optional<double> layer_scale_init;
   std::string position_encoding = "relative";
   bool depth_scaled_init = true;
+  std::string gemm = "auto";
   // data2vec 2.0 (algorithm v2, arXiv 2212.07525)
   std::optional<int64_t> clone_batch;
   std::optional<int64_t> decoder_dim;

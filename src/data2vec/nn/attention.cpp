@@ -1,18 +1,15 @@
 #include "data2vec/nn/attention.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "data2vec/nn/gemm.h"
 #include "data2vec/nn/vec_math.h"
-
-// The reference BLAS interface (Fortran, LP64), provided by every BLAS: OpenBLAS, MKL, BLIS.
-extern "C" void sgemm_(const char* trans_a, const char* trans_b, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c, const int* ldc);
 
 namespace data2vec::nn {
 
@@ -20,21 +17,6 @@ namespace {
 
 constexpr int64_t kQueryBlock = 64;  // Bq: rows of S per GEMM
 constexpr float kLowest = std::numeric_limits<float>::lowest();
-
-// Row-major C[m,n] = beta C + op(A) op(B) on raw fp32 storage with leading dimensions: the
-// tiles are strided views of the packed [B,T,3D] / [B,T,D] tensors, handed to the BLAS as they
-// are (a row stride is a leading dimension). The BLAS is called directly (sgemm, the library
-// LibTorch itself calls): at the short sequences of data2vec 2.0 (T = 11 kept tokens of
-// 28x28 images) a tile is a few thousand multiply-adds, and a tensor op per tile (wrapping the
-// storage, dispatching mm_out) cost several times the product itself. A row-major matrix is its
-// column-major transpose, so C^T = op(B)^T op(A)^T is the column-major call.
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  const int M = int(n), N = int(m), K = int(k), LDA = int(ldb), LDB = int(lda), LDC = int(ldc);
-  const float alpha = 1.0f;
-  sgemm_(trans_b ? "T" : "N", trans_a ? "T" : "N", &M, &N, &K, &alpha, b, &LDA, a, &LDB, &beta, c,
-         &LDC);
-}
 
 // The dropout mask as a pure function of (seed, row, column): a per-row key from splitmix64,
 // then a 32-bit integer hash per column (vectorisable); keep when the top 24 bits fall below
@@ -125,11 +107,22 @@ void accumulate(float* into, const float* x, int64_t n) {
 // Pointers and strides shared by forward and backward.
 struct Problem {
   int64_t b = 0, t = 0, h = 0, d = 0, dh = 0;
-  const float* qkv = nullptr;  // [B,T,3D]
+  const float* qkv = nullptr;   // [B,T,3D]
   const float* bias = nullptr;  // [H,T,T] (bias_batch_stride 0) or [B,H,T,T]; null: none
   int64_t bias_batch_stride = 0;
   const uint8_t* pad = nullptr;  // [B,T]; null: none
   Dropout dropout;
+  GemmLibrary library = GemmLibrary::kTorch;
+
+  // Row-major C[m,n] = beta C + op(A) op(B) through the chosen library (nn/gemm.h). The tiles
+  // are strided views of the packed [B,T,3D] / [B,T,D] tensors, handed over as they are (a row
+  // stride is a leading dimension): at the short sequences of data2vec 2.0 (T = 11 kept tokens
+  // of 28x28 images) a tile is a few thousand multiply-adds, and a tensor op per tile (wrapping
+  // the storage, dispatching mm_out) cost several times the product itself.
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) const {
+    sgemm(library, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  }
 
   const float* q(int64_t bi, int64_t hi) const { return qkv + bi * t * 3 * d + hi * dh; }
   const float* k(int64_t bi, int64_t hi) const { return q(bi, hi) + d; }
@@ -142,8 +135,9 @@ struct Problem {
 };
 
 Problem make_problem(const torch::Tensor& qkv, int64_t num_heads, const torch::Tensor& bias,
-                     const torch::Tensor& pad) {
+                     const torch::Tensor& pad, GemmLibrary library) {
   Problem p;
+  p.library = library;
   p.b = qkv.size(0), p.t = qkv.size(1), p.d = qkv.size(2) / 3, p.h = num_heads;
   p.dh = p.d / num_heads;
   p.qkv = qkv.data_ptr<float>();
@@ -164,8 +158,8 @@ void attention_forward(const Problem& p, float* out, float* stats) {
       const int64_t bi = task / p.h, hi = task % p.h;
       for (int64_t i0 = 0; i0 < t; i0 += bq) {
         const int64_t m = std::min(bq, t - i0);
-        gemm(false, true, m, t, p.dh, p.q(bi, hi) + i0 * 3 * p.d, 3 * p.d, p.k(bi, hi), 3 * p.d,
-             0.0f, s.data(), t);  // S = Q_blk K^T
+        p.gemm(false, true, m, t, p.dh, p.q(bi, hi) + i0 * 3 * p.d, 3 * p.d, p.k(bi, hi), 3 * p.d,
+               0.0f, s.data(), t);  // S = Q_blk K^T
         for (int64_t r = 0; r < m; ++r) {
           float* row = s.data() + r * t;
           const int64_t i = i0 + r;
@@ -174,8 +168,8 @@ void attention_forward(const Problem& p, float* out, float* stats) {
             apply_dropout(row, row, t, p.dropout.row_key(p.row(bi, hi, i)), p.dropout.threshold,
                           p.dropout.rescale);
         }
-        gemm(false, false, m, p.dh, t, s.data(), t, p.v(bi, hi), 3 * p.d, 0.0f,
-             out + (bi * t + i0) * p.d + hi * p.dh, p.d);  // O_blk = P V
+        p.gemm(false, false, m, p.dh, t, s.data(), t, p.v(bi, hi), 3 * p.d, 0.0f,
+               out + (bi * t + i0) * p.d + hi * p.dh, p.d);  // O_blk = P V
       }
     }
   });
@@ -192,9 +186,9 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
   const int64_t bias_numel = p.h * t * t;
   std::vector<std::vector<float>> bias_partials(shared_bias ? size_t(at::get_num_threads()) : 0);
   at::parallel_for(0, p.b * p.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(size_t(bq * t)), dp(size_t(bq * t));  // [Bq,T]
+    std::vector<float> s(size_t(bq * t)), dp(size_t(bq * t));          // [Bq,T]
     std::vector<float> dropped(p.dropout.p > 0 ? size_t(bq * t) : 0);  // [Bq,T]
-    std::vector<float> delta(static_cast<size_t>(bq));  // [Bq]
+    std::vector<float> delta(static_cast<size_t>(bq));                 // [Bq]
     float* bias_grad = nullptr;
     if (shared_bias) {
       auto& partial = bias_partials[size_t(at::get_thread_num())];
@@ -207,22 +201,23 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
       float* dq = d_qkv + bi * t * 3 * d + hi * dh;
       float* dk = dq + d;
       float* dv = dq + 2 * d;
-      float* task_bias_grad =
-          !d_bias ? nullptr : shared_bias ? bias_grad : d_bias + bi * bias_numel;
+      float* task_bias_grad = !d_bias       ? nullptr
+                              : shared_bias ? bias_grad
+                                            : d_bias + bi * bias_numel;
       for (int64_t i0 = 0; i0 < t; i0 += bq) {
         const int64_t m = std::min(bq, t - i0);
         const float beta = i0 == 0 ? 0.0f : 1.0f;  // dK, dV: first block writes, others add
         const float* d_out_blk = d_out + (bi * t + i0) * d + hi * dh;
-        gemm(false, true, m, t, dh, q + i0 * 3 * d, 3 * d, p.k(bi, hi), 3 * d, 0.0f, s.data(),
-             t);  // S
+        p.gemm(false, true, m, t, dh, q + i0 * 3 * d, 3 * d, p.k(bi, hi), 3 * d, 0.0f, s.data(),
+               t);  // S
         for (int64_t r = 0; r < m; ++r) {
           const int64_t i = i0 + r;
           probs_row(s.data() + r * t, p.bias_row(bi, hi, i), p.pad_row(bi),
                     stats + 2 * p.row(bi, hi, i), t);
           delta[size_t(r)] = dot(d_out_blk + r * d, out + (bi * t + i) * d + hi * dh, dh);
         }
-        gemm(false, true, m, t, dh, d_out_blk, d, p.v(bi, hi), 3 * d, 0.0f, dp.data(),
-             t);  // dP' = dO V^T (gradient of the dropped probabilities)
+        p.gemm(false, true, m, t, dh, d_out_blk, d, p.v(bi, hi), 3 * d, 0.0f, dp.data(),
+               t);                       // dP' = dO V^T (gradient of the dropped probabilities)
         const float* p_used = s.data();  // the probabilities V was multiplied by
         if (p.dropout.p > 0) {
           for (int64_t r = 0; r < m; ++r) {
@@ -234,16 +229,16 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
           }
           p_used = dropped.data();
         }
-        gemm(true, false, t, dh, m, p_used, t, d_out_blk, d, beta, dv, 3 * d);  // dV += P'^T dO
+        p.gemm(true, false, t, dh, m, p_used, t, d_out_blk, d, beta, dv, 3 * d);  // dV += P'^T dO
         for (int64_t r = 0; r < m; ++r) {
           softmax_backward_row(s.data() + r * t, dp.data() + r * t, delta[size_t(r)], t);
           if (task_bias_grad)
             accumulate(task_bias_grad + (hi * t + i0 + r) * t, dp.data() + r * t, t);
         }
-        gemm(false, false, m, dh, t, dp.data(), t, p.k(bi, hi), 3 * d, 0.0f, dq + i0 * 3 * d,
-             3 * d);  // dQ_blk = dS K
-        gemm(true, false, t, dh, m, dp.data(), t, q + i0 * 3 * d, 3 * d, beta, dk,
-             3 * d);  // dK += dS^T Q_blk
+        p.gemm(false, false, m, dh, t, dp.data(), t, p.k(bi, hi), 3 * d, 0.0f, dq + i0 * 3 * d,
+               3 * d);  // dQ_blk = dS K
+        p.gemm(true, false, t, dh, m, dp.data(), t, q + i0 * 3 * d, 3 * d, beta, dk,
+               3 * d);  // dK += dS^T Q_blk
       }
     }
   });
@@ -257,16 +252,17 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv,
                                const torch::Tensor& bias, const torch::Tensor& pad,
-                               int64_t num_heads, double dropout, int64_t seed) {
-    auto p = make_problem(qkv, num_heads, bias, pad);
+                               int64_t num_heads, double dropout, int64_t seed, int64_t library) {
+    auto p = make_problem(qkv, num_heads, bias, pad, GemmLibrary(library));
     set_dropout(p, dropout, seed);
-    auto out = torch::empty({p.b, p.t, p.d}, qkv.options());  // [B,T,D]
+    auto out = torch::empty({p.b, p.t, p.d}, qkv.options());       // [B,T,D]
     auto stats = torch::empty({p.b, p.h, p.t, 2}, qkv.options());  // [B,H,T,2]: max, 1 / sum
     attention_forward(p, out.data_ptr<float>(), stats.data_ptr<float>());
     ctx->save_for_backward({qkv, bias, pad, out, stats});
     ctx->saved_data["num_heads"] = num_heads;
     ctx->saved_data["dropout"] = dropout;
     ctx->saved_data["seed"] = seed;
+    ctx->saved_data["library"] = library;
     return out;
   }
 
@@ -275,7 +271,8 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
     const auto saved = ctx->get_saved_variables();
     const auto &qkv = saved[0], &bias = saved[1], &pad = saved[2], &out = saved[3],
                &stats = saved[4];
-    auto p = make_problem(qkv, ctx->saved_data["num_heads"].toInt(), bias, pad);
+    auto p = make_problem(qkv, ctx->saved_data["num_heads"].toInt(), bias, pad,
+                          GemmLibrary(ctx->saved_data["library"].toInt()));
     set_dropout(p, ctx->saved_data["dropout"].toDouble(), ctx->saved_data["seed"].toInt());
     const auto d_out = grads[0].contiguous();
     auto d_qkv = torch::empty_like(qkv);
@@ -284,7 +281,8 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
     attention_backward(p, out.data_ptr<float>(), stats.data_ptr<float>(), d_out.data_ptr<float>(),
                        d_qkv.data_ptr<float>(),
                        d_bias.defined() ? d_bias.data_ptr<float>() : nullptr);
-    return {d_qkv, d_bias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {d_qkv,           d_bias,          torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 
  private:
@@ -297,11 +295,92 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
   }
 };
 
+// A [N,r,c] matrix batch as the sgemm operand it already is in memory: row-major (unit column
+// stride) or transposed (unit row stride), with its row stride as the leading dimension.
+struct Operand {
+  const float* data = nullptr;
+  int64_t batch_stride = 0, ld = 0;
+  bool trans = false;
+};
+
+bool is_operand(const torch::Tensor& t) {
+  const bool batched = t.size(0) == 1 || t.stride(0) != 0;  // a broadcast batch needs summing
+  return batched && ((t.stride(2) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(2))) ||
+                     (t.stride(1) == 1 && t.stride(2) >= std::max<int64_t>(1, t.size(1))));
+}
+
+Operand operand_of(const torch::Tensor& t) {
+  Operand op;
+  op.data = t.data_ptr<float>();
+  op.batch_stride = t.stride(0);
+  op.trans = !(t.stride(2) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(2)));
+  op.ld = op.trans ? t.stride(2) : t.stride(1);
+  return op;
+}
+
+class BatchedMatmulFunction : public torch::autograd::Function<BatchedMatmulFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
+                               const torch::Tensor& b, int64_t library) {
+    const auto n_mat = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+    auto out = torch::empty({n_mat, m, n}, a.options());
+    const auto lib = GemmLibrary(library);
+    const auto A = operand_of(a), B = operand_of(b);
+    float* c = out.data_ptr<float>();
+    at::parallel_for(0, n_mat, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        sgemm(lib, A.trans, B.trans, m, n, k, A.data + i * A.batch_stride, A.ld,
+              B.data + i * B.batch_stride, B.ld, 0.0f, c + i * m * n, n);
+    });
+    ctx->save_for_backward({a, b});
+    ctx->saved_data["library"] = library;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &a = saved[0], &b = saved[1];
+    const auto lib = GemmLibrary(ctx->saved_data["library"].toInt());
+    const auto n_mat = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+    const auto dc = grads[0].contiguous();  // [N,m,n]
+    const auto A = operand_of(a), B = operand_of(b);
+    const float* g = dc.data_ptr<float>();
+    torch::Tensor da, db;
+    if (ctx->needs_input_grad(0)) da = torch::empty({n_mat, m, k}, a.options());
+    if (ctx->needs_input_grad(1)) db = torch::empty({n_mat, k, n}, b.options());
+    float* pa = da.defined() ? da.data_ptr<float>() : nullptr;
+    float* pb = db.defined() ? db.data_ptr<float>() : nullptr;
+    at::parallel_for(0, n_mat, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        if (pa)  // dA = dC op(B)^T
+          sgemm(lib, false, !B.trans, m, k, n, g + i * m * n, n, B.data + i * B.batch_stride, B.ld,
+                0.0f, pa + i * m * k, k);
+        if (pb)  // dB = op(A)^T dC
+          sgemm(lib, !A.trans, false, k, n, m, A.data + i * A.batch_stride, A.ld, g + i * m * n, n,
+                0.0f, pb + i * k * n, n);
+      }
+    });
+    return {da, db, torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, GemmLibrary library) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1),
+              "batched_matmul: expected [N,m,k] and [N,k,n], got ", a.sizes(), " and ", b.sizes());
+  const bool own = library == GemmLibrary::kOneDnn && have_onednn_gemm() && a.device().is_cpu() &&
+                   a.scalar_type() == torch::kFloat32 && b.scalar_type() == torch::kFloat32 &&
+                   a.numel() > 0 && b.numel() > 0 && !at::autocast::is_cpu_enabled();
+  if (!own) return torch::bmm(a, b);
+  return BatchedMatmulFunction::apply(is_operand(a) ? a : a.contiguous(),
+                                      is_operand(b) ? b : b.contiguous(), int64_t(library));
+}
 
 torch::Tensor blocked_attention(const torch::Tensor& qkv, int64_t num_heads,
                                 const torch::Tensor& bias, const torch::Tensor& key_padding_mask,
-                                double dropout) {
+                                double dropout, GemmLibrary library) {
   TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) % (3 * num_heads) == 0,
               "blocked_attention: qkv must be [B,T,3D] with D divisible by ", num_heads,
               " heads, got ", qkv.sizes());
@@ -318,8 +397,8 @@ torch::Tensor blocked_attention(const torch::Tensor& qkv, int64_t num_heads,
                      bias.size(1) == num_heads),
                 "blocked_attention: bias must be [H,T,T], [1,H,T,T] or [B,H,T,T], got ",
                 bias.sizes());
-    TORCH_CHECK(bias.size(-1) == t && bias.size(-2) == t, "blocked_attention: bias ",
-                bias.sizes(), " does not match T = ", t);
+    TORCH_CHECK(bias.size(-1) == t && bias.size(-2) == t, "blocked_attention: bias ", bias.sizes(),
+                " does not match T = ", t);
     bias32 = bias.to(torch::kFloat32).contiguous();
   }
   auto pad = torch::empty({0}, torch::kBool);
@@ -331,7 +410,8 @@ torch::Tensor blocked_attention(const torch::Tensor& qkv, int64_t num_heads,
   }
   int64_t seed = 0;
   if (dropout > 0.0) seed = torch::randint(int64_t(1) << 62, {1}, torch::kLong).item<int64_t>();
-  return BlockedAttentionFunction::apply(qkv.contiguous(), bias32, pad, num_heads, dropout, seed);
+  return BlockedAttentionFunction::apply(qkv.contiguous(), bias32, pad, num_heads, dropout, seed,
+                                         int64_t(library));
 }
 
 }  // namespace data2vec::nn

@@ -20,10 +20,18 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_) : options
   value = register_module("value", torch::nn::Linear(d, d));
   output = register_module("output", torch::nn::Linear(d, d));
   switch (options.kernel()) {
-    case AttentionKernel::kPlain: forward_ = &SelfAttentionImpl::forward_plain; break;
-    case AttentionKernel::kFused: forward_ = &SelfAttentionImpl::forward_fused; break;
-    case AttentionKernel::kBlocked: forward_ = &SelfAttentionImpl::forward_blocked; break;
-    case AttentionKernel::kAuto: forward_ = &SelfAttentionImpl::forward_auto; break;
+    case AttentionKernel::kPlain:
+      forward_ = &SelfAttentionImpl::forward_plain;
+      break;
+    case AttentionKernel::kFused:
+      forward_ = &SelfAttentionImpl::forward_fused;
+      break;
+    case AttentionKernel::kBlocked:
+      forward_ = &SelfAttentionImpl::forward_blocked;
+      break;
+    case AttentionKernel::kAuto:
+      forward_ = &SelfAttentionImpl::forward_auto;
+      break;
   }
 }
 
@@ -84,7 +92,7 @@ torch::Tensor SelfAttentionImpl::fused_qkv(const torch::Tensor& x, double scale)
   const auto k_bias = key->bias.defined() ? key->bias : torch::zeros_like(query->bias);
   const auto weight = torch::cat({query->weight * scale, key->weight, value->weight});  // [3D,D]
   const auto bias = torch::cat({query->bias * scale, k_bias, value->bias});             // [3D]
-  return torch::linear(x, weight, bias);                                                // [B,T,3D]
+  return linear(x, weight, bias, options.gemm());                                       // [B,T,3D]
 }
 
 torch::Tensor SelfAttentionImpl::forward_blocked(const torch::Tensor& x,
@@ -97,7 +105,8 @@ torch::Tensor SelfAttentionImpl::forward_blocked(const torch::Tensor& x,
   const auto dh = options.dim() / options.num_heads();
   const auto qkv = fused_qkv(x, 1.0 / std::sqrt(double(dh)));  // [B,T,3D]
   const double p = is_training() ? options.attention_dropout() : 0.0;
-  return output(blocked_attention(qkv, options.num_heads(), attn_bias, key_padding_mask, p));
+  return project_out(
+      blocked_attention(qkv, options.num_heads(), attn_bias, key_padding_mask, p, options.gemm()));
 }
 
 torch::Tensor SelfAttentionImpl::forward_auto(const torch::Tensor& x,
@@ -133,19 +142,23 @@ torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,
                      logit_bias.defined() ? logit_bias.to(q.scalar_type()) : logit_bias, p)
                      .view({b * h, t, dh});
 #else
-  auto logits = torch::bmm(q, k.transpose(1, 2)).view({b, h, t, t});  // [B,H,T,T], scaled
+  auto logits = batched_matmul(q, k.transpose(1, 2), options.gemm()).view({b, h, t, t});  // scaled
   // Out of place: an in-place add on this view costs more in autograd's view bookkeeping
   // (CopySlices, as_strided backward) than the allocation it saves.
   if (logit_bias.defined()) logits = logits + logit_bias.to(logits.scalar_type());
   auto probs = torch::softmax(logits, -1);
   probs = torch::dropout(probs, options.attention_dropout(), is_training());
-  auto context = torch::bmm(probs.view({b * h, t, t}), v);  // [B*H,T,Dh]
+  auto context = batched_matmul(probs.view({b * h, t, t}), v, options.gemm());  // [B*H,T,Dh]
 #endif
-  return output(context.view({b, h, t, dh}).transpose(1, 2).reshape({b, t, d}));
+  return project_out(context.view({b, h, t, dh}).transpose(1, 2).reshape({b, t, d}));
+}
+
+torch::Tensor SelfAttentionImpl::project_out(const torch::Tensor& context) {
+  return linear(context, output->weight, output->bias, options.gemm());
 }
 
 FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options)
-    : fast_gelu_(options.fast_gelu()) {
+    : fast_gelu_(options.fast_gelu()), gemm_(options.gemm()) {
   fc1 = register_module("fc1", torch::nn::Linear(options.dim(), options.hidden_dim()));
   fc2 = register_module("fc2", torch::nn::Linear(options.hidden_dim(), options.dim()));
   activation_dropout =
@@ -153,24 +166,26 @@ FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options)
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  const auto hidden = fc1(x);  // [B,T,F]
-  return fc2(activation_dropout(fast_gelu_ ? gelu_erf(hidden) : torch::gelu(hidden)));
+  const auto hidden = linear(x, fc1->weight, fc1->bias, gemm_);  // [B,T,F]
+  const auto activated = activation_dropout(fast_gelu_ ? gelu_erf(hidden) : torch::gelu(hidden));
+  return linear(activated, fc2->weight, fc2->bias, gemm_);
 }
 
 namespace {
 
 SelfAttention make_attention(const BlockOptions& o) {
-  return SelfAttention(
-      AttentionOptions(o.dim(), o.num_heads())
-          .key_bias(o.key_bias())
-          .attention_dropout(o.attention_dropout())
-          .kernel(o.fast_paths() ? o.attention_kernel() : AttentionKernel::kPlain));
+  return SelfAttention(AttentionOptions(o.dim(), o.num_heads())
+                           .key_bias(o.key_bias())
+                           .attention_dropout(o.attention_dropout())
+                           .kernel(o.fast_paths() ? o.attention_kernel() : AttentionKernel::kPlain)
+                           .gemm(o.fast_paths() ? o.gemm() : GemmLibrary::kTorch));
 }
 
 FeedForward make_feed_forward(const BlockOptions& o) {
   return FeedForward(FeedForwardOptions(o.dim(), o.mlp_dim())
                          .activation_dropout(o.activation_dropout())
-                         .fast_gelu(o.fast_paths() && o.fast_gelu()));
+                         .fast_gelu(o.fast_paths() && o.fast_gelu())
+                         .gemm(o.fast_paths() ? o.gemm() : GemmLibrary::kTorch));
 }
 
 torch::nn::LayerNorm make_layer_norm(const BlockOptions& o) {

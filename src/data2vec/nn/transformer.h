@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "data2vec/nn/gemm.h"
+
 namespace data2vec::nn {
 
 // How attention is computed; chosen when the module is built (the options), never in forward.
@@ -42,6 +44,9 @@ struct AttentionOptions {
   /// How the attention is computed. Default kAuto: blocked for short and long sequences, fused
   /// between (kFusedMinTokens, kFusedMaxTokens).
   TORCH_ARG(AttentionKernel, kernel) = AttentionKernel::kAuto;
+  /// The GEMM library of the q/k/v and output projections and the blocked kernel's tiles (the
+  /// plain kernel uses LibTorch's modules). Default: oneDNN where the build has it (nn/gemm.h).
+  TORCH_ARG(GemmLibrary, gemm) = default_gemm_library();
 };
 
 // Multi-head self-attention with separate q/k/v projections (the Hugging Face layout).
@@ -60,7 +65,7 @@ class SelfAttentionImpl : public torch::nn::Module {
  private:
   // The implementations of forward (same math), one chosen at construction from the kernel.
   using Forward = torch::Tensor (SelfAttentionImpl::*)(const torch::Tensor&, const torch::Tensor&,
-                                                        const torch::Tensor&);
+                                                       const torch::Tensor&);
   torch::Tensor forward_plain(const torch::Tensor& x, const torch::Tensor& bias,
                               const torch::Tensor& key_padding_mask);
   torch::Tensor forward_fused(const torch::Tensor& x, const torch::Tensor& bias,
@@ -70,6 +75,7 @@ class SelfAttentionImpl : public torch::nn::Module {
   torch::Tensor forward_auto(const torch::Tensor& x, const torch::Tensor& bias,
                              const torch::Tensor& key_padding_mask);
   torch::Tensor fused_qkv(const torch::Tensor& x, double scale);  // [B,T,3D]
+  torch::Tensor project_out(const torch::Tensor& context);        // the output linear, [B,T,D]
   Forward forward_ = &SelfAttentionImpl::forward_fused;
 };
 TORCH_MODULE(SelfAttention);
@@ -84,6 +90,8 @@ struct FeedForwardOptions {
   /// of torch::gelu; only for CPU fp32 tensors (others take torch::gelu). Default false: it does
   /// not pay yet (BENCHMARKS.md).
   TORCH_ARG(bool, fast_gelu) = false;
+  /// The GEMM library of fc1 and fc2. Default: oneDNN where the build has it (nn/gemm.h).
+  TORCH_ARG(GemmLibrary, gemm) = default_gemm_library();
 };
 
 // Linear(D, hidden) -> GELU -> dropout -> Linear(hidden, D).
@@ -97,6 +105,7 @@ class FeedForwardImpl : public torch::nn::Module {
 
  private:
   bool fast_gelu_ = false;
+  GemmLibrary gemm_ = GemmLibrary::kTorch;
 };
 TORCH_MODULE(FeedForward);
 
@@ -116,15 +125,19 @@ struct BlockOptions {
   TORCH_ARG(double, dropout) = 0.0;
   TORCH_ARG(double, attention_dropout) = 0.0;
   TORCH_ARG(double, activation_dropout) = 0.0;
-  /// The fast paths: `attention_kernel`, `fast_gelu` and the layer scale fused into the residual
-  /// add. false builds the plain reference twin (kPlain attention, torch::gelu, separate multiply
-  /// and add) that the tests and the benchmark's A/B compare against. Default true.
+  /// The fast paths: `attention_kernel`, `fast_gelu`, `gemm` and the layer scale fused into the
+  /// residual add. false builds the plain reference twin (kPlain attention, torch::gelu,
+  /// LibTorch's linears, separate multiply and add) that the tests and the benchmark's A/B
+  /// compare against. Default true.
   TORCH_ARG(bool, fast_paths) = true;
   /// The attention kernel when fast_paths is on. Default kAuto (kFused wherever blocked does not
   /// run: other devices, other dtypes, autocast).
   TORCH_ARG(AttentionKernel, attention_kernel) = AttentionKernel::kAuto;
   /// The polynomial GELU (FeedForwardOptions::fast_gelu) when fast_paths is on. Default false.
   TORCH_ARG(bool, fast_gelu) = false;
+  /// The GEMM library of the block's linears when fast_paths is on. Default: oneDNN where the
+  /// build has it (nn/gemm.h).
+  TORCH_ARG(GemmLibrary, gemm) = default_gemm_library();
 };
 
 // What one block hands back: its output and its feed-forward result (the data2vec "ffn" layer

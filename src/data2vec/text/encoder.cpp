@@ -83,7 +83,8 @@ TextEncoderImpl::TextEncoderImpl(const TextEncoderOptions& options)
                                  .layer_norm_eps(options.layer_norm_eps())
                                  .dropout(options.dropout())
                                  .attention_dropout(options.attention_dropout())
-                                 .activation_dropout(options.activation_dropout());
+                                 .activation_dropout(options.activation_dropout())
+                                 .gemm(options.gemm());
   for (int64_t i = 0; i < options.depth(); ++i) {
     layers.push_back(nn::PostNormBlock(block_options));
     layer_list->push_back(layers.back());

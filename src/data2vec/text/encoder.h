@@ -87,6 +87,9 @@ struct TextEncoderOptions {
   TORCH_ARG(TextMaskOptions, masking) = TextMaskOptions();
   /// Std of the normal init of embeddings and linear weights (BERT's init). Default 0.02.
   TORCH_ARG(double, init_std) = 0.02;
+  /// The GEMM library of the transformer blocks' linears (nn/gemm.h). Default: oneDNN where
+  /// the build has it. The parameters and the checkpoint are the same either way.
+  TORCH_ARG(nn::GemmLibrary, gemm) = nn::default_gemm_library();
 };
 
 // Ids never selected for masking nor drawn as random replacements: bos, pad, eos, unk, mask.

@@ -200,7 +200,8 @@ VisionTransformerImpl::VisionTransformerImpl(const VisionEncoderOptions& o) {
                                           .layer_scale_init(o.layer_scale_init())
                                           .key_bias(false)
                                           .dropout(o.dropout())
-                                          .attention_dropout(o.attention_dropout())));
+                                          .attention_dropout(o.attention_dropout())
+                                          .gemm(o.gemm())));
     layer_list->push_back(layers.back());
   }
   layer_result_ = o.layer_result() == LayerResultKind::kBlock ? &pick_block : &pick_ffn;

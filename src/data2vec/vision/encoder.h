@@ -103,6 +103,9 @@ struct VisionEncoderOptions {
   TORCH_ARG(double, dropout) = 0.0;
   /// Dropout on the attention probabilities. Default 0.
   TORCH_ARG(double, attention_dropout) = 0.0;
+  /// The GEMM library of the transformer blocks' linears (nn/gemm.h). Default: oneDNN where
+  /// the build has it. The parameters and the checkpoint are the same either way.
+  TORCH_ARG(nn::GemmLibrary, gemm) = nn::default_gemm_library();
   /// Fraction of patches masked (exact count round(ratio * N) per image). Default 0.6.
   TORCH_ARG(double, mask_ratio) = 0.6;
   /// Smallest mask block in patches; scale with the grid: max(1, round(16 N / 196)). Default 16.
