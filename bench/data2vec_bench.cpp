@@ -165,7 +165,6 @@ Args parse(int argc, char** argv) {
   if (a.reps < 1 || a.batch < 1) usage("--reps and --batch must be >= 1");
   if (!a.sets.empty() && a.yaml.empty()) usage("--set needs --yaml");
   if (a.gemm != "auto" && a.gemm != "torch" && a.gemm != "onednn") usage("bad --gemm " + a.gemm);
-  if (!a.yaml.empty()) a.sets.push_back("model.gemm=" + a.gemm);
   if (!a.yaml.empty() && a.mode != "train" && a.mode != "extract")
     usage("--yaml times train or extract");
   return a;
@@ -275,7 +274,9 @@ Model build(const std::string& config, bool no_dropout, data2vec::nn::GemmLibrar
 
 // The model a training config builds (app::make_model, as `pretrain` does); vision only.
 Model build_from_yaml(const Args& a) {
-  const auto config = data2vec::io::load_config(a.yaml, a.sets);
+  auto sets = a.sets;  // --gemm as the config key (not in the row's name: the "gemm" field)
+  sets.push_back("model.gemm=" + a.gemm);
+  const auto config = data2vec::io::load_config(a.yaml, sets);
   if (config.model.modality != "vision") usage("--yaml: only vision configs are timed");
   Model m;
   m.modality = "vision";

@@ -30,7 +30,7 @@ namespace data2vec::nn {
 // operand row-major or transposed in memory (k.transpose(1, 2) goes in as it lies, no copy).
 // kTorch is torch::bmm (LibTorch 1.13 loops over the N matrices, one BLAS call each); kOneDnn
 // runs one dnnl_sgemm per matrix, the N matrices split over the threads: at T = 197, Dh = 64 the
-// product runs 190-230 GFLOP/s there against 70-95 through OpenBLAS (bench/gemm_shapes.py).
+// product runs 199-223 GFLOP/s there against 65-84 through OpenBLAS (bench/gemm_shapes.py).
 // Differentiable in a and b; kOneDnn takes CPU fp32 outside autocast, the rest goes to torch::bmm.
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, GemmLibrary library);
 

@@ -4,9 +4,10 @@
 // Why a choice: LibTorch 1.13 runs fp32 linears through the BLAS it links (Debian: OpenBLAS
 // 0.3.21, whose sgemm kernels stop at AVX2), while oneDNN, which LibTorch already links for its
 // convolutions (Debian's libdnnl), has its own sgemm with AVX512 kernels. Measured on a 2-core
-// AVX512 EPYC at ViT-tiny's shapes ([3152,192] x [192,576] and alike): OpenBLAS 139-188 GFLOP/s,
-// oneDNN 350-370; held to AVX2 (DNNL_MAX_CPU_ISA=AVX2) oneDNN still ran 176-197 and the
-// attention tiles ([197,64] x [64,197]) 1.6x OpenBLAS (BENCHMARKS.md, 2026-12-02 "GEMM library").
+// AVX512 EPYC at ViT-tiny's shapes ([3152,192] x [192,576] and alike, bench/gemm_shapes.py):
+// OpenBLAS 143-159 GFLOP/s, oneDNN 329-363; held to AVX2 (DNNL_MAX_CPU_ISA=AVX2) oneDNN still
+// ran 1.1-1.2x OpenBLAS there and 1.7-2.3x on one head's attention products ([197,64] x
+// [64,197]) (BENCHMARKS.md, 2026-12-02 17:51).
 #pragma once
 
 #include <torch/torch.h>
