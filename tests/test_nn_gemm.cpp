@@ -7,7 +7,6 @@
 #include <string>
 #include <vector>
 
-#include "data2vec/nn/attention.h"
 #include "data2vec/nn/gemm.h"
 #include "data2vec/nn/transformer.h"
 #include "support.h"

@@ -26,14 +26,6 @@ namespace data2vec::nn {
 // the default generator; the same mask is rebuilt in backward). Returns the context [B,T,D].
 // library: which sgemm multiplies the tiles (nn/gemm.h). Differentiable in qkv and bias. CPU
 // fp32 only.
-// The fused kernel's batched products: C[i] = A[i] B[i] for a [N,m,k] and b [N,k,n], either
-// operand row-major or transposed in memory (k.transpose(1, 2) goes in as it lies, no copy).
-// kTorch is torch::bmm (LibTorch 1.13 loops over the N matrices, one BLAS call each); kOneDnn
-// runs one dnnl_sgemm per matrix, the N matrices split over the threads: at T = 197, Dh = 64 the
-// product runs 199-223 GFLOP/s there against 65-84 through OpenBLAS (bench/gemm_shapes.py).
-// Differentiable in a and b; kOneDnn takes CPU fp32 outside autocast, the rest goes to torch::bmm.
-torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, GemmLibrary library);
-
 torch::Tensor blocked_attention(const torch::Tensor& qkv, int64_t num_heads,
                                 const torch::Tensor& bias, const torch::Tensor& key_padding_mask,
                                 double dropout = 0.0, GemmLibrary library = default_gemm_library());

@@ -1,7 +1,9 @@
 #include "data2vec/nn/gemm.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <climits>
 #include <stdexcept>
 
@@ -68,6 +70,14 @@ void sgemm(GemmLibrary library, bool trans_a, bool trans_b, int64_t m, int64_t n
 
 namespace {
 
+// Whether oneDNN takes a product of these fp32 operands: the library asked for and built in, CPU
+// fp32, not empty, outside autocast (whose bf16 casts LibTorch's own ops apply).
+bool on_onednn(GemmLibrary library, const torch::Tensor& a, const torch::Tensor& b) {
+  return library == GemmLibrary::kOneDnn && have_onednn_gemm() && a.device().is_cpu() &&
+         a.scalar_type() == torch::kFloat32 && b.scalar_type() == torch::kFloat32 &&
+         a.numel() > 0 && b.numel() > 0 && !at::autocast::is_cpu_enabled();
+}
+
 // x [N,in] and weight [out,in] contiguous fp32; bias [out] or empty (1.13's custom functions do
 // not take undefined inputs). The library rides along as an int.
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
@@ -115,15 +125,86 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
   }
 };
 
+// A [N,r,c] matrix batch as the sgemm operand it already is in memory: row-major (unit column
+// stride) or transposed (unit row stride), with its row stride as the leading dimension.
+struct Operand {
+  const float* data = nullptr;
+  int64_t batch_stride = 0, ld = 0;
+  bool trans = false;
+};
+
+bool row_major(const torch::Tensor& t) {
+  return t.stride(2) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(2));
+}
+
+bool is_operand(const torch::Tensor& t) {
+  const bool batched = t.size(0) == 1 || t.stride(0) != 0;  // a broadcast batch needs summing
+  const bool transposed = t.stride(1) == 1 && t.stride(2) >= std::max<int64_t>(1, t.size(1));
+  return batched && (row_major(t) || transposed);
+}
+
+Operand operand_of(const torch::Tensor& t) {
+  Operand op;
+  op.data = t.data_ptr<float>();
+  op.batch_stride = t.stride(0);
+  op.trans = !row_major(t);
+  op.ld = op.trans ? t.stride(2) : t.stride(1);
+  return op;
+}
+
+class BatchedMatmulFunction : public torch::autograd::Function<BatchedMatmulFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
+                               const torch::Tensor& b, int64_t library) {
+    const auto n_mat = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+    auto out = torch::empty({n_mat, m, n}, a.options());
+    const auto lib = GemmLibrary(library);
+    const auto A = operand_of(a), B = operand_of(b);
+    float* c = out.data_ptr<float>();
+    at::parallel_for(0, n_mat, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        sgemm(lib, A.trans, B.trans, m, n, k, A.data + i * A.batch_stride, A.ld,
+              B.data + i * B.batch_stride, B.ld, 0.0f, c + i * m * n, n);
+    });
+    ctx->save_for_backward({a, b});
+    ctx->saved_data["library"] = library;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &a = saved[0], &b = saved[1];
+    const auto lib = GemmLibrary(ctx->saved_data["library"].toInt());
+    const auto n_mat = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+    const auto dc = grads[0].contiguous();  // [N,m,n]
+    const auto A = operand_of(a), B = operand_of(b);
+    const float* g = dc.data_ptr<float>();
+    torch::Tensor da, db;
+    if (ctx->needs_input_grad(0)) da = torch::empty({n_mat, m, k}, a.options());
+    if (ctx->needs_input_grad(1)) db = torch::empty({n_mat, k, n}, b.options());
+    float* pa = da.defined() ? da.data_ptr<float>() : nullptr;
+    float* pb = db.defined() ? db.data_ptr<float>() : nullptr;
+    at::parallel_for(0, n_mat, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        if (pa)  // dA = dC op(B)^T
+          sgemm(lib, false, !B.trans, m, k, n, g + i * m * n, n, B.data + i * B.batch_stride, B.ld,
+                0.0f, pa + i * m * k, k);
+        if (pb)  // dB = op(A)^T dC
+          sgemm(lib, !A.trans, false, k, n, m, A.data + i * A.batch_stride, A.ld, g + i * m * n, n,
+                0.0f, pb + i * k * n, n);
+      }
+    });
+    return {da, db, torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      GemmLibrary library) {
-  const bool own = library == GemmLibrary::kOneDnn && have_onednn_gemm() && x.device().is_cpu() &&
-                   x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 &&
-                   (!bias.defined() || bias.scalar_type() == torch::kFloat32) && x.dim() >= 1 &&
-                   x.numel() > 0 && !at::autocast::is_cpu_enabled();
-  if (!own) return torch::linear(x, weight, bias);
+  const bool fp32_bias = !bias.defined() || bias.scalar_type() == torch::kFloat32;
+  if (!on_onednn(library, x, weight) || !fp32_bias) return torch::linear(x, weight, bias);
   const auto in = weight.size(1), out = weight.size(0);
   TORCH_CHECK(x.size(-1) == in, "linear: input ", x.sizes(), " does not match weight ",
               weight.sizes());
@@ -132,6 +213,14 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
   const auto x2 = x.reshape({-1, in}).contiguous();  // a view when x is contiguous
   const auto b = bias.defined() ? bias.contiguous() : torch::empty({0}, weight.options());
   return LinearFunction::apply(x2, weight.contiguous(), b, int64_t(library)).view(out_shape);
+}
+
+torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, GemmLibrary library) {
+  TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1),
+              "batched_matmul: expected [N,m,k] and [N,k,n], got ", a.sizes(), " and ", b.sizes());
+  if (!on_onednn(library, a, b)) return torch::bmm(a, b);
+  return BatchedMatmulFunction::apply(is_operand(a) ? a : a.contiguous(),
+                                      is_operand(b) ? b : b.contiguous(), int64_t(library));
 }
 
 }  // namespace data2vec::nn

@@ -46,4 +46,12 @@ void sgemm(GemmLibrary library, bool trans_a, bool trans_b, int64_t m, int64_t n
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      GemmLibrary library);
 
+// The fused attention's batched products: C[i] = A[i] B[i] for a [N,m,k] and b [N,k,n], either
+// operand row-major or transposed in memory (k.transpose(1, 2) goes in as it lies, no copy).
+// kTorch is torch::bmm (LibTorch 1.13 loops over the N matrices, one BLAS call each); kOneDnn
+// runs one dnnl_sgemm per matrix, the N matrices split over the threads: at T = 197, Dh = 64 the
+// product runs 199-223 GFLOP/s there against 65-84 through OpenBLAS (bench/gemm_shapes.py).
+// Differentiable in a and b; kOneDnn takes CPU fp32 outside autocast, the rest goes to torch::bmm.
+torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, GemmLibrary library);
+
 }  // namespace data2vec::nn

@@ -20,18 +20,10 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_) : options
   value = register_module("value", torch::nn::Linear(d, d));
   output = register_module("output", torch::nn::Linear(d, d));
   switch (options.kernel()) {
-    case AttentionKernel::kPlain:
-      forward_ = &SelfAttentionImpl::forward_plain;
-      break;
-    case AttentionKernel::kFused:
-      forward_ = &SelfAttentionImpl::forward_fused;
-      break;
-    case AttentionKernel::kBlocked:
-      forward_ = &SelfAttentionImpl::forward_blocked;
-      break;
-    case AttentionKernel::kAuto:
-      forward_ = &SelfAttentionImpl::forward_auto;
-      break;
+    case AttentionKernel::kPlain: forward_ = &SelfAttentionImpl::forward_plain; break;
+    case AttentionKernel::kFused: forward_ = &SelfAttentionImpl::forward_fused; break;
+    case AttentionKernel::kBlocked: forward_ = &SelfAttentionImpl::forward_blocked; break;
+    case AttentionKernel::kAuto: forward_ = &SelfAttentionImpl::forward_auto; break;
   }
 }
 
