@@ -50,18 +50,26 @@ void apply_dropout(const float* in, float* out, int64_t n, uint32_t key, uint32_
   }
 }
 
+// s[j] + bias[j], then padded keys -> lowest; either pointer may be null. The null tests stay
+// outside the loops: inside, they make the loads conditional and keep the loop scalar.
+DATA2VEC_VECTOR_CLONES
+void add_bias_and_padding(float* s, const float* bias, const uint8_t* pad, int64_t t) {
+  if (bias != nullptr) {
+    for (int64_t j = 0; j < t; ++j) s[j] += bias[j];
+  }
+  if (pad != nullptr) {
+    for (int64_t j = 0; j < t; ++j) s[j] = pad[j] ? kLowest : s[j];
+  }
+}
+
 // One row of logits s[T] -> probabilities, in place: + bias row, padded keys -> lowest, softmax.
 // Keeps the row's max and 1 / sum of exponentials in stats[0..1] (not the log-sum-exp: for a fully
 // padded row max + log(T) rounds back to fp32's lowest).
 DATA2VEC_VECTOR_CLONES
 void softmax_row(float* s, const float* bias, const uint8_t* pad, int64_t t, float* stats) {
+  add_bias_and_padding(s, bias, pad, t);
   float max = kLowest;
-  for (int64_t j = 0; j < t; ++j) {
-    float v = s[j] + (bias ? bias[j] : 0.0f);
-    v = pad && pad[j] ? kLowest : v;
-    s[j] = v;
-    max = v > max ? v : max;
-  }
+  for (int64_t j = 0; j < t; ++j) max = s[j] > max ? s[j] : max;
   float sum = 0.0f;
   for (int64_t j = 0; j < t; ++j) {
     const float e = vec::exp(s[j] - max);
@@ -78,11 +86,8 @@ void softmax_row(float* s, const float* bias, const uint8_t* pad, int64_t t, flo
 DATA2VEC_VECTOR_CLONES
 void probs_row(float* s, const float* bias, const uint8_t* pad, const float* stats, int64_t t) {
   const float max = stats[0], inv = stats[1];
-  for (int64_t j = 0; j < t; ++j) {
-    float v = s[j] + (bias ? bias[j] : 0.0f);
-    v = pad && pad[j] ? kLowest : v;
-    s[j] = vec::exp(v - max) * inv;
-  }
+  add_bias_and_padding(s, bias, pad, t);
+  for (int64_t j = 0; j < t; ++j) s[j] = vec::exp(s[j] - max) * inv;
 }
 
 // ds[j] = p[j] * (dp[j] - delta), in place in dp.
