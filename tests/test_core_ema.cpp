@@ -1,5 +1,7 @@
 // The EMA teacher: decay schedule (arXiv 2202.03555, sec. 3) and the update rule of core/ema.h.
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "data2vec/core/ema.h"
 #include "support.h"
@@ -142,6 +144,62 @@ TEST(EmaUpdate, RejectsDifferentLayouts) {
   EmaTestModule teacher;
   torch::nn::Linear other(3, 4);
   EXPECT_THROW(ema_update(*teacher, *other, 0.9, {}), c10::Error);
+}
+
+TEST(EmaUpdate, ShapeMismatchNamesTheParameter) {
+  // Same names, one parameter of another shape: [4,5] against [1,5] broadcasts in mul_ / add_,
+  // so the average must be refused by name rather than computed.
+  EmaTestModule teacher, student;
+  {
+    torch::NoGradGuard no_grad;
+    student->weight.set_data(torch::randn({1, 5}));
+  }
+  try {
+    ema_update(*teacher, *student, 0.9, {});
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("'weight'"), std::string::npos)
+        << e.what_without_backtrace();
+  }
+}
+
+// A module with parameters large enough to be split across threads.
+struct LargeEmaModuleImpl : torch::nn::Module {
+  LargeEmaModuleImpl() {
+    weight = register_parameter("weight", torch::randn({70001}));  // 3 chunks of 32768
+    odd = register_parameter("odd", torch::randn({37, 53}));
+  }
+  torch::Tensor weight, odd;
+};
+TORCH_MODULE(LargeEmaModule);
+
+TEST(EmaUpdate, LargeParametersMatchTheFormulaAtAnyThreadCount) {
+  torch::manual_seed(3);
+  LargeEmaModule student, teacher_one, teacher_two;
+  copy_module_state(*teacher_one, *student);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : teacher_one->parameters()) p.add_(torch::randn_like(p));
+  }
+  copy_module_state(*teacher_two, *teacher_one);
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& item : teacher_one->named_parameters()) before[item.key()] = item.value().clone();
+  const double tau = 0.9993;
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(1);
+  ema_update(*teacher_one, *student, tau, {});
+  torch::set_num_threads(2);
+  ema_update(*teacher_two, *student, tau, {});
+  torch::set_num_threads(threads);
+  for (const auto& item : student->named_parameters()) {
+    const auto& name = item.key();
+    const auto expected = tau * before[name].to(torch::kFloat64) +
+                          (1.0 - tau) * item.value().to(torch::kFloat64);
+    EXPECT_TRUE(tensors_close(name, teacher_one->named_parameters()[name], expected, 2e-6));
+    EXPECT_TRUE(torch::equal(teacher_one->named_parameters()[name],
+                             teacher_two->named_parameters()[name]))
+        << name << ": 1 and 2 threads differ";
+  }
 }
 
 }  // namespace

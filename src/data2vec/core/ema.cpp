@@ -36,6 +36,8 @@ void ema_update(torch::nn::Module& teacher, const torch::nn::Module& student, do
     torch::Tensor* t = teacher_params.find(item.key());
     TORCH_CHECK(t != nullptr, "EMA: the teacher has no parameter '", item.key(), "'");
     const torch::Tensor& s = item.value();
+    TORCH_CHECK(t->sizes() == s.sizes(), "EMA: parameter '", item.key(), "' is ", t->sizes(),
+                " in the teacher and ", s.sizes(), " in the student");
     if (decay == 0.0 || !s.is_floating_point() || has_any_prefix(item.key(), copied_prefixes)) {
       t->copy_(s);
     } else if (t->scalar_type() == torch::kFloat32) {
