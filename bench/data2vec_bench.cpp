@@ -54,6 +54,7 @@
 #include "data2vec/nn/transformer.h"
 #include "data2vec/text/encoder.h"
 #include "data2vec/train/device.h"
+#include "data2vec/train/optimizer.h"
 #include "data2vec/vision/encoder.h"
 
 namespace {
@@ -177,8 +178,9 @@ int64_t g_text_tokens = 128;              // tokens per text example (--tokens)
 constexpr int64_t kTextVocab = 8000;      // the brown-tiny tokenizer's size
 int64_t g_audio_samples = 32000;          // 2 s at 16 kHz -> 99 frames (--seconds)
 
+// The recipe's optimizer: AdamW as train::make_optimizer builds it (optim.name adam, fairseq's
+// Adam, is the same update there).
 struct OptimSpec {
-  bool adamw;
   double lr, beta1, beta2, eps, weight_decay, clip;
 };
 
@@ -221,7 +223,7 @@ Model build(const std::string& config, bool no_dropout, data2vec::nn::GemmLibrar
                      .final_norm(data2vec::TargetNorm::kLayer))
         .loss(data2vec::LossOptions().beta(2.0).scale(1.0))
         .ema(data2vec::EmaOptions().decay_start(0.9998).decay_end(0.9999).anneal_steps(300000));
-    m.optim = {true, 2e-3, 0.9, 0.999, 1e-8, 0.05, 3.0};
+    m.optim = {2e-3, 0.9, 0.999, 1e-8, 0.05, 3.0};
     m.model = Data2Vec([o] { return data2vec::vision::make_vision_encoder(o); }, options);
   } else if (modality == "text") {
     auto o = data2vec::text::text_preset(size, kTextVocab).gemm(gemm);
@@ -238,7 +240,7 @@ Model build(const std::string& config, bool no_dropout, data2vec::nn::GemmLibrar
         .ema(data2vec::EmaOptions().decay_start(0.999).decay_end(0.9999).anneal_steps(100000))
         .head_hidden_mult(2);
     m.head_mult = 2;
-    m.optim = {false, 2e-4, 0.9, 0.98, 1e-6, 0.01, 5.0};
+    m.optim = {2e-4, 0.9, 0.98, 1e-6, 0.01, 5.0};
     m.model = Data2Vec([o] { return data2vec::text::make_text_encoder(o); }, options);
   } else if (modality == "audio") {
     // Layerdrop off on both sides: a skipped block would make step times a lottery.
@@ -264,7 +266,7 @@ Model build(const std::string& config, bool no_dropout, data2vec::nn::GemmLibrar
                      .final_norm(data2vec::TargetNorm::kNone))
         .loss(data2vec::LossOptions().beta(0.0).scale(-1.0))
         .ema(data2vec::EmaOptions().decay_start(0.999).decay_end(0.9999).anneal_steps(30000));
-    m.optim = {false, 5e-4, 0.9, 0.98, 1e-6, 0.01, 0.0};
+    m.optim = {5e-4, 0.9, 0.98, 1e-6, 0.01, 0.0};
     m.model = Data2Vec([o] { return data2vec::audio::make_audio_encoder(o); }, options);
   } else {
     usage("unknown modality in --config " + config);
@@ -289,7 +291,7 @@ Model build_from_yaml(const Args& a) {
   m.teacher_front_flops = m.front_flops;
   m.dim = o.dim(), m.depth = o.depth(), m.mlp = o.mlp_dim();
   const auto& op = config.optim;
-  m.optim = {op.name == "adamw", op.lr, op.beta1, op.beta2, op.eps, op.weight_decay,
+  m.optim = {op.lr, op.beta1, op.beta2, op.eps, op.weight_decay,
              op.clip_grad_norm};
   m.model = data2vec::app::make_model(config);
   m.v2 = config.model.algorithm == "v2";
@@ -367,34 +369,15 @@ double median(std::vector<double> v) {
 }
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(Model& m) {
-  // Two groups as the trainer makes them: no weight decay on biases, norms, scales, tokens,
-  // position tables (train/optimizer.cpp).
-  std::vector<torch::Tensor> decayed, exempt;
-  for (const auto& p : m.model->named_parameters()) {
-    if (!p.value().requires_grad()) continue;
-    const auto& name = p.key();
-    const bool no_decay = p.value().dim() <= 1 || name.find("token") != std::string::npos ||
-                          name.find("position") != std::string::npos ||
-                          name.find("masked_spec_embed") != std::string::npos;
-    (no_decay ? exempt : decayed).push_back(p.value());
-  }
-  const auto& o = m.optim;
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  if (o.adamw) {
-    auto opts = torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps);
-    groups.emplace_back(decayed,
-                        std::make_unique<torch::optim::AdamWOptions>(
-                            torch::optim::AdamWOptions(opts).weight_decay(o.weight_decay)));
-    groups.emplace_back(exempt, std::make_unique<torch::optim::AdamWOptions>(
-                                    torch::optim::AdamWOptions(opts).weight_decay(0.0)));
-    return std::make_unique<torch::optim::AdamW>(std::move(groups), opts);
-  }
-  auto opts = torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps);
-  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamOptions>(
-                                   torch::optim::AdamOptions(opts).weight_decay(o.weight_decay)));
-  groups.emplace_back(exempt, std::make_unique<torch::optim::AdamOptions>(
-                                  torch::optim::AdamOptions(opts).weight_decay(0.0)));
-  return std::make_unique<torch::optim::Adam>(std::move(groups), opts);
+  // The trainer's groups (no weight decay on biases, norms, scales, tokens, position tables) and
+  // optimizer (train/optimizer.h).
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& p : m.model->named_parameters()) named.emplace_back(p.key(), p.value());
+  data2vec::io::OptimConfig config;
+  config.name = "adamw";
+  config.lr = m.optim.lr, config.beta1 = m.optim.beta1, config.beta2 = m.optim.beta2;
+  config.eps = m.optim.eps, config.weight_decay = m.optim.weight_decay;
+  return data2vec::train::make_optimizer(data2vec::train::split_parameter_groups(named), config);
 }
 
 int64_t count_parameters(torch::nn::Module& module) {

@@ -481,14 +481,14 @@ def instance_norm_targets(x, eps):
 NORMS = {"none": lambda x, eps: x, "layer": layer_norm_targets, "instance": instance_norm_targets}
 
 # top_k, per-layer norm, final norm, loss beta, loss scale (<0: 1/sqrt(D)), head mult, EMA
-# (start, end, anneal), optimizer (adamw?, lr, betas, eps, weight decay, clip)
+# (start, end, anneal), AdamW (lr, betas, eps, weight decay, clip)
 RECIPES = {
     "vision": dict(k=6, layer="layer", final="layer", beta=2.0, scale=1.0, head=0,
-                   ema=(0.9998, 0.9999, 300000), optim=(True, 2e-3, (0.9, 0.999), 1e-8, 0.05, 3.0)),
+                   ema=(0.9998, 0.9999, 300000), optim=(2e-3, (0.9, 0.999), 1e-8, 0.05, 3.0)),
     "text": dict(k=10, layer="layer", final="none", beta=4.0, scale=1.0, head=2,
-                 ema=(0.999, 0.9999, 100000), optim=(False, 2e-4, (0.9, 0.98), 1e-6, 0.01, 5.0)),
+                 ema=(0.999, 0.9999, 100000), optim=(2e-4, (0.9, 0.98), 1e-6, 0.01, 5.0)),
     "audio": dict(k=8, layer="instance", final="none", beta=0.0, scale=-1.0, head=0,
-                  ema=(0.999, 0.9999, 30000), optim=(False, 5e-4, (0.9, 0.98), 1e-6, 0.01, 0.0)),
+                  ema=(0.999, 0.9999, 30000), optim=(5e-4, (0.9, 0.98), 1e-6, 0.01, 0.0)),
 }
 
 
@@ -570,7 +570,8 @@ class Data2Vec(nn.Module):
 
 
 def make_optimizer(model):
-    adamw, lr, betas, eps, wd, _ = model.recipe["optim"]
+    # optim.name adam is fairseq's Adam, decoupled decay: AdamW (train/optimizer.cpp).
+    lr, betas, eps, wd, _ = model.recipe["optim"]
     decayed, exempt = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -579,8 +580,7 @@ def make_optimizer(model):
                     "masked_spec_embed" in name)
         (exempt if no_decay else decayed).append(p)
     groups = [{"params": decayed, "weight_decay": wd}, {"params": exempt, "weight_decay": 0.0}]
-    cls = torch.optim.AdamW if adamw else torch.optim.Adam
-    return cls(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
 # ---- data2vec 2.0 (--yaml; core/data2vec.cpp forward_v2, core/decoder.cpp) ----
@@ -626,7 +626,7 @@ def load_config(path):
         cls_loss=float(get("model", "cls_loss", 0.01)),
         ema=(float(get("ema", "decay_start", 0.9998)), float(get("ema", "decay_end", 0.9999)),
              get("ema", "anneal_steps", None)),
-        optim=(get("optim", "name", "adamw") == "adamw", float(get("optim", "lr", 1e-3)),
+        optim=(float(get("optim", "lr", 1e-3)),
                (float(get("optim", "beta1", 0.9)), float(get("optim", "beta2", 0.999))),
                float(get("optim", "eps", 1e-8)), float(get("optim", "weight_decay", 0.05)),
                float(get("optim", "clip_grad_norm", 3.0))),
@@ -938,7 +938,7 @@ def main():
     else:
         model.train()
         optimizer = make_optimizer(model)
-        clip = model.recipe["optim"][5]
+        clip = model.recipe["optim"][4]
         trainable = [p for p in model.parameters() if p.requires_grad]
         masked_positions = 0
         for i in range(a.warmup + a.reps):
@@ -1001,7 +1001,7 @@ def run_yaml(a):
               "params_total": sum(p.numel() for p in model.parameters())}
     model.train()
     optimizer = make_optimizer(model)
-    clip = c["optim"][5]
+    clip = c["optim"][4]
     trainable = [p for p in model.parameters() if p.requires_grad]  # student + decoder
     times, losses = [], []
     for i in range(a.warmup + a.reps):
