@@ -71,7 +71,9 @@ if ((quick)); then
 else
   # Warm-up 3 (2 at batch 128): Python's first steps run up to 3x slower than its steady state
   # (glibc's dynamic mmap threshold is still climbing), and steady state is what a run sees.
-  rows+=("vision-tiny train 16 fp32 3 2" "vision-tiny train 128 fp32 2 1"
+  # Batch 128 times 3 steps: its single timed step read 5.97-7.82 s where 4 timed ones read
+  # 5.45-5.88 s (2026-12-02, C++).
+  rows+=("vision-tiny train 16 fp32 3 2" "vision-tiny train 128 fp32 2 3"
          "vision-tiny extract 16 fp32 3 3" "vision-tiny extract 128 fp32 2 1"
          "text-tiny train 16 fp32 3 2" "audio-tiny train 8 fp32 3 2"
          "configs/vision/fmnist-tiny-v2.yaml train 32 fp32 3 2"
@@ -105,10 +107,11 @@ echo "threads: $threads; rounds: $rounds (C++ and Python alternate, order swappe
 echo "C++ GEMM library: $( ((onednn)) && echo "oneDNN sgemm$( ((same_blas)) && echo ", and LibTorch's BLAS (--gemm torch)")" || echo "LibTorch's BLAS")"
 echo "results: $out"
 
-gemm() {  # the matmul peak of each dtype, measured in the same session
-  "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 1 --reps 3 --gemm torch >> "$out"
+gemm() {  # the matmul peak of each dtype, measured in the same session: median of 15 products
+  # (one takes ~50 ms; medians of 3 ranged 170-318 GFLOP/s in one session on 2 shared cores)
+  "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 3 --reps 15 --gemm torch >> "$out"
   if ((onednn)) && [[ $1 == fp32 ]]; then
-    "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 1 --reps 3 --gemm onednn >> "$out"
+    "$BENCH" --mode gemm --dtype "$1" --threads "$threads" --warmup 3 --reps 15 --gemm onednn >> "$out"
   fi
 }
 for ((round = 1; round <= rounds; round++)); do
