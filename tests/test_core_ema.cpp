@@ -166,7 +166,8 @@ TEST(EmaUpdate, ShapeMismatchNamesTheParameter) {
 // A module with parameters large enough to be split across threads.
 struct LargeEmaModuleImpl : torch::nn::Module {
   LargeEmaModuleImpl() {
-    weight = register_parameter("weight", torch::randn({70001}));  // 3 chunks of 32768
+    // LibTorch splits elementwise ops in chunks of 32768 elements: 3 chunks here.
+    weight = register_parameter("weight", torch::randn({70001}));
     odd = register_parameter("odd", torch::randn({37, 53}));
   }
   torch::Tensor weight, odd;
