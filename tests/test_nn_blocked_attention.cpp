@@ -1,6 +1,8 @@
 // nn::blocked_attention against the plain attention (torch::softmax over the whole [B,H,T,T]
-// logits): outputs and the gradients of q, k, v and the logit bias, for odd lengths (one query
-// block, a block and a row, several blocks), shared and per-example biases and key padding.
+// logits): outputs and the gradients of q, k, v and the logit bias, for odd lengths (up to
+// kWholeRowTokens one query block whose probabilities backward keeps; above, 64-row blocks whose
+// probabilities backward recomputes), shared and per-example biases and key padding; without
+// gradients (nothing kept) the output is the same bits.
 // With dropout: the backward rebuilds the forward's mask (a finite-difference check) and the
 // expectation is kept.
 #include <gtest/gtest.h>
@@ -62,6 +64,10 @@ void expect_agree(const Case& c) {
   const auto ob = blocked_attention(qb, c.h, bb, pad);
   const auto op = plain_attention(qp, c.h, bp, pad);
   ASSERT_TRUE(ob.isfinite().all().item<bool>()) << label;
+  {
+    torch::NoGradGuard no_grad;  // probabilities in scratch rows, none kept: the same arithmetic
+    EXPECT_TRUE(torch::equal(blocked_attention(qkv, c.h, bias, pad), ob.detach())) << label;
+  }
   EXPECT_TRUE(tensors_close(label + " output", ob, op, 1e-5));
   const auto go = torch::randn_like(ob);
   (ob * go).sum().backward();
@@ -86,6 +92,9 @@ TEST(BlockedAttention, AgreesAcrossQueryBlocks) {
   expect_agree({2, 63, 2, 16, 0, false});
   expect_agree({2, 65, 2, 16, 1, false});
   expect_agree({1, 130, 4, 8, 0, true});
+  // Above kWholeRowTokens: 64-row blocks, a partial last one, probabilities recomputed.
+  expect_agree({2, kWholeRowTokens + 1, 2, 8, 0, false});
+  expect_agree({2, 300, 2, 8, 2, true});
 }
 
 TEST(BlockedAttention, AgreesWithSharedAndPerExampleBiases) {

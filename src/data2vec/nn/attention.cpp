@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -14,7 +15,13 @@ namespace data2vec::nn {
 
 namespace {
 
-constexpr int64_t kQueryBlock = 64;  // Bq: rows of S per GEMM
+constexpr int64_t kQueryBlock = 64;  // Bq: rows of S per GEMM above kWholeRowTokens
+
+// Up to kWholeRowTokens one block holds every query row: S of a head ([T,T], 256 KiB at T 256)
+// stays in L2, and one GEMM per product per head is larger than four 64-row ones.
+int64_t query_block(int64_t t) {
+  return t <= kWholeRowTokens ? t : kQueryBlock;
+}
 constexpr float kLowest = std::numeric_limits<float>::lowest();
 
 // The dropout mask as a pure function of (seed, row, column): a per-row key from splitmix64,
@@ -62,21 +69,60 @@ void add_bias_and_padding(float* s, const float* bias, const uint8_t* pad, int64
   }
 }
 
+// The reductions run on eight-float vectors (GCC's vector extension: AVX registers in the AVX2
+// clones, SSE pairs in the baseline): without -ffast-math GCC vectorises a float sum only in
+// order (one dependent add per element) and a max not at all.
+typedef float Float8 __attribute__((vector_size(32)));
+constexpr int64_t kLanes = 8;
+
+// Through a reference: a function returning an AVX vector has another ABI in the baseline clone.
+__attribute__((always_inline)) inline void load8(Float8& v, const float* p) {
+  std::memcpy(&v, p, sizeof v);
+}
+
+__attribute__((always_inline)) inline float row_max(const float* s, int64_t t) {
+  float max = kLowest;
+  int64_t j = 0;
+  if (t >= kLanes) {
+    Float8 lanes, x;
+    load8(lanes, s);
+    for (j = kLanes; j + kLanes <= t; j += kLanes) {
+      load8(x, s + j);
+      lanes = x > lanes ? x : lanes;
+    }
+    for (int64_t l = 0; l < kLanes; ++l) max = lanes[l] > max ? lanes[l] : max;
+  }
+  for (; j < t; ++j) max = s[j] > max ? s[j] : max;
+  return max;
+}
+
+// s[j] = exp(s[j] - max); returns the sum of the exponentials.
+__attribute__((always_inline)) inline float exp_and_sum(float* s, float max, int64_t t) {
+  Float8 lanes = {}, e;
+  int64_t j = 0;
+  for (; j + kLanes <= t; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) s[j + l] = vec::exp(s[j + l] - max);
+    load8(e, s + j);
+    lanes += e;
+  }
+  float sum = 0.0f;
+  for (; j < t; ++j) {
+    const float e = vec::exp(s[j] - max);
+    s[j] = e;
+    sum += e;
+  }
+  for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
 // One row of logits s[T] -> probabilities, in place: + bias row, padded keys -> lowest, softmax.
 // Keeps the row's max and 1 / sum of exponentials in stats[0..1] (not the log-sum-exp: for a fully
 // padded row max + log(T) rounds back to fp32's lowest).
 DATA2VEC_VECTOR_CLONES
 void softmax_row(float* s, const float* bias, const uint8_t* pad, int64_t t, float* stats) {
   add_bias_and_padding(s, bias, pad, t);
-  float max = kLowest;
-  for (int64_t j = 0; j < t; ++j) max = s[j] > max ? s[j] : max;
-  float sum = 0.0f;
-  for (int64_t j = 0; j < t; ++j) {
-    const float e = vec::exp(s[j] - max);
-    s[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / sum;
+  const float max = row_max(s, t);
+  const float inv = 1.0f / exp_and_sum(s, max, t);
   for (int64_t j = 0; j < t; ++j) s[j] *= inv;
   stats[0] = max;
   stats[1] = inv;
@@ -98,8 +144,16 @@ void softmax_backward_row(const float* p, float* dp, float delta, int64_t t) {
 
 DATA2VEC_VECTOR_CLONES
 float dot(const float* a, const float* b, int64_t n) {
+  Float8 lanes = {}, x, y;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    load8(x, a + j);
+    load8(y, b + j);
+    lanes += x * y;
+  }
   float s = 0.0f;
-  for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
+  for (; j < n; ++j) s += a[j] * b[j];
+  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
   return s;
 }
 
@@ -115,6 +169,7 @@ struct Problem {
   const float* bias = nullptr;  // [H,T,T] (bias_batch_stride 0) or [B,H,T,T]; null: none
   int64_t bias_batch_stride = 0;
   const uint8_t* pad = nullptr;  // [B,T]; null: none
+  float* probs = nullptr;        // [B,H,T,T] kept by forward for backward; null: recomputed
   Dropout dropout;
   GemmLibrary library = GemmLibrary::kTorch;
 
@@ -136,6 +191,8 @@ struct Problem {
   }
   const uint8_t* pad_row(int64_t bi) const { return pad ? pad + bi * t : nullptr; }
   int64_t row(int64_t bi, int64_t hi, int64_t i) const { return (bi * h + hi) * t + i; }
+  // Rows i.. of the kept probabilities of head hi of example bi.
+  float* probs_rows(int64_t bi, int64_t hi, int64_t i) const { return probs + row(bi, hi, i) * t; }
 };
 
 Problem make_problem(const torch::Tensor& qkv, int64_t num_heads, const torch::Tensor& bias,
@@ -153,26 +210,34 @@ Problem make_problem(const torch::Tensor& qkv, int64_t num_heads, const torch::T
   return p;
 }
 
-// Forward: out [B,T,D] and the softmax statistics of every row of logits, stats [B,H,T,2].
+// Forward: out [B,T,D], the softmax statistics of every row of logits, stats [B,H,T,2], and,
+// when p.probs is set, the probabilities (before dropout).
 void attention_forward(const Problem& p, float* out, float* stats) {
-  const int64_t t = p.t, bq = std::min(kQueryBlock, t);
+  const int64_t t = p.t, bq = query_block(t);
+  const bool scratch = !p.probs || p.dropout.p > 0;  // S lives in the kept probabilities if any
   at::parallel_for(0, p.b * p.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(size_t(bq * t));  // [Bq,T]
+    std::vector<float> s(scratch ? size_t(bq * t) : 0);  // [Bq,T]
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bi = task / p.h, hi = task % p.h;
       for (int64_t i0 = 0; i0 < t; i0 += bq) {
         const int64_t m = std::min(bq, t - i0);
+        float* probs = p.probs ? p.probs_rows(bi, hi, i0) : s.data();  // [m,T]
         p.gemm(false, true, m, t, p.dh, p.q(bi, hi) + i0 * 3 * p.d, 3 * p.d, p.k(bi, hi), 3 * p.d,
-               0.0f, s.data(), t);  // S = Q_blk K^T
+               0.0f, probs, t);  // S = Q_blk K^T
         for (int64_t r = 0; r < m; ++r) {
-          float* row = s.data() + r * t;
           const int64_t i = i0 + r;
-          softmax_row(row, p.bias_row(bi, hi, i), p.pad_row(bi), t, stats + 2 * p.row(bi, hi, i));
-          if (p.dropout.p > 0)
-            apply_dropout(row, row, t, p.dropout.row_key(p.row(bi, hi, i)), p.dropout.threshold,
-                          p.dropout.rescale);
+          softmax_row(probs + r * t, p.bias_row(bi, hi, i), p.pad_row(bi), t,
+                      stats + 2 * p.row(bi, hi, i));
         }
-        p.gemm(false, false, m, p.dh, t, s.data(), t, p.v(bi, hi), 3 * p.d, 0.0f,
+        const float* used = probs;  // the probabilities V is multiplied by
+        if (p.dropout.p > 0) {
+          for (int64_t r = 0; r < m; ++r)
+            apply_dropout(probs + r * t, s.data() + r * t, t,
+                          p.dropout.row_key(p.row(bi, hi, i0 + r)), p.dropout.threshold,
+                          p.dropout.rescale);
+          used = s.data();
+        }
+        p.gemm(false, false, m, p.dh, t, used, t, p.v(bi, hi), 3 * p.d, 0.0f,
                out + (bi * t + i0) * p.d + hi * p.dh, p.d);  // O_blk = P V
       }
     }
@@ -183,16 +248,16 @@ void attention_forward(const Problem& p, float* out, float* stats) {
 // gradient summed into d_bias (shape of the bias; zero-initialised by the caller).
 void attention_backward(const Problem& p, const float* out, const float* stats, const float* d_out,
                         float* d_qkv, float* d_bias) {
-  const int64_t t = p.t, d = p.d, dh = p.dh, bq = std::min(kQueryBlock, t);
+  const int64_t t = p.t, d = p.d, dh = p.dh, bq = query_block(t);
   // A shared [H,T,T] bias gathers the gradient of every batch element: one buffer per thread,
   // summed at the end. A [B,H,T,T] bias has one (b, h) task per slice.
   const bool shared_bias = d_bias && p.bias_batch_stride == 0;
   const int64_t bias_numel = p.h * t * t;
   std::vector<std::vector<float>> bias_partials(shared_bias ? size_t(at::get_num_threads()) : 0);
   at::parallel_for(0, p.b * p.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(size_t(bq * t)), dp(size_t(bq * t));          // [Bq,T]
-    std::vector<float> dropped(p.dropout.p > 0 ? size_t(bq * t) : 0);  // [Bq,T]
-    std::vector<float> delta(static_cast<size_t>(bq));                 // [Bq]
+    std::vector<float> s(p.probs ? 0 : size_t(bq * t)), dp(size_t(bq * t));  // [Bq,T]
+    std::vector<float> dropped(p.dropout.p > 0 ? size_t(bq * t) : 0);        // [Bq,T]
+    std::vector<float> delta(static_cast<size_t>(bq));                       // [Bq]
     float* bias_grad = nullptr;
     if (shared_bias) {
       auto& partial = bias_partials[size_t(at::get_thread_num())];
@@ -212,21 +277,27 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
         const int64_t m = std::min(bq, t - i0);
         const float beta = i0 == 0 ? 0.0f : 1.0f;  // dK, dV: first block writes, others add
         const float* d_out_blk = d_out + (bi * t + i0) * d + hi * dh;
-        p.gemm(false, true, m, t, dh, q + i0 * 3 * d, 3 * d, p.k(bi, hi), 3 * d, 0.0f, s.data(),
-               t);  // S
+        const float* probs = s.data();  // [m,T]: kept by forward, or recomputed from S
+        if (p.probs) {
+          probs = p.probs_rows(bi, hi, i0);
+        } else {
+          p.gemm(false, true, m, t, dh, q + i0 * 3 * d, 3 * d, p.k(bi, hi), 3 * d, 0.0f, s.data(),
+                 t);  // S
+          for (int64_t r = 0; r < m; ++r)
+            probs_row(s.data() + r * t, p.bias_row(bi, hi, i0 + r), p.pad_row(bi),
+                      stats + 2 * p.row(bi, hi, i0 + r), t);
+        }
         for (int64_t r = 0; r < m; ++r) {
           const int64_t i = i0 + r;
-          probs_row(s.data() + r * t, p.bias_row(bi, hi, i), p.pad_row(bi),
-                    stats + 2 * p.row(bi, hi, i), t);
           delta[size_t(r)] = dot(d_out_blk + r * d, out + (bi * t + i) * d + hi * dh, dh);
         }
         p.gemm(false, true, m, t, dh, d_out_blk, d, p.v(bi, hi), 3 * d, 0.0f, dp.data(),
-               t);                       // dP' = dO V^T (gradient of the dropped probabilities)
-        const float* p_used = s.data();  // the probabilities V was multiplied by
+               t);                    // dP' = dO V^T (gradient of the dropped probabilities)
+        const float* p_used = probs;  // the probabilities V was multiplied by
         if (p.dropout.p > 0) {
           for (int64_t r = 0; r < m; ++r) {
             const auto key = p.dropout.row_key(p.row(bi, hi, i0 + r));
-            apply_dropout(s.data() + r * t, dropped.data() + r * t, t, key, p.dropout.threshold,
+            apply_dropout(probs + r * t, dropped.data() + r * t, t, key, p.dropout.threshold,
                           p.dropout.rescale);
             apply_dropout(dp.data() + r * t, dp.data() + r * t, t, key, p.dropout.threshold,
                           p.dropout.rescale);
@@ -235,7 +306,7 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
         }
         p.gemm(true, false, t, dh, m, p_used, t, d_out_blk, d, beta, dv, 3 * d);  // dV += P'^T dO
         for (int64_t r = 0; r < m; ++r) {
-          softmax_backward_row(s.data() + r * t, dp.data() + r * t, delta[size_t(r)], t);
+          softmax_backward_row(probs + r * t, dp.data() + r * t, delta[size_t(r)], t);
           if (task_bias_grad)
             accumulate(task_bias_grad + (hi * t + i0 + r) * t, dp.data() + r * t, t);
         }
@@ -256,13 +327,16 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv,
                                const torch::Tensor& bias, const torch::Tensor& pad,
-                               int64_t num_heads, double dropout, int64_t seed, int64_t library) {
+                               int64_t num_heads, double dropout, int64_t seed, int64_t library,
+                               bool keep_probs) {
     auto p = make_problem(qkv, num_heads, bias, pad, GemmLibrary(library));
     set_dropout(p, dropout, seed);
     auto out = torch::empty({p.b, p.t, p.d}, qkv.options());       // [B,T,D]
     auto stats = torch::empty({p.b, p.h, p.t, 2}, qkv.options());  // [B,H,T,2]: max, 1 / sum
+    auto probs = torch::empty({keep_probs ? p.b * p.h * p.t * p.t : 0}, qkv.options());
+    if (keep_probs) p.probs = probs.data_ptr<float>();
     attention_forward(p, out.data_ptr<float>(), stats.data_ptr<float>());
-    ctx->save_for_backward({qkv, bias, pad, out, stats});
+    ctx->save_for_backward({qkv, bias, pad, out, stats, probs});
     ctx->saved_data["num_heads"] = num_heads;
     ctx->saved_data["dropout"] = dropout;
     ctx->saved_data["seed"] = seed;
@@ -274,9 +348,10 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &qkv = saved[0], &bias = saved[1], &pad = saved[2], &out = saved[3],
-               &stats = saved[4];
+               &stats = saved[4], &probs = saved[5];
     auto p = make_problem(qkv, ctx->saved_data["num_heads"].toInt(), bias, pad,
                           GemmLibrary(ctx->saved_data["library"].toInt()));
+    if (probs.numel() > 0) p.probs = probs.data_ptr<float>();
     set_dropout(p, ctx->saved_data["dropout"].toDouble(), ctx->saved_data["seed"].toInt());
     const auto d_out = grads[0].contiguous();
     auto d_qkv = torch::empty_like(qkv);
@@ -286,7 +361,7 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
                        d_qkv.data_ptr<float>(),
                        d_bias.defined() ? d_bias.data_ptr<float>() : nullptr);
     return {d_qkv,           d_bias,          torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 
  private:
@@ -333,8 +408,13 @@ torch::Tensor blocked_attention(const torch::Tensor& qkv, int64_t num_heads,
   }
   int64_t seed = 0;
   if (dropout > 0.0) seed = torch::randint(int64_t(1) << 62, {1}, torch::kLong).item<int64_t>();
+  // Backward reuses the probabilities up to kWholeRowTokens (their [B,H,T,T] is what the plain
+  // and fused paths keep too) and recomputes them above, where memory stays linear in T.
+  const bool needs_grad =
+      torch::GradMode::is_enabled() && (qkv.requires_grad() || bias32.requires_grad());
+  const bool keep_probs = needs_grad && t <= kWholeRowTokens;
   return BlockedAttentionFunction::apply(qkv.contiguous(), bias32, pad, num_heads, dropout, seed,
-                                         int64_t(library));
+                                         int64_t(library), keep_probs);
 }
 
 }  // namespace data2vec::nn

@@ -1,15 +1,18 @@
 // Blocked (memory-linear) multi-head attention for CPU fp32, forward and backward.
 //
-// Shapes: B batch, T time steps, D width, H heads, Dh = D / H, Bq the query block (64 rows).
+// Shapes: B batch, T time steps, D width, H heads, Dh = D / H, Bq the query block (T rows up to
+// kWholeRowTokens, 64 above).
 //
 // The heads layout lives in the GEMM strides: head h of q, k and v is the [T,Dh] matrix at
 // column h*Dh of the q, k and v thirds of one [B,T,3D] tensor (row stride 3D), and the context of
 // head h is written straight into columns h*Dh of a [B,T,D] result; nothing is permuted or
 // copied. Work is split into (batch x head) tasks run in parallel; each walks its queries in
 // blocks of Bq rows: S = Q_blk K^T [Bq,T] (one GEMM), bias, key padding and softmax in one pass
-// over S (the row's max and sum are kept), then O_blk = P V (one GEMM). Backward recomputes S and
-// P per block from the saved max and sum (as FlashAttention does), so no [T,T] matrix of any head
-// is ever held: the largest temporaries are three [Bq,T] buffers per running task.
+// over S while it is in cache (the row's max and sum are kept), then O_blk = P V (one GEMM).
+// Above kWholeRowTokens backward recomputes S and P per block from the saved max and sum (as
+// FlashAttention does), so no [T,T] matrix of any head is ever held: the largest temporaries are
+// three [Bq,T] buffers per running task. Up to it, a training forward keeps P and backward reads
+// it: recomputing S costs a fifth more GEMM work where the matrices are small anyway.
 #pragma once
 
 #include <torch/torch.h>
@@ -17,6 +20,11 @@
 #include "data2vec/nn/gemm.h"
 
 namespace data2vec::nn {
+
+// Up to this many tokens one query block holds every row and backward reuses the probabilities
+// forward kept ([B,H,T,T], as the fused path keeps them) instead of recomputing S; above it,
+// blocks of 64 queries and recomputation (memory linear in T).
+inline constexpr int64_t kWholeRowTokens = 256;
 
 // Attention of the heads packed in `qkv` [B,T,3D] (q | k | v along the last axis, the softmax
 // scale already applied to q). bias: [H,T,T], [1,H,T,T] or [B,H,T,T] added to the logits, or
