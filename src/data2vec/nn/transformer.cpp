@@ -22,8 +22,8 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& options_) : options
   switch (options.kernel()) {
     case AttentionKernel::kPlain: forward_ = &SelfAttentionImpl::forward_plain; break;
     case AttentionKernel::kFused: forward_ = &SelfAttentionImpl::forward_fused; break;
-    case AttentionKernel::kBlocked: forward_ = &SelfAttentionImpl::forward_blocked; break;
-    case AttentionKernel::kAuto: forward_ = &SelfAttentionImpl::forward_auto; break;
+    case AttentionKernel::kBlocked:
+    case AttentionKernel::kAuto: forward_ = &SelfAttentionImpl::forward_blocked; break;
   }
 }
 
@@ -99,15 +99,6 @@ torch::Tensor SelfAttentionImpl::forward_blocked(const torch::Tensor& x,
   const double p = is_training() ? options.attention_dropout() : 0.0;
   return project_out(
       blocked_attention(qkv, options.num_heads(), attn_bias, key_padding_mask, p, options.gemm()));
-}
-
-torch::Tensor SelfAttentionImpl::forward_auto(const torch::Tensor& x,
-                                              const torch::Tensor& attn_bias,
-                                              const torch::Tensor& key_padding_mask) {
-  const auto t = x.size(1);
-  const bool fused = t >= kFusedMinTokens && t <= kFusedMaxTokens;
-  return fused ? forward_fused(x, attn_bias, key_padding_mask)
-               : forward_blocked(x, attn_bias, key_padding_mask);
 }
 
 torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,

@@ -16,20 +16,18 @@ namespace data2vec::nn {
 enum class AttentionKernel {
   kPlain,    // separate q/k/v projections, [B,H,T,T] logits, torch::softmax: the reference
   kFused,    // one q/k/v GEMM (softmax scale in the query weights), bmm over [B*H,T,Dh]
-  kBlocked,  // one q/k/v GEMM, then blocked_attention (nn/attention.h): never holds [T,T] per
-             // head, forward and backward; CPU fp32 (other devices / dtypes take kFused)
-  kAuto,     // per call, by sequence length: kFused for kFusedMinTokens <= T <= kFusedMaxTokens,
-             // kBlocked outside (see below)
+  kBlocked,  // one q/k/v GEMM, then blocked_attention (nn/attention.h): above
+             // kWholeRowTokens never holds [T,T] per head, forward and backward; CPU fp32
+             // (other devices / dtypes take kFused)
+  kAuto,     // the fastest measured: kBlocked (so kFused off CPU fp32); see below
 };
 
-// kAuto's band. Below it the blocked kernel's direct sgemm per (batch x head) tile beats bmm's
-// dispatch per small matrix (the 2.0 student's 11 tokens: 4-10% on both machine kinds measured).
-// Inside it fused's one GEMM per head beats blocked's 64-row tiles and its recomputation of the
-// probabilities in backward: 17-25% at T 128-197 on an AVX512 EPYC, where a Zen 3 had blocked
-// level to ~15% ahead in noisier runs. Above it the [B,H,T,T] matrices fused keeps for backward
-// grow with T^2 while blocked's memory stays linear (BENCHMARKS.md, 2026-12-01 and 2026-12-02).
-inline constexpr int64_t kFusedMinTokens = 64;
-inline constexpr int64_t kFusedMaxTokens = 256;
+// kAuto is kBlocked at every length. Once its (batch x head) tiles really ran on all threads
+// (at::parallel_for is serial in code built without OpenMP) and it kept the probabilities for
+// backward up to kWholeRowTokens, it beat fused's bmm by 4-9% per layer at T 64-256 and by 3-14%
+// per training step (vision-tiny, text-tiny, audio-tiny, batch 16, 2 threads; BENCHMARKS.md,
+// 2026-12-03). It was a band by length before (fused for 64 <= T <= 256); kAuto stays the
+// default so that a later measurement can change the choice without touching configs.
 
 struct AttentionOptions {
   AttentionOptions(int64_t dim, int64_t num_heads) : dim_(dim), num_heads_(num_heads) {}
@@ -41,8 +39,7 @@ struct AttentionOptions {
   TORCH_ARG(bool, key_bias) = true;
   /// Dropout on the attention probabilities. Default 0.
   TORCH_ARG(double, attention_dropout) = 0.0;
-  /// How the attention is computed. Default kAuto: blocked for short and long sequences, fused
-  /// between (kFusedMinTokens, kFusedMaxTokens).
+  /// How the attention is computed. Default kAuto (kBlocked on CPU fp32, kFused elsewhere).
   TORCH_ARG(AttentionKernel, kernel) = AttentionKernel::kAuto;
   /// The GEMM library of the q/k/v and output projections and the blocked kernel's tiles (the
   /// plain kernel uses LibTorch's modules). Default: oneDNN where the build has it (nn/gemm.h).
@@ -72,8 +69,6 @@ class SelfAttentionImpl : public torch::nn::Module {
                               const torch::Tensor& key_padding_mask);
   torch::Tensor forward_blocked(const torch::Tensor& x, const torch::Tensor& bias,
                                 const torch::Tensor& key_padding_mask);
-  torch::Tensor forward_auto(const torch::Tensor& x, const torch::Tensor& bias,
-                             const torch::Tensor& key_padding_mask);
   torch::Tensor fused_qkv(const torch::Tensor& x, double scale);  // [B,T,3D]
   torch::Tensor project_out(const torch::Tensor& context);        // the output linear, [B,T,D]
   Forward forward_ = &SelfAttentionImpl::forward_fused;
