@@ -643,24 +643,43 @@ int main(int argc, char** argv) {
       tensors.emplace_back("output.targets", out.targets);
       data2vec::io::save_safetensors(a.dump, tensors, {{"config", a.config}});
     }
+    // Wall clock per phase of the step (CPU work is synchronous: no profiler, no distortion).
+    const std::vector<std::string> phase_names = {"mask", "forward", "backward", "clip",
+                                                  "optimizer", "ema"};
+    std::vector<std::vector<double>> phase_times(phase_names.size());
     for (int i = 0; i < a.warmup + a.reps; ++i) {
       start_profile(i);
       const auto t0 = Clock::now();
+      auto mark = t0;
+      size_t phase = 0;
+      auto lap = [&] {
+        const auto now = Clock::now();
+        if (i >= a.warmup)
+          phase_times[phase].push_back(std::chrono::duration<double>(now - mark).count());
+        mark = now, ++phase;
+      };
       optimizer->zero_grad();
       const auto masked = dumping ? fixed_mask : m.model->apply_mask(input, generator);
+      lap();
       data2vec::Data2VecOutput out;
       {
         data2vec::train::AutocastGuard autocast(device, precision);
         out = m.model->forward_masked(input, masked);
       }
+      (void)out.loss.item<double>();
+      lap();
       out.loss.backward();
       const double loss = out.loss.item<double>();
       (void)out.target_std.item<double>();
       (void)out.pred_std.item<double>();
       (void)out.masked_frac.item<double>();
+      lap();
       if (m.optim.clip > 0) torch::nn::utils::clip_grad_norm_(trainable, m.optim.clip);
+      lap();
       optimizer->step();
+      lap();
       m.model->ema_step(i);
+      lap();
       const double s = std::chrono::duration<double>(Clock::now() - t0).count();
       losses.push_back(loss);
       masked_positions = double(out.predictions.size(0));
@@ -672,6 +691,9 @@ int main(int argc, char** argv) {
                       : double(a.batch) * (3.0 * student + teacher) +
                             3.0 * masked_positions * head_flops(m);
     j["losses"] = losses;
+    nlohmann::json phases;
+    for (size_t k = 0; k < phase_names.size(); ++k) phases[phase_names[k]] = median(phase_times[k]);
+    j["phases_median_s"] = phases;
   }
   profiler.reset();  // writes the trace
   j["times_s"] = times;
