@@ -46,7 +46,9 @@ TEST(KeepFreedMemory, BlocksAboveTheLargestMmapThresholdComeFromTheHeap) {
     char* volatile block = static_cast<char*>(std::malloc(kBytes));
     ASSERT_NE(block, nullptr);
     std::memset(block, 1, kBytes);
-    if (from_heap) EXPECT_EQ(mallinfo2().hblks, before.hblks) << "the block was mmapped";
+    if (from_heap) {
+      EXPECT_EQ(mallinfo2().hblks, before.hblks) << "the block was mmapped";
+    }
     std::free(block);
   };
   allocate(/*from_heap=*/true);
