@@ -66,7 +66,8 @@ TEST(AudioEncoder, FrameCountsMatchFormulaAndCnn) {
 // The conv front end channels last (Conv2d on [B,C,1,S] views) and the plain Conv1d twin: the
 // same weights give the same features and the same gradient for every parameter and
 // for the waveform, with and without conv bias, for lengths that leave a remainder at every
-// stride.
+// stride; 5125, 12345 and 16000 samples make the first layers long enough to run as overlapping
+// windows stacked along the batch (5125: exactly two windows, no tail).
 TEST(AudioEncoder, ConvFrontEndChannelsLastMatchesConv1d) {
   // Absolute tolerance relative to the reference's largest entry (weight gradients sum over
   // every frame of the batch).
@@ -84,7 +85,7 @@ TEST(AudioEncoder, ConvFrontEndChannelsLastMatchesConv1d) {
       const auto source = fast.named_parameters();
       for (auto& item : plain.named_parameters()) item.value().copy_(source[item.key()]);
     }
-    for (const int64_t samples : {400, 1039, 5000}) {
+    for (const int64_t samples : {400, 1039, 5000, 5125, 12345, 16000}) {
       const auto wave = torch::randn({2, samples});
       const auto wave_fast = wave.clone().requires_grad_(true);
       const auto wave_plain = wave.clone().requires_grad_(true);
