@@ -85,11 +85,13 @@ namespace {
 
 // oneDNN's convolution backward runs 3-4x slower on a few long sequences than on many short ones
 // holding the same samples (a 256-channel layer of 20 s clips at batch 1: 726 against 226 ms at
-// 2 s x 10). A layer with at least two windows of kChunkOutputs outputs per sequence is therefore
-// convolved as those windows (overlapping by kernel - stride samples) stacked along the batch,
-// plus the tail: every output is the same product over the same samples. Measured on audio-tiny
-// train steps: 20 s b1 1.5x faster, 5 s b8 12-15%, 2 s b8-b12 within noise (BENCHMARKS.md).
+// 2 s x 10). A batch of fewer than kChunkBatch sequences is therefore convolved as windows of
+// kChunkOutputs outputs each (overlapping by kernel - stride samples) stacked along the batch,
+// plus the tail: every output is the same product over the same samples. Not at 8 or more: at
+// any batch size it sped a 5 s b8 step by 12-15% but slowed the 2 s b12 speech 2.0 pretraining
+// by 10-19% (BENCHMARKS.md, 2026-12-03).
 constexpr int64_t kChunkOutputs = 512;
+constexpr int64_t kChunkBatch = 8;
 
 // x [B,S,Cin] -> [B,S',Cout], as Conv2d on the channels-last [B,Cin,1,S] view.
 torch::Tensor conv_channels_last(const torch::Tensor& x, const torch::Tensor& weight,
@@ -103,7 +105,7 @@ torch::Tensor conv_channels_last(const torch::Tensor& x, const torch::Tensor& we
   const int64_t b = x.size(0), s = x.size(1), c = x.size(2), k = weight.size(2);
   const int64_t outputs = (s - k) / stride + 1;
   const int64_t chunks = outputs / kChunkOutputs;
-  if (chunks < 2) return conv(x);
+  if (b >= kChunkBatch || chunks < 2) return conv(x);
   const int64_t window = (kChunkOutputs - 1) * stride + k;
   const auto windows = x.unfold(1, window, kChunkOutputs * stride)  // [B,>=chunks,Cin,window]
                            .narrow(1, 0, chunks)
