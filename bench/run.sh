@@ -16,6 +16,11 @@
 #                           224 and audio base on 10 s, random weights written by
 #                           scripts/hf_reference.py make-model) against the same model in plain
 #                           PyTorch (hf_reference.py bench: a transcription of HF's classes)
+#   bench/run.sh --isa avx2 hold oneDNN (DNNL_MAX_CPU_ISA) and ATen (ATEN_CPU_CAPABILITY) to
+#                           their AVX2 kernels on both sides: the instruction set of an AVX2-only
+#                           CPU (Zen 3, Haswell .. Alder Lake) on an AVX512 one; caches, clocks
+#                           and memory stay this machine's. Our own kernels run their AVX2
+#                           clones on every AVX2 CPU anyway; OpenBLAS 0.3.21 its Haswell ones.
 #   options: --rounds N (default 2; quick 1), --threads N (default: all cores),
 #            --out FILE (JSON lines; default bench/results/<date>.jsonl),
 #            --no-same-blas (skip the C++ runs on LibTorch's BLAS, below)
@@ -27,7 +32,7 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/data2vec_bench}
 PYTHON=${PYTHON:-/usr/bin/python3}
 args_given="$*"
-quick=0 bf16=0 base=0 layers=0 scaling=0 hf=0 same_blas=1 rounds="" threads=$(nproc) out=""
+quick=0 bf16=0 base=0 layers=0 scaling=0 hf=0 same_blas=1 rounds="" threads=$(nproc) out="" isa=native
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -40,11 +45,17 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds=$2; shift ;;
     --threads) threads=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --isa) isa=$2; shift ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+case "$isa" in
+  native) ;;
+  avx2) export DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ;;
+  *) echo "run.sh: --isa takes native or avx2, not $isa" >&2; exit 2 ;;
+esac
 if [[ ! -x $BENCH ]]; then
   echo "run.sh: $BENCH not found: build it first:" >&2
   echo "  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target data2vec_bench" >&2
@@ -103,6 +114,7 @@ layer_rows=()
 echo "# data2vec.cpp vs PyTorch (Python) — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "command: bench/run.sh $args_given"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1) ($(grep -o -m1 -w 'avx512_bf16\|amx_bf16\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')), $(nproc) cores; $(uptime | sed 's/.*load/load/')"
+echo "instruction set: $([[ $isa == avx2 ]] && echo "held to AVX2 (DNNL_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)" || echo "as the libraries pick")"
 echo "threads: $threads; rounds: $rounds (C++ and Python alternate, order swapped each round)"
 echo "C++ GEMM library: $( ((onednn)) && echo "oneDNN sgemm$( ((same_blas)) && echo ", and LibTorch's BLAS (--gemm torch)")" || echo "LibTorch's BLAS")"
 echo "results: $out"
