@@ -66,6 +66,26 @@ std::vector<torch::Tensor> random_layers(int64_t num_layers, int64_t b, int64_t 
   return layers;
 }
 
+// The two-pass variance against torch's in double, over the first, a middle and the last dim,
+// biased and unbiased, on values with a large common offset (where a one-pass sum of squares
+// in float would cancel).
+TEST(Variance, MatchesTorchInDoubleOverAnyDim) {
+  torch::manual_seed(4);
+  const auto x = torch::randn({6, 9, 5}) * torch::rand({1, 1, 5}) * 3 + 1000;
+  for (const int64_t dim : {0, 1, 2}) {
+    for (const bool unbiased : {false, true}) {
+      const auto reference =
+          x.to(torch::kFloat64).var(dim, unbiased, /*keepdim=*/true).to(torch::kFloat32);
+      const auto got = variance(x, dim, unbiased);
+      ASSERT_EQ(got.sizes(), reference.sizes());
+      EXPECT_TRUE(tensors_close("variance dim " + std::to_string(dim) +
+                                    (unbiased ? " unbiased" : " biased"),
+                                got, reference, 1e-3))
+          << (got - reference).abs().max().item<double>();
+    }
+  }
+}
+
 TEST(InstanceNorm, MatchesLoopsAndTorchWithoutPadding) {
   torch::manual_seed(0);
   const auto x = torch::randn({3, 7, 5}) * 2 + 1;  // [B,T,D]

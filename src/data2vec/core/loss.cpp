@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "data2vec/core/targets.h"
+
 namespace data2vec {
 
 torch::Tensor regression_loss(const torch::Tensor& predictions, const torch::Tensor& targets,
@@ -26,7 +28,7 @@ torch::Tensor mean_std_over_positions(const torch::Tensor& y) {
   torch::NoGradGuard no_grad;
   const auto y32 = y.detach().to(torch::kFloat32);
   if (y32.size(0) < 2) return torch::zeros({}, y32.options());
-  return torch::sqrt(y32.var(/*dim=*/0) + 1e-6).mean();
+  return torch::sqrt(variance(y32, /*dim=*/0, /*unbiased=*/true) + 1e-6).mean();
 }
 
 }  // namespace data2vec

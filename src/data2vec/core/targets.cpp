@@ -1,5 +1,7 @@
 #include "data2vec/core/targets.h"
 
+#include <algorithm>
+
 namespace data2vec {
 
 TargetNorm parse_target_norm(const std::string& name) {
@@ -19,12 +21,18 @@ std::string to_string(TargetNorm norm) {
   return "?";
 }
 
+torch::Tensor variance(const torch::Tensor& x, int64_t dim, bool unbiased) {
+  const auto centered = x - x.mean(dim, /*keepdim=*/true);
+  const auto count = std::max<int64_t>(x.size(dim) - (unbiased ? 1 : 0), 1);
+  return (centered * centered).sum(dim, /*keepdim=*/true) / double(count);
+}
+
 torch::Tensor instance_norm_over_time(const torch::Tensor& x, const torch::Tensor& padding_mask,
                                       double eps) {
   if (!padding_mask.defined()) {
-    const auto mean = x.mean(/*dim=*/1, /*keepdim=*/true);                             // [B,1,D]
-    const auto var = x.var(/*dim=*/1, /*unbiased=*/false, /*keepdim=*/true);          // [B,1,D]
-    return (x - mean) * torch::rsqrt(var + eps);
+    const auto centered = x - x.mean(/*dim=*/1, /*keepdim=*/true);                       // [B,T,D]
+    const auto var = (centered * centered).mean(/*dim=*/1, /*keepdim=*/true);             // [B,1,D]
+    return centered * torch::rsqrt(var + eps);
   }
   TORCH_CHECK(padding_mask.scalar_type() == torch::kBool, "padding_mask must be bool, got ",
               padding_mask.scalar_type());

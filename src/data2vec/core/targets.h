@@ -28,6 +28,12 @@ struct TargetOptions {
   TORCH_ARG(double, eps) = 1e-5;
 };
 
+// Variance of x along `dim` (biased: divided by the count; unbiased: by the count - 1), kept as
+// a size-1 dim, two-pass: the mean, then the mean square of x - mean. LibTorch 1.13's var()
+// over a dim other than the last runs 10-16x slower on CPU (a [32,49,128] tensor over dim 1:
+// 1.27 ms against 0.08; [9984,128] over dim 0: 3.7 ms against 0.64).
+torch::Tensor variance(const torch::Tensor& x, int64_t dim, bool unbiased);
+
 // Instance norm of x [B,T,D] over T per (example, channel), counting only positions where
 // `padding_mask` [B,T] is false (all positions when undefined). Padded positions come out as 0.
 torch::Tensor instance_norm_over_time(const torch::Tensor& x, const torch::Tensor& padding_mask,
