@@ -129,6 +129,33 @@ TEST(V2Keep, RestoredOrderCarriesGradientToKeptTokensOnly) {
   EXPECT_EQ(fill.grad().sum().item<double>(), double(2 * (kT - 3) * kD));
 }
 
+TEST(V2Keep, SelectPositionsEqualsTheBooleanIndexInValuesAndGradient) {
+  torch::manual_seed(3);
+  const auto mask = torch::rand({kB * kM, kT}) < 0.7;  // [R,T]
+  const auto x = torch::randn({kB * kM, kT, kD}, torch::requires_grad());
+  const auto y = torch::randn({kB * kM, kT, kD}, torch::requires_grad());
+  const auto selected = select_positions(x, mask);
+  const auto reference = y.index({mask});
+  ASSERT_EQ(selected.sizes(), reference.sizes());
+  const auto weights = torch::randn(selected.sizes());
+  (selected * weights).sum().backward();
+  (reference * weights).sum().backward();
+  EXPECT_TRUE(torch::equal(selected.detach(), x.detach().index({mask})));
+  EXPECT_TRUE(torch::equal(x.grad(), y.grad()));
+  // Unselected positions get exactly zero; a strided mask (a slice) selects the same rows.
+  EXPECT_TRUE((x.grad().index({~mask}) == 0).all().item<bool>());
+  const auto wide = torch::rand({kB * kM, kT + 2}) < 0.5;
+  EXPECT_TRUE(torch::equal(select_positions(x.detach(), wide.slice(1, 2)),
+                           x.detach().index({wide.slice(1, 2)})));
+}
+
+TEST(V2Keep, SelectPositionsRejectsAMaskOfAnotherShapeOrType) {
+  const auto x = torch::randn({2, kT, kD});
+  EXPECT_THROW(select_positions(x, torch::zeros({2, kT + 1}, torch::kBool)), c10::Error);
+  EXPECT_THROW(select_positions(x, torch::zeros({2, kT}, torch::kLong)), c10::Error);
+  EXPECT_THROW(select_positions(x.select(2, 0), torch::zeros({2, kT}, torch::kBool)), c10::Error);
+}
+
 // ---- the decoder ----
 
 TEST(V2Decoder, ShapesAndTwoDimensionalNeighbourhood) {
@@ -160,6 +187,38 @@ TEST(V2Decoder, PaddedSlotsDoNotReachRealOnes) {
   y[0].slice(0, 6) = torch::randn({kT - 6, kD}) * 100;
   EXPECT_TRUE(tensors_close("real slots", dec->forward(y, padding).slice(1, 0, 6),
                             dec->forward(x, padding).slice(1, 0, 6), 1e-5));
+}
+
+// The projection runs through nn::linear on the decoder's GEMM library: with one linear or a
+// Linear-GELU-Linear stack, every library gives what the modules' own forward gives, in outputs
+// and in every parameter's gradient.
+TEST(V2Decoder, ProjectionOnEveryGemmLibraryMatchesTheLinearModules) {
+  std::vector<nn::GemmLibrary> libraries{nn::GemmLibrary::kTorch};
+  if (nn::have_onednn_gemm()) libraries.push_back(nn::GemmLibrary::kOneDnn);
+  for (const int64_t projection_layers : {1, 2}) {
+    for (const auto library : libraries) {
+      torch::manual_seed(11);
+      const auto options =
+          DecoderOptions().dim(8).kernel(3).groups(4).layers(1).projection_layers(projection_layers);
+      Decoder dec(kD, DecoderOptions(options).gemm(library));
+      const auto x = torch::randn({3, kT, kD});
+      const auto y = dec->forward(x, {});
+      // The reference: the same blocks, then the registered modules' forward.
+      // No residual: the block's width (8) is not the input's (kD).
+      const auto h = dec->blocks[0]->forward(x.transpose(1, 2)).transpose(1, 2);  // [R,T,Dd]
+      const auto reference =
+          dec->proj ? dec->proj(h) : dec->projection_layers->forward(h);  // [R,T,D]
+      const std::string what = "projection_layers " + std::to_string(projection_layers) + " on " +
+                               nn::to_string(library);
+      EXPECT_TRUE(tensors_close(what, y, reference, 1e-5));
+      const auto weights = torch::randn(y.sizes());
+      const auto params = dec->parameters();
+      const auto g1 = torch::autograd::grad({(y * weights).sum()}, params);
+      const auto g2 = torch::autograd::grad({(reference * weights).sum()}, params);
+      for (size_t i = 0; i < params.size(); ++i)
+        EXPECT_TRUE(tensors_close(what + " gradient " + std::to_string(i), g1[i], g2[i], 1e-4));
+    }
+  }
 }
 
 // ---- Data2Vec v2 ----

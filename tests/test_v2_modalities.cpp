@@ -62,6 +62,25 @@ double mean_kept_neighbours(const torch::Tensor& kept, int64_t g) {
   return (n * grid).sum().item<double>() / grid.sum().item<double>();
 }
 
+// ---- the decoder's GEMM library is the encoder's ----
+
+TEST(V2Decoder, EachModalityHandsItsGemmLibraryToTheDecoder) {
+  std::vector<nn::GemmLibrary> libraries{nn::GemmLibrary::kTorch};
+  if (nn::have_onednn_gemm()) libraries.push_back(nn::GemmLibrary::kOneDnn);
+  for (const auto library : libraries) {
+    const auto name = nn::to_string(library);
+    EXPECT_EQ(vision::VisionEncoder(small_vision().gemm(library))->default_decoder_options().gemm(),
+              library)
+        << name;
+    EXPECT_EQ(audio::AudioEncoder(small_audio().gemm(library))->default_decoder_options().gemm(),
+              library)
+        << name;
+    EXPECT_EQ(text::TextEncoder(small_text().gemm(library))->default_decoder_options().gemm(),
+              library)
+        << name;
+  }
+}
+
 // ---- masks ----
 
 TEST(V2Masks, InverseBlockMaskKeepsAnExactCount) {

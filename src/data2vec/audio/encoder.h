@@ -231,6 +231,9 @@ class AudioEncoderImpl : public EncoderImpl {
 
   int64_t embed_dim() const override { return options_.dim(); }
   int64_t num_layers() const override { return options_.depth(); }
+  DecoderOptions default_decoder_options() const override {
+    return DecoderOptions().gemm(options_.gemm());
+  }
 
   // Span mask over the frames (see span_mask); the student's input is the unchanged waveform,
   // the mask embedding is applied inside extract_features. input.padding_mask is [B,S] over

@@ -17,6 +17,8 @@
 
 #include <vector>
 
+#include "data2vec/nn/gemm.h"
+
 namespace data2vec {
 
 struct DecoderOptions {
@@ -39,6 +41,9 @@ struct DecoderOptions {
   TORCH_ARG(int64_t, projection_layers) = 1;
   /// Width of the projection's hidden layers, in units of Dd (fairseq projection_ratio). Default 2.
   TORCH_ARG(double, projection_ratio) = 2.0;
+  /// The GEMM library of the projection's linears (nn/gemm.h): the encoder's. Default: oneDNN
+  /// where this build has it.
+  TORCH_ARG(nn::GemmLibrary, gemm) = nn::default_gemm_library();
 };
 
 // `base` with every positive field of `overrides` (dim, kernel, groups, layers) taken over;

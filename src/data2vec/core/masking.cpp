@@ -110,6 +110,40 @@ torch::Tensor gather_copies(const torch::Tensor& x, const torch::Tensor& ids_kee
   return x.index({example, ids_keep});     // [B*M,Tk,...]
 }
 
+namespace {
+
+// Rows of a [M,D] matrix at distinct indices [N]; the gradient goes back to those rows only.
+class SelectRowsFunction : public torch::autograd::Function<SelectRowsFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& rows,
+                               const torch::Tensor& index) {
+    ctx->save_for_backward({index});
+    ctx->saved_data["rows"] = rows.size(0);
+    return rows.index_select(0, index);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto index = ctx->get_saved_variables()[0];
+    const auto& grad = grads[0];
+    // The indices are distinct (a mask's positions): no accumulation needed.
+    auto d_rows = torch::zeros({ctx->saved_data["rows"].toInt(), grad.size(1)}, grad.options());
+    d_rows.index_put_({index}, grad);
+    return {d_rows, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor select_positions(const torch::Tensor& x, const torch::Tensor& selected) {
+  TORCH_CHECK(x.dim() == 3 && selected.dim() == 2 && selected.scalar_type() == torch::kBool &&
+                  x.sizes().slice(0, 2) == selected.sizes(),
+              "select_positions: x ", x.sizes(), " and selected ", selected.sizes(), " ",
+              selected.scalar_type(), " must be [R,T,D] and [R,T] bool");
+  const auto index = torch::nonzero(selected.reshape({-1})).view({-1});  // row-major order
+  return SelectRowsFunction::apply(x.reshape({-1, x.size(2)}), index);
+}
+
 torch::Tensor restore_positions(const torch::Tensor& kept, const torch::Tensor& ids_keep,
                                 const torch::Tensor& fill) {
   TORCH_CHECK(kept.dim() == 3 && fill.dim() == 3 && kept.size(0) == fill.size(0) &&

@@ -192,7 +192,7 @@ EncoderOutput TextEncoderImpl::extract_kept_features(const EncoderInput& input,
 DecoderOptions TextEncoderImpl::default_decoder_options() const {
   // fairseq config/v2/base_text_only_task.yaml: decoder_residual false, projection_layers 2.
   const auto blocks = DecoderOptions().dim(768).kernel(9).groups(1).layers(5).residual(false);
-  return DecoderOptions(blocks).projection_layers(2);
+  return DecoderOptions(blocks).projection_layers(2).gemm(options_.gemm());
 }
 
 std::shared_ptr<TextEncoderImpl> make_text_encoder(const TextEncoderOptions& options) {

@@ -397,8 +397,14 @@ EncoderOutput VisionEncoderImpl::extract_kept_features(const EncoderInput& input
 }
 
 DecoderOptions VisionEncoderImpl::default_decoder_options() const {
-  return DecoderOptions().dim(768).kernel(3).groups(16).layers(6).residual(true).grid(
-      {options_.grid_size(), options_.grid_size()});
+  return DecoderOptions()
+      .dim(768)
+      .kernel(3)
+      .groups(16)
+      .layers(6)
+      .residual(true)
+      .grid({options_.grid_size(), options_.grid_size()})
+      .gemm(options_.gemm());
 }
 
 std::shared_ptr<VisionEncoderImpl> make_vision_encoder(const VisionEncoderOptions& options) {
