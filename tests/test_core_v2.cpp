@@ -111,6 +111,16 @@ TEST(V2Keep, GatherCopiesEqualsGatherOnRepeatedRows) {
   const auto ids = keep_indices(mask);
   EXPECT_TRUE(
       torch::equal(gather_copies(x, ids, kM), gather_positions(x.repeat_interleave(kM, 0), ids)));
+  // The gradient sums over the copies; a [B,T] mask (no trailing dims) gathers the same way.
+  const auto xg = x.clone().requires_grad_();
+  const auto xr = x.clone().requires_grad_();
+  const auto weights = torch::randn({kB * kM, ids.size(1), kD});
+  (gather_copies(xg, ids, kM) * weights).sum().backward();
+  (gather_positions(xr.repeat_interleave(kM, 0), ids) * weights).sum().backward();
+  EXPECT_TRUE(tensors_close("gather_copies gradient", xg.grad(), xr.grad(), 1e-5));
+  const auto padding = torch::rand({kB, kT}) < 0.3;
+  EXPECT_TRUE(torch::equal(gather_copies(padding, ids, kM),
+                           padding.repeat_interleave(kM, 0).gather(1, ids)));
 }
 
 TEST(V2Keep, UnequalKeptCountsAreRejected) {
