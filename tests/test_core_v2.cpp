@@ -199,6 +199,29 @@ TEST(V2Decoder, PaddedSlotsDoNotReachRealOnes) {
                             dec->forward(x, padding).slice(1, 0, 6), 1e-5));
 }
 
+// The noise is N(0, std^2), reproducible from the seed and the same at any thread count.
+TEST(V2Decoder, MaskNoiseFollowsTheSeedNotTheThreadCount) {
+  const int64_t threads = at::get_num_threads();
+  const std::vector<int64_t> sizes{7, 50, 400};  // 140000 values: three chunks, the last partial
+  at::set_num_threads(1);
+  torch::manual_seed(21);
+  const auto one_thread = mask_noise(sizes, 0.5, torch::kFloat32);
+  at::set_num_threads(2);
+  torch::manual_seed(21);
+  const auto two_threads = mask_noise(sizes, 0.5, torch::kFloat32);
+  torch::manual_seed(22);
+  const auto other_seed = mask_noise(sizes, 0.5, torch::kFloat32);
+  at::set_num_threads(int(threads));
+  EXPECT_TRUE(torch::equal(one_thread, two_threads));
+  EXPECT_FALSE(torch::equal(one_thread, other_seed));
+  EXPECT_EQ(one_thread.sizes(), torch::IntArrayRef(sizes));
+  EXPECT_NEAR(one_thread.mean().item<double>(), 0.0, 0.01);
+  EXPECT_NEAR(one_thread.std().item<double>(), 0.5, 0.01);
+  // Each chunk draws its own values: no two chunks repeat each other.
+  const auto flat = one_thread.view({-1});
+  EXPECT_FALSE(torch::equal(flat.slice(0, 0, 1000), flat.slice(0, 65536, 65536 + 1000)));
+}
+
 // The projection runs through nn::linear on the decoder's GEMM library: with one linear or a
 // Linear-GELU-Linear stack, every library gives what the modules' own forward gives, in outputs
 // and in every parameter's gradient.
@@ -304,7 +327,7 @@ TEST(Data2VecV2, LossCoversMaskedPositionsOfEveryCopyOnly) {
   const auto kept = model->student()->extract_kept_features(batch, ids, kM).x;  // [B*M,Tk,D]
   EXPECT_EQ(kept.sizes(), torch::IntArrayRef({kB * kM, ids.size(1), kD}));
   torch::manual_seed(11);
-  const auto noise = torch::randn({kB * kM, kT, kD}) * 0.01;
+  const auto noise = mask_noise({kB * kM, kT, kD}, 0.01, torch::kFloat32);
   const auto decoded =
       model->decoder()->forward(restore_positions(kept, ids, noise), copies_padding);
   EXPECT_TRUE(tensors_close("predictions", out.predictions, decoded.index({selected}), 1e-5));

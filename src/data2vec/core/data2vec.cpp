@@ -153,8 +153,8 @@ Data2VecOutput Data2VecImpl::forward_v2(const EncoderInput& batch, const torch::
 
   // Decoder input: encoder output at kept slots, N(0, std) noise at masked slots, original order.
   const auto t = mask.size(1), d = kept.size(2);
-  const auto noise = torch::randn({b * m, t, d}, kept.options().dtype(torch::kFloat32)) *
-                     decoder_->options().mask_noise_std();
+  const auto noise = mask_noise({b * m, t, d}, decoder_->options().mask_noise_std(),
+                                kept.options().dtype(torch::kFloat32));
   const auto restored = restore_positions(kept, ids_keep, noise);  // [B*M,T,D]
   const auto decoded = decoder_->forward(
       restored.slice(1, prefix),

@@ -1,5 +1,10 @@
 #include "data2vec/core/decoder.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <mutex>
+
 #include "data2vec/nn/gelu.h"
 
 namespace data2vec {
@@ -11,6 +16,30 @@ DecoderOptions override_decoder_options(DecoderOptions base, int64_t dim, int64_
   if (groups > 0) base.groups(groups);
   if (layers > 0) base.layers(layers);
   return base;
+}
+
+torch::Tensor mask_noise(torch::IntArrayRef sizes, double std, const torch::TensorOptions& options) {
+  if (!options.device().is_cpu() || options.dtype() != torch::kFloat32)
+    return torch::randn(sizes, options) * std;
+  constexpr int64_t kChunk = 65536;
+  uint64_t seed = 0;
+  {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    seed = generator.get<at::CPUGeneratorImpl>()->random64();
+  }
+  auto noise = torch::empty(sizes, options);
+  auto flat = noise.view({-1});
+  const int64_t chunks = (flat.numel() + kChunk - 1) / kChunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      // Distinct, well-mixed seeds per chunk (the golden-ratio step of splitmix64).
+      auto chunk_generator = at::detail::createCPUGenerator(seed + uint64_t(c) * 0x9e3779b97f4a7c15ull);
+      flat.slice(0, c * kChunk, std::min((c + 1) * kChunk, flat.numel()))
+          .normal_(0.0, std, chunk_generator);
+    }
+  });
+  return noise;
 }
 
 DecoderBlockImpl::DecoderBlockImpl(int64_t in_dim, const DecoderOptions& o) : dim(o.dim()) {
