@@ -1,5 +1,5 @@
-// Teacher targets (arXiv 2202.03555, sec. 3): top-K selection and the normalisations of core/targets.h, each
-// checked against a hand computation.
+// Teacher targets (arXiv 2202.03555, sec. 3): top-K selection and the normalisations of
+// core/targets.h, each checked against a hand computation.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -78,9 +78,9 @@ TEST(Variance, MatchesTorchInDoubleOverAnyDim) {
           x.to(torch::kFloat64).var(dim, unbiased, /*keepdim=*/true).to(torch::kFloat32);
       const auto got = variance(x, dim, unbiased);
       ASSERT_EQ(got.sizes(), reference.sizes());
-      EXPECT_TRUE(tensors_close("variance dim " + std::to_string(dim) +
-                                    (unbiased ? " unbiased" : " biased"),
-                                got, reference, 1e-3))
+      EXPECT_TRUE(tensors_close(
+          "variance dim " + std::to_string(dim) + (unbiased ? " unbiased" : " biased"), got,
+          reference, 1e-3))
           << (got - reference).abs().max().item<double>();
     }
   }

@@ -1,7 +1,7 @@
-// data2vec 2.0 in the core (data2vec 2.0, arXiv 2212.07525): gather / restore of kept positions, the decoder, and
-// Data2Vec with algorithm v2 — the student encodes kept positions only, the teacher runs once per
-// original example, its targets are the same for every copy, the loss covers the masked
-// positions of every copy and nothing else, and no gradient reaches the teacher.
+// data2vec 2.0 in the core (data2vec 2.0, arXiv 2212.07525): gather / restore of kept positions,
+// the decoder, and Data2Vec with algorithm v2 — the student encodes kept positions only, the
+// teacher runs once per original example, its targets are the same for every copy, the loss covers
+// the masked positions of every copy and nothing else, and no gradient reaches the teacher.
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -231,8 +231,8 @@ TEST(V2Decoder, ProjectionOnEveryGemmLibraryMatchesTheLinearModules) {
   for (const int64_t projection_layers : {1, 2}) {
     for (const auto library : libraries) {
       torch::manual_seed(11);
-      const auto options =
-          DecoderOptions().dim(8).kernel(3).groups(4).layers(1).projection_layers(projection_layers);
+      const auto options = DecoderOptions().dim(8).kernel(3).groups(4).layers(1).projection_layers(
+          projection_layers);
       Decoder dec(kD, DecoderOptions(options).gemm(library));
       const auto x = torch::randn({3, kT, kD});
       const auto y = dec->forward(x, {});

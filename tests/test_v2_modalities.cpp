@@ -1,6 +1,6 @@
-// data2vec 2.0 in each modality (data2vec 2.0, arXiv 2212.07525): the masks (exact counts, shapes, padding and
-// CLS never masked, blocky kept regions), kept-only encoding equal to the full encoding when
-// everything is kept, and one v2 training pass per modality with its decoder's shapes.
+// data2vec 2.0 in each modality (data2vec 2.0, arXiv 2212.07525): the masks (exact counts, shapes,
+// padding and CLS never masked, blocky kept regions), kept-only encoding equal to the full encoding
+// when everything is kept, and one v2 training pass per modality with its decoder's shapes.
 #include <gtest/gtest.h>
 
 #include "data2vec/audio/encoder.h"

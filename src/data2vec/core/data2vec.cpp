@@ -115,7 +115,7 @@ Data2VecOutput Data2VecImpl::forward_v1(const EncoderInput& batch, const MaskedI
   out.mask = masked.mask;
   out.padding_mask = student_output.padding_mask;
   out.predictions = head_->forward(select_positions(student_output.x, selected));  // [N,D]
-  out.targets = select_positions(targets, selected);                     // [N,D]
+  out.targets = select_positions(targets, selected);                               // [N,D]
   out.loss = regression_loss(out.predictions, out.targets, options_.loss());
   out.target_std = mean_std_over_positions(out.targets);
   out.pred_std = mean_std_over_positions(out.predictions);
@@ -168,7 +168,7 @@ Data2VecOutput Data2VecImpl::forward_v2(const EncoderInput& batch, const torch::
   Data2VecOutput out;
   out.mask = mask;
   out.padding_mask = copies_padding;
-  out.predictions = select_positions(decoded, selected_inputs);             // [N,D]
+  out.predictions = select_positions(decoded, selected_inputs);                      // [N,D]
   out.targets = select_positions(targets.repeat_interleave(m, 0), selected_inputs);  // [N,D]
   out.loss = regression_loss(out.predictions, out.targets, options_.loss());
   if (prefix > 0 && options_.cls_loss_weight() > 0) {

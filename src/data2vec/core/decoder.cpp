@@ -18,7 +18,8 @@ DecoderOptions override_decoder_options(DecoderOptions base, int64_t dim, int64_
   return base;
 }
 
-torch::Tensor mask_noise(torch::IntArrayRef sizes, double std, const torch::TensorOptions& options) {
+torch::Tensor mask_noise(torch::IntArrayRef sizes, double std,
+                         const torch::TensorOptions& options) {
   if (!options.device().is_cpu() || options.dtype() != torch::kFloat32)
     return torch::randn(sizes, options) * std;
   constexpr int64_t kChunk = 65536;
@@ -34,7 +35,8 @@ torch::Tensor mask_noise(torch::IntArrayRef sizes, double std, const torch::Tens
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       // Distinct, well-mixed seeds per chunk (the golden-ratio step of splitmix64).
-      auto chunk_generator = at::detail::createCPUGenerator(seed + uint64_t(c) * 0x9e3779b97f4a7c15ull);
+      auto chunk_generator =
+          at::detail::createCPUGenerator(seed + uint64_t(c) * 0x9e3779b97f4a7c15ull);
       flat.slice(0, c * kChunk, std::min((c + 1) * kChunk, flat.numel()))
           .normal_(0.0, std, chunk_generator);
     }

@@ -1,4 +1,5 @@
-// The data2vec 2.0 decoder (data2vec 2.0, arXiv 2212.07525): a light CNN that fills the masked slots.
+// The data2vec 2.0 decoder (data2vec 2.0, arXiv 2212.07525): a light CNN that fills the masked
+// slots.
 //
 //   input [R,T,D] (encoder output at kept slots, N(0, 0.01) noise at masked slots, in the
 //   original order) -> blocks of Conv(kernel k, groups g) -> LayerNorm(no affine) -> GELU, with a
@@ -55,7 +56,7 @@ DecoderOptions override_decoder_options(DecoderOptions base, int64_t dim, int64_
 // N(0, std^2) noise of `sizes` for the decoder's masked slots, from the default generator of
 // options' device. On CPU fp32 it is drawn in fixed chunks of 65536 values, each from its own
 // generator seeded from one draw of the default one, the chunks split over the threads:
-// LibTorch's normal_ runs on one thread (the 2.0 demo's 256 x 50 x 128 noise: 5.5 ms of a
+// LibTorch's normal_ runs on one thread (the 2.0 demo's 256 x 50 x 128 noise: 5.1-8.4 ms of a
 // 140 ms step). The values depend on the seed, never on the thread count.
 torch::Tensor mask_noise(torch::IntArrayRef sizes, double std, const torch::TensorOptions& options);
 

@@ -110,9 +110,9 @@ torch::Tensor gather_copies(const torch::Tensor& x, const torch::Tensor& ids_kee
   const auto t = x.size(1);
   const auto example = torch::arange(ids_keep.size(0), ids_keep.options())
                            .div(clones, "floor")
-                           .unsqueeze(1);                        // [B*M,1]
-  const auto rows = (example * t + ids_keep).reshape({-1});     // [B*M*Tk]
-  auto shape = x.sizes().vec();                                 // [B,T,...] -> [B*M,Tk,...]
+                           .unsqueeze(1);                    // [B*M,1]
+  const auto rows = (example * t + ids_keep).reshape({-1});  // [B*M*Tk]
+  auto shape = x.sizes().vec();                              // [B,T,...] -> [B*M,Tk,...]
   shape[0] = ids_keep.size(0);
   shape[1] = ids_keep.size(1);
   return x.flatten(0, 1).index_select(0, rows).view(shape);

@@ -30,8 +30,8 @@ torch::Tensor variance(const torch::Tensor& x, int64_t dim, bool unbiased) {
 torch::Tensor instance_norm_over_time(const torch::Tensor& x, const torch::Tensor& padding_mask,
                                       double eps) {
   if (!padding_mask.defined()) {
-    const auto centered = x - x.mean(/*dim=*/1, /*keepdim=*/true);                       // [B,T,D]
-    const auto var = (centered * centered).mean(/*dim=*/1, /*keepdim=*/true);             // [B,1,D]
+    const auto centered = x - x.mean(/*dim=*/1, /*keepdim=*/true);             // [B,T,D]
+    const auto var = (centered * centered).mean(/*dim=*/1, /*keepdim=*/true);  // [B,1,D]
     return centered * torch::rsqrt(var + eps);
   }
   TORCH_CHECK(padding_mask.scalar_type() == torch::kBool, "padding_mask must be bool, got ",
