@@ -674,7 +674,7 @@ int main(int argc, char** argv) {
       (void)out.pred_std.item<double>();
       (void)out.masked_frac.item<double>();
       lap();
-      if (m.optim.clip > 0) torch::nn::utils::clip_grad_norm_(trainable, m.optim.clip);
+      if (m.optim.clip > 0) data2vec::train::clip_grad_norm(trainable, m.optim.clip);
       lap();
       optimizer->step();
       lap();

@@ -6,7 +6,7 @@
 # (not GCC on x86-64 Linux), no objdump, or a build type other than Release (-O3: GCC 12 at -O2
 # vectorises only loops that need no scalar epilogue).
 #   cmake -DLIBRARY=libdata2vec_lib.a -DOBJDUMP=objdump -DBUILD_TYPE=Release -P vector_clones.cmake
-set(kernels gelu_forward gelu_backward softmax_row probs_row add_bias_and_padding)
+set(kernels gelu_forward gelu_backward softmax_row probs_row add_bias_and_padding dot adamw_update)
 
 if(NOT BUILD_TYPE STREQUAL "Release")
   message("SKIP: a ${BUILD_TYPE} build (the kernels are vectorised in Release builds)")

@@ -8,6 +8,8 @@
 #include <numeric>
 #include <random>
 
+#include "data2vec/train/optimizer.h"
+
 namespace data2vec::eval {
 
 CtcVocabulary english_ctc_vocabulary() {
@@ -133,7 +135,7 @@ CtcFinetuneResult ctc_finetune(audio::AudioEncoderImpl& encoder,
     options->betas({o.beta1(), o.beta2()}).eps(o.eps()).weight_decay(o.weight_decay());
     groups.emplace_back(*group, std::move(options));
   }
-  torch::optim::AdamW optimizer(std::move(groups));
+  train::FusedAdamW optimizer(std::move(groups));
   auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed() + 1);
 
   std::mt19937_64 rng(o.seed() ^ 0x9e3779b97f4a7c15ULL);
@@ -174,7 +176,7 @@ CtcFinetuneResult ctc_finetune(audio::AudioEncoderImpl& encoder,
     if (o.clip_grad_norm() > 0) {
       auto all = params;
       all.insert(all.end(), head_params.begin(), head_params.end());
-      torch::nn::utils::clip_grad_norm_(all, o.clip_grad_norm());
+      train::clip_grad_norm(all, o.clip_grad_norm());
     }
     optimizer.step();
     ++r.steps;

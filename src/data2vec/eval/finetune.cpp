@@ -12,6 +12,7 @@
 
 #include "data2vec/eval/batching.h"
 #include "data2vec/train/device.h"
+#include "data2vec/train/optimizer.h"
 
 namespace data2vec::eval {
 
@@ -237,7 +238,7 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
   r.head->to(o.device());
   auto groups = make_param_groups(*encoder, *r.head, o);
   const auto lr_scales = groups.lr_scales;
-  torch::optim::AdamW optimizer(std::move(groups.groups));
+  train::FusedAdamW optimizer(std::move(groups.groups));
 
   const int64_t b = o.batch_size();
   const int64_t steps_per_epoch = (r.train_examples + b - 1) / b;
@@ -320,7 +321,7 @@ FinetuneResult finetune(const std::shared_ptr<EncoderImpl>& encoder, const Datas
           if (o.clip_grad_norm() > 0) {
             auto params = encoder->parameters();
             for (const auto& p : r.head->parameters()) params.push_back(p);
-            torch::nn::utils::clip_grad_norm_(params, o.clip_grad_norm());
+            train::clip_grad_norm(params, o.clip_grad_norm());
           }
           optimizer.step();
           ++r.steps;

@@ -69,16 +69,9 @@ void add_bias_and_padding(float* s, const float* bias, const uint8_t* pad, int64
   }
 }
 
-// The reductions run on eight-float vectors (GCC's vector extension: AVX registers in the AVX2
-// clones, SSE pairs in the baseline): without -ffast-math GCC vectorises a float sum only in
-// order (one dependent add per element) and a max not at all.
-typedef float Float8 __attribute__((vector_size(32)));
-constexpr int64_t kLanes = 8;
-
-// Through a reference: a function returning an AVX vector has another ABI in the baseline clone.
-__attribute__((always_inline)) inline void load8(Float8& v, const float* p) {
-  std::memcpy(&v, p, sizeof v);
-}
+using vec::Float8;
+using vec::kLanes;
+using vec::load8;
 
 __attribute__((always_inline)) inline float row_max(const float* s, int64_t t) {
   float max = kLowest;
@@ -140,21 +133,6 @@ void probs_row(float* s, const float* bias, const uint8_t* pad, const float* sta
 DATA2VEC_VECTOR_CLONES
 void softmax_backward_row(const float* p, float* dp, float delta, int64_t t) {
   for (int64_t j = 0; j < t; ++j) dp[j] = p[j] * (dp[j] - delta);
-}
-
-DATA2VEC_VECTOR_CLONES
-float dot(const float* a, const float* b, int64_t n) {
-  Float8 lanes = {}, x, y;
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    load8(x, a + j);
-    load8(y, b + j);
-    lanes += x * y;
-  }
-  float s = 0.0f;
-  for (; j < n; ++j) s += a[j] * b[j];
-  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
 }
 
 DATA2VEC_VECTOR_CLONES
@@ -289,7 +267,7 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
         }
         for (int64_t r = 0; r < m; ++r) {
           const int64_t i = i0 + r;
-          delta[size_t(r)] = dot(d_out_blk + r * d, out + (bi * t + i) * d + hi * dh, dh);
+          delta[size_t(r)] = vec::dot(d_out_blk + r * d, out + (bi * t + i) * d + hi * dh, dh);
         }
         p.gemm(false, true, m, t, dh, d_out_blk, d, p.v(bi, hi), 3 * d, 0.0f, dp.data(),
                t);                    // dP' = dO V^T (gradient of the dropped probabilities)

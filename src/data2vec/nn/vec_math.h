@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define DATA2VEC_VECTOR_CLONES \
@@ -78,5 +79,20 @@ __attribute__((always_inline)) inline float erf(float x) {
                      (~use_small & __builtin_bit_cast(uint32_t, large));
   return __builtin_copysignf(__builtin_bit_cast(float, r), x);
 }
+
+// Reductions run on eight-float vectors (GCC's vector extension: AVX registers in the AVX2
+// clones, SSE pairs in the baseline): without -ffast-math GCC vectorises a float sum only in
+// order (one dependent add per element) and a max not at all.
+typedef float Float8 __attribute__((vector_size(32)));
+constexpr int64_t kLanes = 8;
+
+// Through a reference: a function returning an AVX vector has another ABI in the baseline clone.
+__attribute__((always_inline)) inline void load8(Float8& v, const float* p) {
+  std::memcpy(&v, p, sizeof v);
+}
+
+// sum_j a[j] b[j] in eight float lanes (vec_math.cpp; the attention's backward, the gradient
+// norm of train/optimizer.h).
+float dot(const float* a, const float* b, int64_t n);
 
 }  // namespace data2vec::nn::vec

@@ -1,5 +1,12 @@
 #include "data2vec/train/optimizer.h"
 
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "data2vec/nn/vec_math.h"
+
 namespace data2vec::train {
 
 bool exempt_from_weight_decay(const std::string& name, const torch::Tensor& parameter) {
@@ -34,7 +41,113 @@ std::vector<torch::optim::OptimizerParamGroup> make_groups(const ParameterGroups
   return out;
 }
 
+// The per-step constants of one parameter, as LibTorch's AdamW::step rounds them to fp32.
+struct AdamWConstants {
+  float decay = 1.0f;  // 1 - lr * weight_decay
+  float beta1 = 0.0f, one_minus_beta1 = 0.0f, beta2 = 0.0f, one_minus_beta2 = 0.0f;
+  float sqrt_bias_correction2 = 1.0f, eps = 0.0f, neg_step_size = 0.0f;  // -lr / bias_correction1
+};
+
+// AdamW::step's ops in its order, element by element: p *= decay; m = m beta1 + (1 - beta1) g;
+// v = v beta2 + (1 - beta2) g^2; p += -step_size m / (sqrt(v) / sqrt(bc2) + eps).
+// (optimizer.cpp is compiled with -fno-math-errno: with errno, GCC keeps sqrt scalar.)
+DATA2VEC_VECTOR_CLONES
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n,
+                  const AdamWConstants& c) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float mi = m[i] * c.beta1 + c.one_minus_beta1 * g[i];
+    const float vi = v[i] * c.beta2 + c.one_minus_beta2 * (g[i] * g[i]);
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = __builtin_sqrtf(vi) / c.sqrt_bias_correction2 + c.eps;
+    p[i] = p[i] * c.decay + c.neg_step_size * (mi / denom);
+  }
+}
+
+// Optimizer::state_ is keyed by the parameter's TensorImpl: its address as a string in LibTorch
+// 1.13, the pointer itself in later releases.
+template <typename Map>
+typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
+  if constexpr (std::is_same_v<typename Map::key_type, std::string>)
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  else
+    return p.unsafeGetTensorImpl();
+}
+
+bool fusable(const torch::Tensor& p, const torch::optim::AdamWOptions& options) {
+  const auto& g = p.grad();
+  return !options.amsgrad() && p.device().is_cpu() && p.scalar_type() == torch::kFloat32 &&
+         p.is_contiguous() && !g.is_sparse() && g.device().is_cpu() &&
+         g.scalar_type() == torch::kFloat32 && g.is_contiguous() && g.sizes() == p.sizes();
+}
+
 }  // namespace
+
+torch::Tensor FusedAdamW::step(LossClosure closure) {
+  for (auto& group : param_groups_) {
+    const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    for (const auto& p : group.params()) {
+      if (p.grad().defined() && !fusable(p, options)) return torch::optim::AdamW::step(closure);
+    }
+  }
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  struct Item {
+    float *p, *m, *v;
+    const float* g;
+    int64_t n;
+    AdamWConstants c;
+  };
+  std::vector<Item> items;
+  for (auto& group : param_groups_) {
+    const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const auto key = state_key(state_, p);
+      if (state_.find(key) == state_.end()) {
+        auto state = std::make_unique<torch::optim::AdamWParamState>();
+        state->step(0);
+        state->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        state->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        state_[key] = std::move(state);
+      }
+      auto& state = static_cast<torch::optim::AdamWParamState&>(*state_[key]);
+      state.step(state.step() + 1);
+      const auto [beta1, beta2] = options.betas();
+      const double bias_correction1 = 1 - std::pow(beta1, double(state.step()));
+      const double bias_correction2 = 1 - std::pow(beta2, double(state.step()));
+      AdamWConstants c;
+      c.decay = options.weight_decay() != 0 ? float(1 - options.lr() * options.weight_decay()) : 1;
+      c.beta1 = float(beta1), c.one_minus_beta1 = float(1 - beta1);
+      c.beta2 = float(beta2), c.one_minus_beta2 = float(1 - beta2);
+      c.sqrt_bias_correction2 = float(std::sqrt(bias_correction2));
+      c.eps = float(options.eps());
+      c.neg_step_size = float(-(options.lr() / bias_correction1));
+      items.push_back({p.data_ptr<float>(), state.exp_avg().data_ptr<float>(),
+                       state.exp_avg_sq().data_ptr<float>(), p.grad().data_ptr<float>(), p.numel(),
+                       c});
+    }
+  }
+  // One parallel region for every parameter: fixed chunks of each, split over the threads.
+  constexpr int64_t kChunk = 16384;
+  std::vector<std::pair<size_t, int64_t>> chunks;  // (item, first element)
+  for (size_t i = 0; i < items.size(); ++i) {
+    for (int64_t begin = 0; begin < items[i].n; begin += kChunk) chunks.emplace_back(i, begin);
+  }
+  at::parallel_for(0, int64_t(chunks.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      const auto& [i, begin] = chunks[size_t(k)];
+      const Item& it = items[i];
+      adamw_update(it.p + begin, it.g + begin, it.m + begin, it.v + begin,
+                   std::min(kChunk, it.n - begin), it.c);
+    }
+  });
+  return loss;
+}
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const ParameterGroups& groups,
                                                         const io::OptimConfig& config) {
@@ -49,10 +162,51 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const ParameterGroups& g
                        .betas({config.beta1, config.beta2})
                        .eps(config.eps)
                        .weight_decay(config.weight_decay);
-    return std::make_unique<torch::optim::AdamW>(make_groups(groups, options), options);
+    return std::make_unique<FusedAdamW>(make_groups(groups, options), options);
   }
   throw std::invalid_argument("config key 'optim.name' = '" + config.name +
                               "': expected adam or adamw");
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : parameters) {
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    if (g.is_sparse() || !g.device().is_cpu() || g.scalar_type() != torch::kFloat32 ||
+        !g.is_contiguous())
+      return torch::nn::utils::clip_grad_norm_(parameters, max_norm);
+    grads.push_back(g);
+  }
+  constexpr int64_t kChunk = 16384;
+  std::vector<std::pair<float*, int64_t>> chunks;  // (first element, length)
+  for (const auto& g : grads) {
+    float* data = g.data_ptr<float>();
+    for (int64_t begin = 0; begin < g.numel(); begin += kChunk)
+      chunks.emplace_back(data + begin, std::min(kChunk, g.numel() - begin));
+  }
+  const auto n = int64_t(chunks.size());
+  std::vector<double> squares(chunks.size());
+  at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      const auto& [data, length] = chunks[size_t(k)];
+      squares[size_t(k)] = nn::vec::dot(data, data, length);
+    }
+  });
+  double sum = 0.0;  // in chunk order: the same total at any thread count
+  for (const double s : squares) sum += s;
+  const double norm = std::sqrt(sum);
+  const double coefficient = max_norm / (norm + 1e-6);  // LibTorch's
+  if (coefficient < 1.0) {
+    const auto scale = float(coefficient);
+    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
+      for (int64_t k = first; k < last; ++k) {
+        const auto& [data, length] = chunks[size_t(k)];
+        for (int64_t i = 0; i < length; ++i) data[i] *= scale;
+      }
+    });
+  }
+  return norm;
 }
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {

@@ -499,7 +499,7 @@ PretrainResult pretrain(PretrainJob& job) {
       break;
     }
     if (cfg.optim.clip_grad_norm > 0)
-      torch::nn::utils::clip_grad_norm_(trainable, cfg.optim.clip_grad_norm);
+      clip_grad_norm(trainable, cfg.optim.clip_grad_norm);
     optimizer->step();
     const double decay = model->ema_step(step);
     ++step;
