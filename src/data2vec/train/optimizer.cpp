@@ -74,20 +74,23 @@ typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
     return p.unsafeGetTensorImpl();
 }
 
-bool fusable(const torch::Tensor& p, const torch::optim::AdamWOptions& options) {
-  const auto& g = p.grad();
-  return !options.amsgrad() && p.device().is_cpu() && p.scalar_type() == torch::kFloat32 &&
-         p.is_contiguous() && !g.is_sparse() && g.device().is_cpu() &&
-         g.scalar_type() == torch::kFloat32 && g.is_contiguous() && g.sizes() == p.sizes();
+bool dense_cpu_fp32(const torch::Tensor& t, const torch::Tensor& like) {
+  return !t.is_sparse() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 &&
+         t.is_contiguous() && t.sizes() == like.sizes();
 }
+
+// The elements each parallel task updates or sums: fixed, so results follow the data alone.
+constexpr int64_t kChunk = 16384;
 
 }  // namespace
 
 torch::Tensor FusedAdamW::step(LossClosure closure) {
-  for (auto& group : param_groups_) {
+  for (auto& group : param_groups_) {  // anything else: LibTorch's step, before any change
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     for (const auto& p : group.params()) {
-      if (p.grad().defined() && !fusable(p, options)) return torch::optim::AdamW::step(closure);
+      if (!p.grad().defined()) continue;
+      if (options.amsgrad() || !dense_cpu_fp32(p, p) || !dense_cpu_fp32(p.grad(), p))
+        return torch::optim::AdamW::step(closure);
     }
   }
   torch::NoGradGuard no_grad;
@@ -133,7 +136,6 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
     }
   }
   // One parallel region for every parameter: fixed chunks of each, split over the threads.
-  constexpr int64_t kChunk = 16384;
   std::vector<std::pair<size_t, int64_t>> chunks;  // (item, first element)
   for (size_t i = 0; i < items.size(); ++i) {
     for (int64_t begin = 0; begin < items[i].n; begin += kChunk) chunks.emplace_back(i, begin);
@@ -173,12 +175,9 @@ double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_n
   for (const auto& p : parameters) {
     const auto& g = p.grad();
     if (!g.defined()) continue;
-    if (g.is_sparse() || !g.device().is_cpu() || g.scalar_type() != torch::kFloat32 ||
-        !g.is_contiguous())
-      return torch::nn::utils::clip_grad_norm_(parameters, max_norm);
+    if (!dense_cpu_fp32(g, p)) return torch::nn::utils::clip_grad_norm_(parameters, max_norm);
     grads.push_back(g);
   }
-  constexpr int64_t kChunk = 16384;
   std::vector<std::pair<float*, int64_t>> chunks;  // (first element, length)
   for (const auto& g : grads) {
     float* data = g.data_ptr<float>();
