@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <sstream>
 #include <type_traits>
 
 #include "data2vec/nn/vec_math.h"
@@ -65,13 +66,17 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n,
 }
 
 // Optimizer::state_ is keyed by the parameter's TensorImpl: its address as a string in LibTorch
-// 1.13, the pointer itself in later releases.
+// 1.13 (written through an ostringstream, as c10::guts::to_string does), the pointer itself in
+// later releases, which no longer have that function.
 template <typename Map>
 typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
-  if constexpr (std::is_same_v<typename Map::key_type, std::string>)
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
-  else
+  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
+    std::ostringstream address;
+    address << p.unsafeGetTensorImpl();
+    return address.str();
+  } else {
     return p.unsafeGetTensorImpl();
+  }
 }
 
 bool dense_cpu_fp32(const torch::Tensor& t, const torch::Tensor& like) {
