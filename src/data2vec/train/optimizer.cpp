@@ -84,8 +84,24 @@ bool dense_cpu_fp32(const torch::Tensor& t, const torch::Tensor& like) {
          t.is_contiguous() && t.sizes() == like.sizes();
 }
 
-// The elements each parallel task updates or sums: fixed, so results follow the data alone.
+// The work of the fused step and the gradient norm: every tensor cut into fixed chunks of
+// kChunk elements (so results follow the data, not the thread count), one parallel region over
+// all of them. fn(tensor index, first element, length).
 constexpr int64_t kChunk = 16384;
+
+template <typename Fn>
+void for_each_chunk(const std::vector<int64_t>& numels, const Fn& fn) {
+  std::vector<std::pair<size_t, int64_t>> chunks;  // (tensor, first element)
+  for (size_t i = 0; i < numels.size(); ++i) {
+    for (int64_t begin = 0; begin < numels[i]; begin += kChunk) chunks.emplace_back(i, begin);
+  }
+  at::parallel_for(0, int64_t(chunks.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last; ++k) {
+      const auto& [i, begin] = chunks[size_t(k)];
+      fn(i, begin, std::min(kChunk, numels[i] - begin));
+    }
+  });
+}
 
 }  // namespace
 
@@ -107,23 +123,24 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   struct Item {
     float *p, *m, *v;
     const float* g;
-    int64_t n;
     AdamWConstants c;
   };
   std::vector<Item> items;
+  std::vector<int64_t> numels;
   for (auto& group : param_groups_) {
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       const auto key = state_key(state_, p);
-      if (state_.find(key) == state_.end()) {
+      auto found = state_.find(key);
+      if (found == state_.end()) {  // as AdamW::step starts a parameter's state
         auto state = std::make_unique<torch::optim::AdamWParamState>();
         state->step(0);
         state->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
         state->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        state_[key] = std::move(state);
+        found = state_.emplace(key, std::move(state)).first;
       }
-      auto& state = static_cast<torch::optim::AdamWParamState&>(*state_[key]);
+      auto& state = static_cast<torch::optim::AdamWParamState&>(*found->second);
       state.step(state.step() + 1);
       const auto [beta1, beta2] = options.betas();
       const double bias_correction1 = 1 - std::pow(beta1, double(state.step()));
@@ -136,22 +153,13 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       c.eps = float(options.eps());
       c.neg_step_size = float(-(options.lr() / bias_correction1));
       items.push_back({p.data_ptr<float>(), state.exp_avg().data_ptr<float>(),
-                       state.exp_avg_sq().data_ptr<float>(), p.grad().data_ptr<float>(), p.numel(),
-                       c});
+                       state.exp_avg_sq().data_ptr<float>(), p.grad().data_ptr<float>(), c});
+      numels.push_back(p.numel());
     }
   }
-  // One parallel region for every parameter: fixed chunks of each, split over the threads.
-  std::vector<std::pair<size_t, int64_t>> chunks;  // (item, first element)
-  for (size_t i = 0; i < items.size(); ++i) {
-    for (int64_t begin = 0; begin < items[i].n; begin += kChunk) chunks.emplace_back(i, begin);
-  }
-  at::parallel_for(0, int64_t(chunks.size()), 1, [&](int64_t first, int64_t last) {
-    for (int64_t k = first; k < last; ++k) {
-      const auto& [i, begin] = chunks[size_t(k)];
-      const Item& it = items[i];
-      adamw_update(it.p + begin, it.g + begin, it.m + begin, it.v + begin,
-                   std::min(kChunk, it.n - begin), it.c);
-    }
+  for_each_chunk(numels, [&](size_t i, int64_t begin, int64_t length) {
+    const Item& it = items[i];
+    adamw_update(it.p + begin, it.g + begin, it.m + begin, it.v + begin, length, it.c);
   });
   return loss;
 }
@@ -176,38 +184,31 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const ParameterGroups& g
 }
 
 double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
-  std::vector<torch::Tensor> grads;
+  std::vector<float*> grads;
+  std::vector<int64_t> numels;
   for (const auto& p : parameters) {
     const auto& g = p.grad();
     if (!g.defined()) continue;
     if (!dense_cpu_fp32(g, p)) return torch::nn::utils::clip_grad_norm_(parameters, max_norm);
-    grads.push_back(g);
+    grads.push_back(g.data_ptr<float>());
+    numels.push_back(g.numel());
   }
-  std::vector<std::pair<float*, int64_t>> chunks;  // (first element, length)
-  for (const auto& g : grads) {
-    float* data = g.data_ptr<float>();
-    for (int64_t begin = 0; begin < g.numel(); begin += kChunk)
-      chunks.emplace_back(data + begin, std::min(kChunk, g.numel() - begin));
-  }
-  const auto n = int64_t(chunks.size());
-  std::vector<double> squares(chunks.size());
-  at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
-    for (int64_t k = first; k < last; ++k) {
-      const auto& [data, length] = chunks[size_t(k)];
-      squares[size_t(k)] = nn::vec::dot(data, data, length);
-    }
+  std::vector<std::vector<double>> squares(grads.size());  // per tensor, per chunk
+  for (size_t i = 0; i < grads.size(); ++i)
+    squares[i].resize(size_t((numels[i] + kChunk - 1) / kChunk));
+  for_each_chunk(numels, [&](size_t i, int64_t begin, int64_t length) {
+    squares[i][size_t(begin / kChunk)] = nn::vec::dot(grads[i] + begin, grads[i] + begin, length);
   });
-  double sum = 0.0;  // in chunk order: the same total at any thread count
-  for (const double s : squares) sum += s;
+  double sum = 0.0;  // in a fixed order: the same total at any thread count
+  for (const auto& tensor : squares)
+    for (const double s : tensor) sum += s;
   const double norm = std::sqrt(sum);
   const double coefficient = max_norm / (norm + 1e-6);  // LibTorch's
   if (coefficient < 1.0) {
     const auto scale = float(coefficient);
-    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
-      for (int64_t k = first; k < last; ++k) {
-        const auto& [data, length] = chunks[size_t(k)];
-        for (int64_t i = 0; i < length; ++i) data[i] *= scale;
-      }
+    for_each_chunk(numels, [&](size_t i, int64_t begin, int64_t length) {
+      float* data = grads[i] + begin;
+      for (int64_t j = 0; j < length; ++j) data[j] *= scale;
     });
   }
   return norm;
