@@ -1,6 +1,7 @@
 // nn::gelu_erf and the polynomial erf under it against std::erf: the erf over every finite
 // float range, GELU's value and derivative against double precision
-// on a dense grid, and the autograd function against torch::gelu.
+// on a dense grid, the autograd function against torch::gelu, and the derivative formed from the
+// forward's output (the fused linear + GELU's backward) against double precision.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -119,6 +120,48 @@ TEST(Gelu, GradientIsRightWhateverTheLayoutOfTheIncomingGradient) {
       }
     }
   }
+}
+
+// The derivative from the forward's output (Phi(x) = gelu(x) / x) against the fp64 derivative on
+// a grid over [-12, 12] that holds 0, denormals and values whose GELU underflows, with y from
+// torch::gelu as the fused linear hands it over; the column sums against a sum in double.
+TEST(Gelu, BackwardFromOutputMatchesDoublePrecisionAndSumsColumns) {
+  const int64_t rows = 157, cols = 301;  // odd: chunk and vector tails
+  auto x64 = torch::linspace(-12.0, 12.0, rows * cols, torch::kFloat64).view({rows, cols});
+  x64[0][0] = 0.0;
+  x64[0][1] = 1e-39;  // a denormal float
+  x64[0][2] = -1e-39;
+  const auto x = x64.to(torch::kFloat32);
+  const auto y = torch::gelu(x);
+  torch::manual_seed(4);
+  const auto dy = torch::randn({rows, cols});
+  const auto grad = gelu_backward_from_output(dy, x, y);
+  const auto xd = x.to(torch::kFloat64);
+  const auto slope = 0.5 * (1 + torch::erf(xd / std::sqrt(2.0))) +
+                     xd * torch::exp(-0.5 * xd * xd) / std::sqrt(2 * M_PI);
+  const auto expected = dy.to(torch::kFloat64) * slope;
+  // torch::gelu's erf is within 1.5e-7 of the true one; Phi = y / x adds its rounding.
+  EXPECT_LT((grad.input.to(torch::kFloat64) - expected).abs().max().item<double>(), 1e-6);
+  EXPECT_TRUE(torch::isfinite(grad.input).all().item<bool>());
+  EXPECT_NEAR(grad.input[0][0].item<float>(), 0.5f * dy[0][0].item<float>(), 1e-7);
+  ASSERT_EQ(grad.column_sums.sizes(), torch::IntArrayRef({cols}));
+  EXPECT_TRUE(tensors_close("column sums", grad.column_sums.to(torch::kFloat64),
+                            grad.input.to(torch::kFloat64).sum(0), 1e-5));
+  // The same bits whatever the thread count: fixed row chunks, summed in chunk order.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const auto one = gelu_backward_from_output(dy, x, y);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(one.input, grad.input));
+  EXPECT_TRUE(torch::equal(one.column_sums, grad.column_sums));
+}
+
+TEST(Gelu, BackwardFromOutputRejectsWhatItDoesNotTake) {
+  const auto x = torch::randn({4, 6});
+  EXPECT_THROW(gelu_backward_from_output(x, x, torch::randn({4, 5})), c10::Error);
+  EXPECT_THROW(gelu_backward_from_output(x.t(), x.t(), x.t()), c10::Error);
+  const auto d = x.to(torch::kFloat64);
+  EXPECT_THROW(gelu_backward_from_output(d, d, d), c10::Error);
 }
 
 TEST(Gelu, ContiguousGeluIsTorchGeluForward) {

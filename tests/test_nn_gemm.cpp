@@ -113,6 +113,38 @@ TEST(Linear, MatchesTorchLinearInOutputsAndEveryGradient) {
   }
 }
 
+// linear(..., kGelu) == torch::gelu(torch::linear): the forward bit for bit (the same product,
+// then torch::gelu), the gradients of x, W and b (the GELU's derivative formed from its output
+// and the bias gradient summed in the same pass on oneDNN; no separate GeluBackward node there).
+TEST(Linear, GeluActivationMatchesTorchGeluOfLinearInOutputsAndEveryGradient) {
+  torch::manual_seed(5);
+  for (const auto library : libraries()) {
+    for (const bool bias : {true, false}) {
+      SCOPED_TRACE(to_string(library) + (bias ? " with bias" : " without bias"));
+      const auto x = torch::randn({3, 70, 24});  // 210 rows: several row chunks and a tail
+      const auto w = torch::randn({37, 24}) * 0.4;
+      const auto b = bias ? torch::randn({37}) : torch::Tensor();
+      auto x1 = x.clone().requires_grad_(true), x2 = x.clone().requires_grad_(true);
+      auto w1 = w.clone().requires_grad_(true), w2 = w.clone().requires_grad_(true);
+      auto b1 = bias ? b.clone().requires_grad_(true) : b;
+      auto b2 = bias ? b.clone().requires_grad_(true) : b;
+      const auto y1 = linear(x1, w1, b1, library, Activation::kGelu);
+      const auto y2 = torch::gelu(linear(x2, w2, b2, library));
+      EXPECT_TRUE(torch::equal(y1, y2));
+      const bool own = library == GemmLibrary::kOneDnn;
+      EXPECT_EQ(graph_names(y1).find("GeluBackward") == std::string::npos, own) << graph_names(y1);
+      const auto go = torch::randn_like(y2);
+      (y1 * go).sum().backward();
+      (y2 * go).sum().backward();
+      EXPECT_TRUE(tensors_close("dx", x1.grad(), x2.grad(), 1e-5));
+      EXPECT_TRUE(tensors_close("dW", w1.grad(), w2.grad(), 1e-5));
+      if (bias) {
+        EXPECT_TRUE(tensors_close("db", b1.grad(), b2.grad(), 1e-5));
+      }
+    }
+  }
+}
+
 // Only the weight needs a gradient (a frozen input): dx is not computed, dW is right.
 TEST(Linear, FrozenInputGetsNoGradientAndWeightStillDoes) {
   torch::manual_seed(2);

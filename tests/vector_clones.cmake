@@ -6,7 +6,8 @@
 # (not GCC on x86-64 Linux), no objdump, or a build type other than Release (-O3: GCC 12 at -O2
 # vectorises only loops that need no scalar epilogue).
 #   cmake -DLIBRARY=libdata2vec_lib.a -DOBJDUMP=objdump -DBUILD_TYPE=Release -P vector_clones.cmake
-set(kernels gelu_forward gelu_backward softmax_row probs_row add_bias_and_padding dot adamw_update)
+set(kernels gelu_forward gelu_backward gelu_backward_from_output_row softmax_row probs_row
+    add_bias_and_padding dot adamw_update scaled_residual_backward_row add_to)
 
 if(NOT BUILD_TYPE STREQUAL "Release")
   message("SKIP: a ${BUILD_TYPE} build (the kernels are vectorised in Release builds)")

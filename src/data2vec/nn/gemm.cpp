@@ -11,6 +11,8 @@
 #include <dnnl.h>
 #endif
 
+#include "data2vec/nn/gelu.h"
+
 // The reference BLAS interface (Fortran, LP64), provided by every BLAS: OpenBLAS, MKL, BLIS.
 extern "C" void sgemm_(const char* trans_a, const char* trans_b, const int* m, const int* n,
                        const int* k, const float* alpha, const float* a, const int* lda,
@@ -79,12 +81,12 @@ bool on_onednn(GemmLibrary library, const torch::Tensor& a, const torch::Tensor&
 }
 
 // x [N,in] and weight [out,in] contiguous fp32; bias [out] or empty (1.13's custom functions do
-// not take undefined inputs). The library rides along as an int.
+// not take undefined inputs). The library and the activation ride along as ints.
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& bias,
-                               int64_t library) {
+                               int64_t library, int64_t activation) {
     const auto rows = x.size(0), in = x.size(1), out = weight.size(0);
     torch::Tensor y;
     float beta = 0.0f;
@@ -96,9 +98,14 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     }
     sgemm(GemmLibrary(library), false, true, rows, out, in, x.data_ptr<float>(), in,
           weight.data_ptr<float>(), in, beta, y.data_ptr<float>(), out);
-    ctx->save_for_backward({x, weight});
     ctx->saved_data["library"] = library;
     ctx->saved_data["has_bias"] = bias.numel() > 0;
+    if (Activation(activation) == Activation::kGelu) {
+      auto activated = torch::gelu(y);
+      ctx->save_for_backward({x, weight, y, activated});
+      return activated;
+    }
+    ctx->save_for_backward({x, weight});
     return y;
   }
 
@@ -108,8 +115,15 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     const auto &x = saved[0], &weight = saved[1];
     const auto library = GemmLibrary(ctx->saved_data["library"].toInt());
     const auto rows = x.size(0), in = x.size(1), out = weight.size(0);
-    const auto dy = grads[0].contiguous();  // [N,out]
-    torch::Tensor dx, dw, db;
+    torch::Tensor dy, db;  // [N,out], [out]
+    if (saved.size() == 4) {  // kGelu: saved y and gelu(y)
+      auto gelu_grad = gelu_backward_from_output(grads[0].contiguous(), saved[2], saved[3]);
+      dy = gelu_grad.input;
+      db = gelu_grad.column_sums;
+    } else {
+      dy = grads[0].contiguous();
+    }
+    torch::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {  // dx = dy W
       dx = torch::empty({rows, in}, x.options());
       sgemm(library, false, false, rows, in, out, dy.data_ptr<float>(), out,
@@ -120,8 +134,12 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
       sgemm(library, true, false, out, in, rows, dy.data_ptr<float>(), out, x.data_ptr<float>(), in,
             0.0f, dw.data_ptr<float>(), in);
     }
-    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = dy.sum(0);
-    return {dx, dw, db, torch::Tensor()};
+    if (!ctx->saved_data["has_bias"].toBool() || !ctx->needs_input_grad(2)) {
+      db = torch::Tensor();
+    } else if (!db.defined()) {
+      db = dy.sum(0);
+    }
+    return {dx, dw, db, torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -202,9 +220,12 @@ class BatchedMatmulFunction : public torch::autograd::Function<BatchedMatmulFunc
 }  // namespace
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                     GemmLibrary library) {
+                     GemmLibrary library, Activation activation) {
   const bool fp32_bias = !bias.defined() || bias.scalar_type() == torch::kFloat32;
-  if (!on_onednn(library, x, weight) || !fp32_bias) return torch::linear(x, weight, bias);
+  if (!on_onednn(library, x, weight) || !fp32_bias) {
+    auto y = torch::linear(x, weight, bias);
+    return activation == Activation::kGelu ? torch::gelu(y) : y;
+  }
   const auto in = weight.size(1), out = weight.size(0);
   TORCH_CHECK(x.size(-1) == in, "linear: input ", x.sizes(), " does not match weight ",
               weight.sizes());
@@ -212,7 +233,8 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
   out_shape.back() = out;
   const auto x2 = x.reshape({-1, in}).contiguous();  // a view when x is contiguous
   const auto b = bias.defined() ? bias.contiguous() : torch::empty({0}, weight.options());
-  return LinearFunction::apply(x2, weight.contiguous(), b, int64_t(library)).view(out_shape);
+  return LinearFunction::apply(x2, weight.contiguous(), b, int64_t(library), int64_t(activation))
+      .view(out_shape);
 }
 
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, GemmLibrary library) {

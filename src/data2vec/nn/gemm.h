@@ -40,11 +40,20 @@ void sgemm(GemmLibrary library, bool trans_a, bool trans_b, int64_t m, int64_t n
            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc);
 
-// y = x W^T + b, exactly what torch::linear(x, weight, bias) computes (bias may be undefined).
-// kOneDnn on CPU fp32 outside autocast: one sgemm forward, two in backward (dx = dy W,
-// dW = dy^T x) and a column sum for db; every other case is torch::linear.
+// What a linear's autograd node applies to its output.
+enum class Activation {
+  kNone,
+  kGelu,  // erf GELU: the feed-forward's first linear
+};
+
+// y = x W^T + b, exactly what torch::linear(x, weight, bias) computes (bias may be undefined), and
+// with kGelu torch::gelu(y), bit for bit the same forward. kOneDnn on CPU fp32 outside autocast:
+// one sgemm forward, two in backward (dx = dy W, dW = dy^T x) and a column sum for db; with kGelu
+// the node keeps y and gelu(y) (the next linear keeps the latter anyway) and its backward forms
+// the GELU's derivative and db in one pass (nn::gelu_backward_from_output). Every other case is
+// torch::linear (and torch::gelu).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                     GemmLibrary library);
+                     GemmLibrary library, Activation activation = Activation::kNone);
 
 // The fused attention's batched products: C[i] = A[i] B[i] for a [N,m,k] and b [N,k,n], either
 // operand row-major or transposed in memory (k.transpose(1, 2) goes in as it lies, no copy).

@@ -156,7 +156,8 @@ class PreNormBlockImpl : public torch::nn::Module {
   torch::Tensor lambda_1, lambda_2;  // [D] layer scale; undefined when disabled
 
  private:
-  // x + dropout(y * scale) as one addcmul when dropout is off and layer scale on.
+  // x + dropout(y * scale) as one node (addcmul forward, a one-pass backward) when dropout is
+  // off and layer scale on.
   bool fused_residual_ = false;
 };
 TORCH_MODULE(PreNormBlock);

@@ -7,12 +7,20 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define DATA2VEC_VECTOR_CLONES \
   __attribute__((target_clones("avx2", "default"), optimize("no-trapping-math")))
+// Also an AVX512 clone, for kernels where it pays (2 threads, Zen 5): the GELU derivative ran
+// 0.43 ms against 1.06 in its AVX2 clone on a [3152,768] tensor, the attention's softmax rows
+// 0.93 against 1.55 ms for 48 heads at T = 197 (1 thread). The others showed no gain in the
+// training step (BENCHMARKS.md).
+#define DATA2VEC_WIDE_VECTOR_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), optimize("no-trapping-math")))
 #else
 #define DATA2VEC_VECTOR_CLONES
+#define DATA2VEC_WIDE_VECTOR_CLONES
 #endif
 
 namespace data2vec::nn::vec {
@@ -94,5 +102,14 @@ __attribute__((always_inline)) inline void load8(Float8& v, const float* p) {
 // sum_j a[j] b[j] in eight float lanes (vec_math.cpp; the attention's backward, the gradient
 // norm of train/optimizer.h).
 float dot(const float* a, const float* b, int64_t n);
+
+// Column sums of a row-wise pass, the same for any thread count: rows [0, rows) go in parallel in
+// fixed chunks of kRowChunk; body(first, last, sums) handles its rows and adds their columns into
+// `sums` (its chunk's own zeroed [cols] buffer); the chunks' sums are then added into out[cols]
+// in chunk order. What the fused backwards use for a bias or scale gradient in the same pass as
+// the rest (LibTorch's sum over the rows is a second pass, and slow over [B,T,D] to [D]).
+constexpr int64_t kRowChunk = 64;
+void sum_rows_in_chunks(int64_t rows, int64_t cols, float* out,
+                        const std::function<void(int64_t, int64_t, float*)>& body);
 
 }  // namespace data2vec::nn::vec
