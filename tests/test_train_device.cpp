@@ -34,6 +34,22 @@ TEST(KeepFreedMemory, AStepSizedBlockIsServedFromTheHeapAndKeptAfterFree) {
   EXPECT_GE(after.fordblks, kBytes) << "the freed block left the process";
 }
 
+// A freed block at the heap's top stays however large it is: a batch-128 vision step frees over
+// 1 GiB at once, and a trim threshold (1 GiB before) would give it back to be faulted in again
+// on the next step.
+TEST(KeepFreedMemory, AFreedTopOfOverAGibibyteIsNotTrimmed) {
+  ASSERT_TRUE(data2vec::train::keep_freed_memory());
+  constexpr size_t kBytes = (size_t(1) << 30) + (size_t(64) << 20);
+  char* volatile block = static_cast<char*>(std::malloc(kBytes));
+  ASSERT_NE(block, nullptr);
+  std::memset(block, 1, kBytes);
+  const auto during = mallinfo2();
+  EXPECT_GE(during.arena, kBytes) << "the heap does not hold the block";
+  std::free(block);
+  const auto after = mallinfo2();
+  EXPECT_EQ(after.arena, during.arena) << "the heap was trimmed on free";
+}
+
 // Above glibc's largest mmap threshold (32 MiB) a block would still be mmapped on its own (an
 // audio batch's first conv activations are 52 MB): on the main thread, where the steps run, it
 // comes from the heap as well. Another thread's arena cannot hold it: glibc falls back to an

@@ -87,7 +87,10 @@ int set_threads(int64_t threads) {
 bool keep_freed_memory() {
 #ifdef __GLIBC__
   constexpr int kMmapThreshold = 32 << 20;  // glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
-  constexpr int kTrimThreshold = 1 << 30;
+  // Never trim (mallopt(3): -1 disables it). A 1 GiB threshold still gave the heap's top back
+  // at vision-tiny batch 128, a 6.5 GB step, and every step faulted it in again: 9.5-10.0 s a
+  // step against 4.9-5.3 (2026-12-03).
+  constexpr int kTrimThreshold = -1;
   // Blocks above the threshold (an audio batch's first conv activations: 52 MB) would still get
   // an mmap of their own, and be faulted in and zeroed again every step: no mmapped blocks at
   // all from the main heap, where the steps run (a thread arena too small for such a block

@@ -37,8 +37,9 @@ int set_threads(int64_t threads);
 // faults and zeroing for megabytes each step: on the data2vec 2.0 demo step (fmnist-tiny-v2,
 // 2 cores) 0.35-0.58 s with glibc's defaults, 0.26-0.30 s kept (BENCHMARKS.md). Sets
 // M_MMAP_THRESHOLD to glibc's ceiling (32 MiB on 64-bit), M_MMAP_MAX to 0 (larger blocks come
-// from the heap too: the audio-tiny step 1.14-1.20 s -> 0.92-0.94 s) and M_TRIM_THRESHOLD to
-// 1 GiB; peak RSS is unchanged. A process-wide setting, made
+// from the heap too: the audio-tiny step 1.14-1.20 s -> 0.92-0.94 s) and turns trimming off
+// (M_TRIM_THRESHOLD -1: a 1 GiB threshold still returned the top of a 6.5 GB step at batch 128);
+// peak RSS is unchanged. A process-wide setting, made
 // once by the programs (`data2vec`, `data2vec_bench`), never by the library on its own. Returns
 // false where it cannot apply (not glibc, or mallopt refused).
 bool keep_freed_memory();
