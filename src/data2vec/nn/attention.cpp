@@ -133,11 +133,6 @@ void softmax_backward_row(const float* p, float* dp, float delta, int64_t t) {
   for (int64_t j = 0; j < t; ++j) dp[j] = p[j] * (dp[j] - delta);
 }
 
-DATA2VEC_VECTOR_CLONES
-void accumulate(float* into, const float* x, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) into[j] += x[j];
-}
-
 // Pointers and strides shared by forward and backward.
 struct Problem {
   int64_t b = 0, t = 0, h = 0, d = 0, dh = 0;
@@ -284,7 +279,7 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
         for (int64_t r = 0; r < m; ++r) {
           softmax_backward_row(probs + r * t, dp.data() + r * t, delta[size_t(r)], t);
           if (task_bias_grad)
-            accumulate(task_bias_grad + (hi * t + i0 + r) * t, dp.data() + r * t, t);
+            vec::add_to(task_bias_grad + (hi * t + i0 + r) * t, dp.data() + r * t, t);
         }
         p.gemm(false, false, m, dh, t, dp.data(), t, p.k(bi, hi), 3 * d, 0.0f, dq + i0 * 3 * d,
                3 * d);  // dQ_blk = dS K
@@ -295,7 +290,7 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
   });
   if (shared_bias) {
     for (const auto& partial : bias_partials)
-      if (!partial.empty()) accumulate(d_bias, partial.data(), bias_numel);
+      if (!partial.empty()) vec::add_to(d_bias, partial.data(), bias_numel);
   }
 }
 

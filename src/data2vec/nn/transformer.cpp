@@ -233,9 +233,9 @@ torch::Tensor scaled_residual(const torch::Tensor& x, const torch::Tensor& y,
   const auto fp32_cpu = [](const torch::Tensor& t) {
     return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
   };
-  const bool applies = torch::GradMode::is_enabled() && fp32_cpu(x) && fp32_cpu(y) && fp32_cpu(scale) && x.sizes() == y.sizes() &&
-                       scale.dim() == 1 && x.dim() >= 1 && x.size(-1) == scale.size(0) &&
-                       x.numel() > 0;
+  const bool applies = torch::GradMode::is_enabled() && fp32_cpu(x) && fp32_cpu(y) &&
+                       fp32_cpu(scale) && x.sizes() == y.sizes() && scale.dim() == 1 &&
+                       x.dim() >= 1 && x.size(-1) == scale.size(0) && x.numel() > 0;
   return applies ? ScaledResidualFunction::apply(x, y, scale) : torch::addcmul(x, y, scale);
 }
 

@@ -22,14 +22,10 @@ float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-namespace {
-
 DATA2VEC_VECTOR_CLONES
 void add_to(float* out, const float* x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) out[j] += x[j];
 }
-
-}  // namespace
 
 void sum_rows_in_chunks(int64_t rows, int64_t cols, float* out,
                         const std::function<void(int64_t, int64_t, float*)>& body) {

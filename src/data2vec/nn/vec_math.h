@@ -103,6 +103,9 @@ __attribute__((always_inline)) inline void load8(Float8& v, const float* p) {
 // norm of train/optimizer.h).
 float dot(const float* a, const float* b, int64_t n);
 
+// out[j] += x[j] (the attention's bias gradient, the chunk sums below).
+void add_to(float* out, const float* x, int64_t n);
+
 // Column sums of a row-wise pass, the same for any thread count: rows [0, rows) go in parallel in
 // fixed chunks of kRowChunk; body(first, last, sums) handles its rows and adds their columns into
 // `sums` (its chunk's own zeroed [cols] buffer); the chunks' sums are then added into out[cols]
