@@ -171,6 +171,22 @@ TEST(FastPathNodes, LayerScaleResidualsAndTheGeluHaveTheirOwnNodes) {
   }
 }
 
+// The blocks' layer norms are nn::layer_norm's nodes on the fast paths, LibTorch's in the twin.
+TEST(FastPathNodes, LayerNormsHaveTheirOwnNodes) {
+  torch::manual_seed(9);
+  const auto x = torch::randn({2, 5, 16});
+  auto [pre, pre_plain] = twins<PreNormBlock>(BlockOptions(16, 2, 32));
+  auto [post, post_plain] = twins<PostNormBlock>(BlockOptions(16, 2, 32));
+  for (const auto& names : {graph_names(pre->forward(x.clone().requires_grad_(true), {}, {}).x),
+                            graph_names(post->forward(x.clone().requires_grad_(true), {}, {}).x)}) {
+    EXPECT_NE(names.find("LayerNormFunction"), std::string::npos) << names;
+    EXPECT_EQ(names.find("NativeLayerNormBackward"), std::string::npos) << names;
+  }
+  const auto plain_names =
+      graph_names(post_plain->forward(x.clone().requires_grad_(true), {}, {}).x);
+  EXPECT_NE(plain_names.find("NativeLayerNormBackward"), std::string::npos) << plain_names;
+}
+
 // A bf16 input (autocast's dtype) through a module built with the blocked kernel takes the
 // fused path and stays close to the plain twin.
 TEST(FastPathsBf16, BlockedKernelFallsBackOutsideFp32) {

@@ -7,7 +7,8 @@
 # vectorises only loops that need no scalar epilogue).
 #   cmake -DLIBRARY=libdata2vec_lib.a -DOBJDUMP=objdump -DBUILD_TYPE=Release -P vector_clones.cmake
 set(kernels gelu_forward gelu_backward gelu_backward_from_output_row softmax_row probs_row
-    add_bias_and_padding dot adamw_update scaled_residual_backward_row add_to)
+    add_bias_and_padding dot adamw_update scaled_residual_backward_row add_to layer_norm_row
+    layer_norm_backward_row)
 
 if(NOT BUILD_TYPE STREQUAL "Release")
   message("SKIP: a ${BUILD_TYPE} build (the kernels are vectorised in Release builds)")

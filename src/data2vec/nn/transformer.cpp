@@ -7,6 +7,7 @@
 
 #include "data2vec/nn/attention.h"
 #include "data2vec/nn/gelu.h"
+#include "data2vec/nn/layer_norm.h"
 #include "data2vec/nn/vec_math.h"
 
 namespace data2vec::nn {
@@ -177,6 +178,11 @@ torch::nn::LayerNorm make_layer_norm(const BlockOptions& o) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim()}).eps(o.layer_norm_eps()));
 }
 
+// The module's norm, through nn::layer_norm on the fast paths.
+torch::Tensor normalise(torch::nn::LayerNorm& norm, const torch::Tensor& x, bool fast) {
+  return fast ? layer_norm(x, norm) : norm(x);
+}
+
 }  // namespace
 
 namespace {
@@ -254,19 +260,21 @@ PreNormBlockImpl::PreNormBlockImpl(const BlockOptions& options) {
         register_parameter("lambda_2", torch::full({options.dim()}, options.layer_scale_init()));
   }
   fused_residual_ = options.fast_paths() && lambda_1.defined() && options.dropout() == 0.0;
+  fast_norm_ = options.fast_paths();
 }
 
 BlockOutput PreNormBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& attention_bias,
                                       const torch::Tensor& key_padding_mask) {
-  auto attn = attention(layernorm_before(x), attention_bias, key_padding_mask);  // [B,T,D]
+  auto attn = attention(normalise(layernorm_before, x, fast_norm_), attention_bias,
+                        key_padding_mask);  // [B,T,D]
   if (fused_residual_) {  // x + attn * lambda_1, one pass (dropout is off)
     const auto h = scaled_residual(x, attn, lambda_1);
-    auto ffn = feed_forward(layernorm_after(h));  // [B,T,D]
+    auto ffn = feed_forward(normalise(layernorm_after, h, fast_norm_));  // [B,T,D]
     return {scaled_residual(h, ffn, lambda_2), ffn};
   }
   if (lambda_1.defined()) attn = attn * lambda_1;
   auto h = x + dropout(attn);
-  auto ffn = feed_forward(layernorm_after(h));  // [B,T,D]
+  auto ffn = feed_forward(normalise(layernorm_after, h, fast_norm_));  // [B,T,D]
   auto scaled = lambda_2.defined() ? ffn * lambda_2 : ffn;
   return {h + dropout(scaled), ffn};
 }
@@ -277,13 +285,15 @@ PostNormBlockImpl::PostNormBlockImpl(const BlockOptions& options) {
   feed_forward = register_module("feed_forward", make_feed_forward(options));
   final_layer_norm = register_module("final_layer_norm", make_layer_norm(options));
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
+  fast_norm_ = options.fast_paths();
 }
 
 BlockOutput PostNormBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& attention_bias,
                                        const torch::Tensor& key_padding_mask) {
-  auto h = attention_layer_norm(x + dropout(attention(x, attention_bias, key_padding_mask)));
+  auto h = normalise(attention_layer_norm,
+                     x + dropout(attention(x, attention_bias, key_padding_mask)), fast_norm_);
   auto ffn = feed_forward(h);  // [B,T,D]
-  return {final_layer_norm(h + dropout(ffn)), ffn};
+  return {normalise(final_layer_norm, h + dropout(ffn), fast_norm_), ffn};
 }
 
 }  // namespace data2vec::nn

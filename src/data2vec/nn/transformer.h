@@ -120,10 +120,10 @@ struct BlockOptions {
   TORCH_ARG(double, dropout) = 0.0;
   TORCH_ARG(double, attention_dropout) = 0.0;
   TORCH_ARG(double, activation_dropout) = 0.0;
-  /// The fast paths: `attention_kernel`, `fast_gelu`, `gemm` and the layer scale fused into the
-  /// residual add. false builds the plain reference twin (kPlain attention, torch::gelu,
-  /// LibTorch's linears, separate multiply and add) that the tests and the benchmark's A/B
-  /// compare against. Default true.
+  /// The fast paths: `attention_kernel`, `fast_gelu`, `gemm`, the layer scale fused into the
+  /// residual add and the layer norms through nn::layer_norm. false builds the plain reference
+  /// twin (kPlain attention, torch::gelu, LibTorch's linears and layer norms, separate multiply
+  /// and add) that the tests and the benchmark's A/B compare against. Default true.
   TORCH_ARG(bool, fast_paths) = true;
   /// The attention kernel when fast_paths is on. Default kAuto (kFused wherever blocked does not
   /// run: other devices, other dtypes, autocast).
@@ -159,6 +159,7 @@ class PreNormBlockImpl : public torch::nn::Module {
   // x + dropout(y * scale) as one node (addcmul forward, a one-pass backward) when dropout is
   // off and layer scale on.
   bool fused_residual_ = false;
+  bool fast_norm_ = false;  // the layer norms through nn::layer_norm (fast paths on)
 };
 TORCH_MODULE(PreNormBlock);
 
@@ -174,6 +175,9 @@ class PostNormBlockImpl : public torch::nn::Module {
   FeedForward feed_forward{nullptr};
   torch::nn::LayerNorm final_layer_norm{nullptr};
   torch::nn::Dropout dropout{nullptr};
+
+ private:
+  bool fast_norm_ = false;  // the layer norms through nn::layer_norm (fast paths on)
 };
 TORCH_MODULE(PostNormBlock);
 
