@@ -74,7 +74,27 @@ TEST(LayerNorm, TheModuleOverloadUsesItsParametersAndEpsilon) {
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(tensors_close("module output", layer_norm(x, norm), norm(x), 1e-6));
   torch::nn::LayerNorm without_affine(torch::nn::LayerNormOptions({24}).elementwise_affine(false));
-  EXPECT_THROW(layer_norm(x, without_affine), c10::Error);
+  EXPECT_TRUE(
+      tensors_close("no weight, no bias", layer_norm(x, without_affine), without_affine(x), 1e-6));
+  torch::nn::LayerNorm over_two_dims(torch::nn::LayerNormOptions({4, 24}));
+  EXPECT_THROW(layer_norm(x, over_two_dims), c10::Error);
+}
+
+// Without weight or bias (the targets' norm): the input gradient as LibTorch's.
+TEST(LayerNorm, WithoutWeightOrBias) {
+  torch::manual_seed(7);
+  const auto x = torch::randn({6, 40}) + 2.0, dy = torch::randn({6, 40});
+  for (const bool weight : {false, true}) {
+    const auto w = weight ? torch::randn({40}) : torch::Tensor();
+    auto xo = x.clone().requires_grad_(true), xr = x.clone().requires_grad_(true);
+    const auto yo = layer_norm(xo, w, {}, 1e-5);
+    const auto yr = torch::layer_norm(xr, {40}, w, {}, 1e-5);
+    EXPECT_NE(yo.grad_fn()->name().find("LayerNormFunction"), std::string::npos);
+    yo.backward(dy);
+    yr.backward(dy);
+    EXPECT_TRUE(tensors_close("output", yo, yr, 1e-5));
+    EXPECT_TRUE(tensors_close("input gradient", xo.grad(), xr.grad(), 1e-5));
+  }
 }
 
 // The weight and bias gradients are summed over rows in fixed chunks, then in chunk order: the

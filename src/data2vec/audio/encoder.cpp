@@ -5,6 +5,7 @@
 
 #include "data2vec/core/masking.h"
 #include "data2vec/nn/gelu.h"
+#include "data2vec/nn/layer_norm.h"
 
 namespace data2vec::audio {
 
@@ -122,9 +123,10 @@ torch::Tensor conv_channels_last(const torch::Tensor& x, const torch::Tensor& we
 torch::Tensor ConvLayerImpl::forward(const torch::Tensor& x) {
   if (!channels_last_) {
     auto y = conv(x.transpose(1, 2));  // [B,Cout,S']
-    return nn::gelu(layer_norm(y.transpose(1, 2)));
+    return nn::gelu(nn::layer_norm(y.transpose(1, 2), layer_norm));
   }
-  return nn::gelu(layer_norm(conv_channels_last(x, conv->weight, conv->bias, stride_)));
+  return nn::gelu(
+      nn::layer_norm(conv_channels_last(x, conv->weight, conv->bias, stride_), layer_norm));
 }
 
 FeatureExtractorImpl::FeatureExtractorImpl(const std::vector<ConvLayerSpec>& layers, bool bias,
@@ -155,7 +157,7 @@ FeatureProjectionImpl::FeatureProjectionImpl(int64_t in_dim, int64_t dim, double
 }
 
 torch::Tensor FeatureProjectionImpl::forward(const torch::Tensor& features) {
-  return projection(layer_norm(features));
+  return projection(nn::layer_norm(features, layer_norm));
 }
 
 // ---- positional encoder ----
@@ -172,8 +174,7 @@ PositionalConvLayerImpl::PositionalConvLayerImpl(int64_t dim, int64_t kernel, in
 torch::Tensor PositionalConvLayerImpl::forward(const torch::Tensor& x) {
   auto y = conv(x);  // [B,D,T + remove_frames]
   if (remove_frames > 0) y = y.slice(2, 0, y.size(2) - remove_frames);
-  y = torch::layer_norm(y.transpose(1, 2), {y.size(1)}, /*weight=*/{}, /*bias=*/{},
-                        kConvLayerNormEps)
+  y = nn::layer_norm(y.transpose(1, 2), /*weight=*/{}, /*bias=*/{}, kConvLayerNormEps)
           .transpose(1, 2);
   return torch::gelu(y);
 }
@@ -240,7 +241,7 @@ ContextOutput AudioTransformerImpl::forward(const torch::Tensor& x_in,
   // Padded frames are zeroed so the positional convolutions read zeros there, not features.
   auto x = padding_mask.defined() ? x_in.masked_fill(padding_mask.unsqueeze(-1), 0.0) : x_in;
   x = x + pos_conv_embed(x);
-  x = dropout(layer_norm(x));
+  x = dropout(nn::layer_norm(x, layer_norm));
   ContextOutput out;
   out.block_input = x;
   out.layer_results.reserve(layers.size());
@@ -273,7 +274,7 @@ ContextOutput AudioTransformerImpl::forward_kept(const torch::Tensor& x_in,
   const auto copies =
       x_in.repeat_interleave(clones, 0).masked_fill(~visible.unsqueeze(-1), 0.0);  // [B*M,T,D]
   auto x = gather_positions(copies + pos_conv_embed(copies), ids_keep);            // [B*M,Tk,D]
-  x = dropout(layer_norm(x));
+  x = dropout(nn::layer_norm(x, layer_norm));
   const auto kept_padding = padding_mask.defined() ? gather_copies(padding_mask, ids_keep, clones)
                                                    : torch::Tensor();  // [B*M,Tk]
   ContextOutput out;

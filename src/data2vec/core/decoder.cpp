@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "data2vec/nn/gelu.h"
+#include "data2vec/nn/layer_norm.h"
 
 namespace data2vec {
 
@@ -65,7 +66,7 @@ DecoderBlockImpl::DecoderBlockImpl(int64_t in_dim, const DecoderOptions& o) : di
 
 torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x) {
   auto y = conv.forward(x).movedim(1, -1);  // channels last: [R,T,Dd] or [R,Gh,Gw,Dd]
-  y = torch::layer_norm(y, {dim}, /*weight=*/{}, /*bias=*/{}, 1e-5);
+  y = nn::layer_norm(y, /*weight=*/{}, /*bias=*/{}, 1e-5);
   // nn::gelu: the gradient arriving through movedim is strided differently from y.
   return nn::gelu(y).movedim(-1, 1);  // [R,Dd,...]
 }

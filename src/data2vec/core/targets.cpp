@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "data2vec/nn/layer_norm.h"
+
 namespace data2vec {
 
 TargetNorm parse_target_norm(const std::string& name) {
@@ -47,7 +49,7 @@ torch::Tensor instance_norm_over_time(const torch::Tensor& x, const torch::Tenso
 }
 
 torch::Tensor layer_norm_over_channels(const torch::Tensor& x, double eps) {
-  return torch::layer_norm(x, {x.size(-1)}, /*weight=*/{}, /*bias=*/{}, eps);
+  return nn::layer_norm(x, /*weight=*/{}, /*bias=*/{}, eps);
 }
 
 namespace {

@@ -168,27 +168,33 @@ class LayerNormFunction : public torch::autograd::Function<LayerNormFunction> {
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, double eps) {
   const auto fp32_cpu = [](const torch::Tensor& t) {
-    return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
+    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
   };
-  const bool applies = fp32_cpu(x) && fp32_cpu(weight) && fp32_cpu(bias) && x.dim() >= 1 &&
-                       x.numel() > 0 && weight.dim() == 1 && bias.dim() == 1 &&
-                       weight.size(0) == x.size(-1) && bias.size(0) == x.size(-1) &&
-                       weight.is_contiguous() && bias.is_contiguous();
+  const auto fits = [&](const torch::Tensor& t) {  // an absent weight or bias fits
+    return !t.defined() ||
+           (fp32_cpu(t) && t.dim() == 1 && t.size(0) == x.size(-1) && t.is_contiguous());
+  };
+  const bool applies =
+      x.defined() && fp32_cpu(x) && x.dim() >= 1 && x.numel() > 0 && fits(weight) && fits(bias);
   if (!applies) return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
   const auto input = x.contiguous();
+  // No weight: ones; no bias: zeros ([D], next to the [rows, D] pass; no gradient asked of them).
+  const auto w = weight.defined() ? weight : torch::ones({x.size(-1)}, x.options());
+  const auto b = bias.defined() ? bias : torch::zeros({x.size(-1)}, x.options());
   if (!torch::GradMode::is_enabled() ||
-      !(input.requires_grad() || weight.requires_grad() || bias.requires_grad())) {
+      !(input.requires_grad() || w.requires_grad() || b.requires_grad())) {
     torch::Tensor y, mean, rstd;
-    layer_norm_forward(input, weight, bias, eps, y, mean, rstd);
+    layer_norm_forward(input, w, b, eps, y, mean, rstd);
     return y;
   }
-  return LayerNormFunction::apply(input, weight, bias, eps);
+  return LayerNormFunction::apply(input, w, b, eps);
 }
 
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
   const auto& o = norm->options;
-  TORCH_CHECK(o.normalized_shape().size() == 1 && o.elementwise_affine(),
-              "layer_norm: expected a LayerNorm over the last dimension with weight and bias");
+  TORCH_CHECK(o.normalized_shape().size() == 1,
+              "layer_norm: expected a LayerNorm over the last dimension, got normalized_shape ",
+              o.normalized_shape());
   return layer_norm(x, norm->weight, norm->bias, o.eps());
 }
 

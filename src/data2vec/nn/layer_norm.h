@@ -10,9 +10,10 @@
 
 namespace data2vec::nn {
 
-// Layer norm of x over its last dimension with weight and bias [D] (both defined). Contiguous
-// CPU fp32 goes through the kernels above; any other device or dtype (bf16 under autocast, CUDA)
-// to torch::layer_norm. Differentiable in x, weight and bias (once: no double backward).
+// Layer norm of x over its last dimension with weight and bias [D] (either may be undefined:
+// none, as torch::layer_norm). Contiguous CPU fp32 goes through the kernels above; any other
+// device or dtype (bf16 under autocast, CUDA) to torch::layer_norm. Differentiable in x, weight
+// and bias (once: no double backward).
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, double eps);
 

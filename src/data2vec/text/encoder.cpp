@@ -3,6 +3,7 @@
 #include <map>
 
 #include "data2vec/core/masking.h"
+#include "data2vec/nn/layer_norm.h"
 
 namespace data2vec::text {
 
@@ -64,7 +65,7 @@ torch::Tensor TextEmbeddingsImpl::forward(const torch::Tensor& ids,
   const auto types = token_type_ids.defined() ? token_type_embeddings(token_type_ids)    // [B,T,D]
                                               : token_type_embeddings->weight[0];        // [D]
   const auto x = word_embeddings(ids) + position_embeddings(position_ids(ids)) + types;  // [B,T,D]
-  return layer_norm(x);
+  return nn::layer_norm(x, layer_norm);
 }
 
 TextEncoderImpl::TextEncoderImpl(const TextEncoderOptions& options)

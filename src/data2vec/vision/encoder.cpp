@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "data2vec/core/masking.h"
+#include "data2vec/nn/layer_norm.h"
 
 namespace data2vec::vision {
 
@@ -355,13 +356,13 @@ EncoderOutput VisionEncoderImpl::extract_features(const EncoderInput& input,
 }
 
 torch::Tensor VisionEncoderImpl::final_norm(const torch::Tensor& x) {
-  return layernorm ? layernorm(x) : x;
+  return layernorm ? nn::layer_norm(x, layernorm) : x;
 }
 
 torch::Tensor VisionEncoderImpl::pool(const torch::Tensor& x) {
   if (!options_.mean_pooling()) return x.select(1, 0);  // [B,D]
   const auto mean = x.slice(1, 1).mean(1);              // [B,D]
-  return pooler_layernorm ? pooler_layernorm(mean) : mean;
+  return pooler_layernorm ? nn::layer_norm(mean, pooler_layernorm) : mean;
 }
 
 torch::Tensor VisionEncoderImpl::v2_mask(const EncoderInput& input, int64_t clones,
