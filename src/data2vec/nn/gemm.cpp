@@ -100,6 +100,7 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
           weight.data_ptr<float>(), in, beta, y.data_ptr<float>(), out);
     ctx->saved_data["library"] = library;
     ctx->saved_data["has_bias"] = bias.numel() > 0;
+    ctx->saved_data["activation"] = activation;
     if (Activation(activation) == Activation::kGelu) {
       auto activated = torch::gelu(y);
       ctx->save_for_backward({x, weight, y, activated});
@@ -116,7 +117,8 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     const auto library = GemmLibrary(ctx->saved_data["library"].toInt());
     const auto rows = x.size(0), in = x.size(1), out = weight.size(0);
     torch::Tensor dy, db;  // [N,out], [out]
-    if (saved.size() == 4) {  // kGelu: saved y and gelu(y)
+    if (Activation(ctx->saved_data["activation"].toInt()) == Activation::kGelu) {
+      // saved[2], saved[3]: y and gelu(y)
       auto gelu_grad = gelu_backward_from_output(grads[0].contiguous(), saved[2], saved[3]);
       dy = gelu_grad.input;
       db = gelu_grad.column_sums;
