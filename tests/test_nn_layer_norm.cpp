@@ -78,6 +78,8 @@ TEST(LayerNorm, TheModuleOverloadUsesItsParametersAndEpsilon) {
       tensors_close("no weight, no bias", layer_norm(x, without_affine), without_affine(x), 1e-6));
   torch::nn::LayerNorm over_two_dims(torch::nn::LayerNormOptions({4, 24}));
   EXPECT_THROW(layer_norm(x, over_two_dims), c10::Error);
+  torch::nn::LayerNorm other_width(torch::nn::LayerNormOptions({12}).elementwise_affine(false));
+  EXPECT_THROW(layer_norm(x, other_width), c10::Error);
 }
 
 // Without weight or bias (the targets' norm): the input gradient as LibTorch's.

@@ -13,15 +13,10 @@ namespace {
 
 using vec::Float8;
 using vec::kLanes;
+using vec::lane_sum;
 using vec::load8;
 
 constexpr int64_t kGrain = 16384;  // elements per parallel chunk of the forward
-
-__attribute__((always_inline)) inline float lane_sum(const Float8& v) {
-  float s = 0.0f;
-  for (int64_t l = 0; l < kLanes; ++l) s += v[l];
-  return s;
-}
 
 struct CentredSums {
   float sum = 0.0f, squares = 0.0f;  // sum_j (x[j] - shift), sum_j (x[j] - shift)^2
@@ -192,9 +187,9 @@ torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
 
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
   const auto& o = norm->options;
-  TORCH_CHECK(o.normalized_shape().size() == 1,
-              "layer_norm: expected a LayerNorm over the last dimension, got normalized_shape ",
-              o.normalized_shape());
+  TORCH_CHECK(o.normalized_shape().size() == 1 && o.normalized_shape()[0] == x.size(-1),
+              "layer_norm: expected a LayerNorm over the last dimension (", x.size(-1),
+              "), got normalized_shape ", o.normalized_shape());
   return layer_norm(x, norm->weight, norm->bias, o.eps());
 }
 

@@ -99,6 +99,13 @@ __attribute__((always_inline)) inline void load8(Float8& v, const float* p) {
   std::memcpy(&v, p, sizeof v);
 }
 
+// The eight lanes' sum, in lane order.
+__attribute__((always_inline)) inline float lane_sum(const Float8& v) {
+  float s = 0.0f;
+  for (int64_t l = 0; l < kLanes; ++l) s += v[l];
+  return s;
+}
+
 // sum_j a[j] b[j] in eight float lanes (vec_math.cpp; the attention's backward, the gradient
 // norm of train/optimizer.h).
 float dot(const float* a, const float* b, int64_t n);
