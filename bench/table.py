@@ -7,6 +7,10 @@ Step times of every round are pooled per (configuration, implementation) and the
 reported. MFU = model FLOPs per second / the median measured GEMM rate of the same dtype and
 thread count (data2vec_bench --mode gemm, same run) of the GEMM library the row ran on: Python's
 torch.mm; C++'s the library its blocks used (the "gemm" field: torch or onednn, nn/gemm.h).
+With more than one round a second table gives each round apart (run.sh measures the GEMM peaks
+at the start of every round, so a line's round is the count of peak measurements before it):
+the ratios of that round's medians and MFU against that round's own peak, since on a shared
+host a round can run ~10% faster or slower than the next.
 """
 import json
 import statistics
@@ -20,10 +24,16 @@ def main(paths):
     times = defaultdict(list)  # (config, mode, batch, dtype, threads) -> impl -> step times
     info = {}
     layers = {}  # (config, batch, threads) -> impl -> runs
+    by_round = defaultdict(dict)  # round -> {(key, impl): run, (dtype, threads, lib): GFLOP/s}
+    round_no, in_gemm = 0, False
     for r in runs:
         if r["mode"] == "gemm":
+            round_no += not in_gemm
+            in_gemm = True
             gemm[(r["dtype"], r["threads"], r.get("gemm", "torch"))].append(r["gflops"])
+            by_round[round_no][(r["dtype"], r["threads"], r.get("gemm", "torch"))] = r["gflops"]
             continue
+        in_gemm = False
         if r["mode"] == "layers":  # data2vec_bench --mode layers --kernel K
             layers.setdefault((r["config"], r["batch"], r["threads"]), defaultdict(list))[
                 r["impl"]].append(r)
@@ -34,6 +44,7 @@ def main(paths):
         impl = "cpp-torch" if r["impl"] == "cpp" and r.get("gemm") == "torch" else r["impl"]
         times.setdefault(key, defaultdict(list))[impl].extend(r["times_s"])
         info.setdefault(key, {})[impl] = r
+        by_round[round_no][(key, impl)] = r
     peaks = {k: statistics.median(v) for k, v in gemm.items()}
     for (dtype, threads, lib), peak in sorted(peaks.items()):
         how = "torch.mm" if lib == "torch" else f"{lib} sgemm"
@@ -86,6 +97,8 @@ def main(paths):
               f"| {steps.get('cpp', 0)} / {steps.get('python', 0)} | {params} |")
     for row in extra_rows:
         print(row)
+    if len(by_round) > 1:
+        print_rounds(times, by_round)
     if layers:
         print()
         print("Transformer blocks alone, forward + backward (data2vec_bench --mode layers): "
@@ -113,6 +126,31 @@ def main(paths):
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0
+
+
+def print_rounds(times, by_round):
+    rounds = sorted(by_round)
+    print()
+    print(f"Per round ({', '.join(str(n) for n in rounds)}): ratios of the round's medians; "
+          "MFU against the round's own GEMM peak")
+    print()
+    print("| configuration | C++ / Python | C++ on LibTorch's BLAS / Python | MFU C++ |")
+    print("|---|---:|---:|---:|")
+    for key in sorted(times, key=lambda k: (k[3], k[0], k[1], k[2])):
+        config, mode, batch, dtype, threads = key
+        ratio, same, mfu = [], [], []
+        for n in rounds:
+            got = by_round[n]
+            py, cpp, cpp_torch = (got.get((key, impl)) for impl in ("python", "cpp", "cpp-torch"))
+            ratio.append(f"{py['median_s'] / cpp['median_s']:.2f}x" if py and cpp else "-")
+            same.append(f"{py['median_s'] / cpp_torch['median_s']:.2f}x"
+                        if py and cpp_torch else "-")
+            lib = cpp.get("gemm", "torch") if cpp and dtype == "fp32" else "torch"
+            peak = got.get((dtype, threads, lib))
+            mfu.append(f"{cpp['flops'] / cpp['median_s'] / 1e9 / peak:.2f}"
+                       if cpp and peak else "-")
+        print(f"| {config} {mode} b{batch} {dtype} | {' / '.join(ratio)} | {' / '.join(same)} "
+              f"| {' / '.join(mfu)} |")
 
 
 if __name__ == "__main__":
