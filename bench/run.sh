@@ -80,12 +80,13 @@ if ((quick)); then
   rows+=("vision-tiny train 16 fp32 1 2" "vision-tiny extract 16 fp32 1 3"
          "text-tiny train 16 fp32 1 2" "configs/vision/fmnist-tiny-v2.yaml train 32 fp32 1 2")
 else
-  # Warm-up 3 (2 at batch 128): Python's first steps run up to 3x slower than its steady state
-  # (glibc's dynamic mmap threshold is still climbing), and steady state is what a run sees.
-  # Batch 128 times 3 steps: its single timed step read 5.97-7.82 s where 4 timed ones read
-  # 5.45-5.88 s (2026-12-02, C++). Its training warms up 4 steps: both sides' heaps still grow
-  # through the first 5-6 steps (C++: 1.6M page faults in the first two, tens of thousands a
-  # step up to the 7th, none after, `perf stat -I`; Python's steps 3-5 read 36, 29, 25 s).
+  # Warm-up 3 (2 at batch 128, 4 for its training): Python's first steps run up to 3x slower
+  # than its steady state (glibc's dynamic mmap threshold is still climbing), and steady state
+  # is what a run sees. At batch 128 both sides' heaps still grow through the first steps (C++:
+  # 1.6M page faults in the first two, tens of thousands a step up to about the 7th, none
+  # after, `perf stat -I`; Python's steps 3-5 read 36, 29, 25 s); warming training up past all
+  # of it would add 5-8 minutes. Batch-128 training times 3 steps: its single timed step read
+  # 5.97-7.82 s where 4 timed ones read 5.45-5.88 s (2026-12-02, C++).
   rows+=("vision-tiny train 16 fp32 3 2" "vision-tiny train 128 fp32 4 3"
          "vision-tiny extract 16 fp32 3 3" "vision-tiny extract 128 fp32 2 2"
          "audio-tiny extract 16 fp32 3 3" "audio-tiny extract 128 fp32 2 2"

@@ -26,6 +26,10 @@ def main(paths):
     layers = {}  # (config, batch, threads) -> impl -> runs
     by_round = defaultdict(dict)  # round -> {(key, impl): run, (dtype, threads, lib): GFLOP/s}
     round_no, in_gemm = 0, False
+    # C++ on LibTorch's BLAS (run.sh's same-kernels run, --gemm torch) is its own column when the
+    # default C++ run used oneDNN; without a oneDNN run it is the C++ column.
+    blas_column = any(r["impl"] == "cpp" and r.get("gemm", "torch") != "torch" for r in runs
+                      if r["mode"] not in ("gemm", "layers"))
     for r in runs:
         if r["mode"] == "gemm":
             round_no += not in_gemm
@@ -39,9 +43,8 @@ def main(paths):
                 r["impl"]].append(r)
             continue
         key = (r["config"], r["mode"], r["batch"], r["dtype"], r["threads"])
-        # C++ on LibTorch's BLAS (run.sh's same-kernels run, --gemm torch) is its own column
-        # when the default C++ run used oneDNN.
-        impl = "cpp-torch" if r["impl"] == "cpp" and r.get("gemm") == "torch" else r["impl"]
+        same_kernels = blas_column and r["impl"] == "cpp" and r.get("gemm") == "torch"
+        impl = "cpp-torch" if same_kernels else r["impl"]
         times.setdefault(key, defaultdict(list))[impl].extend(r["times_s"])
         info.setdefault(key, {})[impl] = r
         by_round[round_no][(key, impl)] = r
@@ -51,12 +54,6 @@ def main(paths):
         print(f"GEMM peak ({dtype}, {threads} threads, {how} square): {peak:.1f} GFLOP/s "
               f"(median of {len(gemm[(dtype, threads, lib)])} runs)")
     print()
-    # Without a oneDNN run the C++ column is the LibTorch-BLAS one.
-    if not any("cpp" in per for per in times.values()):
-        for key in times:
-            for d in (times[key], info[key]):
-                if "cpp-torch" in d:
-                    d["cpp"] = d.pop("cpp-torch")
     print("| configuration | C++ samples/s | C++ on LibTorch's BLAS | Python samples/s "
           "| C++ / Python | C++ on LibTorch's BLAS / Python | MFU C++ | MFU C++ LibTorch BLAS "
           "| MFU Python | GFLOP/step | peak RSS C++ / Python (MB) | steps C++ / Py | params |")
@@ -73,9 +70,7 @@ def main(paths):
             med = statistics.median(per[impl])
             rate[impl] = batch / med
             steps[impl] = len(per[impl])
-            lib = row[impl].get("gemm", "torch") if dtype == "fp32" else "torch"
-            peak = peaks.get((dtype, threads, lib))
-            mfu[impl] = row[impl]["flops"] / med / 1e9 / peak if peak else None
+            mfu[impl] = mfu_of(row[impl], med, peaks.get(peak_key(row[impl], key)))
             rss[impl] = row[impl]["peak_rss_mb"]
         fmt = lambda d, k, f: (f % d[k]) if d.get(k) is not None else "-"
         ratio_of = lambda impl: (f"{rate[impl] / rate['python']:.2f}x"
@@ -128,6 +123,17 @@ def main(paths):
     return 1 if problems else 0
 
 
+def peak_key(run, key):
+    """The GEMM peak a run's MFU divides by: its dtype and threads, and for fp32 the library
+    its products ran on (bf16 rows always on LibTorch's)."""
+    dtype, threads = key[3], key[4]
+    return (dtype, threads, run.get("gemm", "torch") if dtype == "fp32" else "torch")
+
+
+def mfu_of(run, seconds, peak):
+    return run["flops"] / seconds / 1e9 / peak if peak else None
+
+
 def print_rounds(times, by_round):
     rounds = sorted(by_round)
     print()
@@ -145,10 +151,8 @@ def print_rounds(times, by_round):
             ratio.append(f"{py['median_s'] / cpp['median_s']:.2f}x" if py and cpp else "-")
             same.append(f"{py['median_s'] / cpp_torch['median_s']:.2f}x"
                         if py and cpp_torch else "-")
-            lib = cpp.get("gemm", "torch") if cpp and dtype == "fp32" else "torch"
-            peak = got.get((dtype, threads, lib))
-            mfu.append(f"{cpp['flops'] / cpp['median_s'] / 1e9 / peak:.2f}"
-                       if cpp and peak else "-")
+            value = mfu_of(cpp, cpp["median_s"], got.get(peak_key(cpp, key))) if cpp else None
+            mfu.append(f"{value:.2f}" if value is not None else "-")
         print(f"| {config} {mode} b{batch} {dtype} | {' / '.join(ratio)} | {' / '.join(same)} "
               f"| {' / '.join(mfu)} |")
 

@@ -27,6 +27,16 @@ def step(impl, library, seconds):
     return row
 
 
+def table(lines):
+    """bench/table.py's output for these JSON lines."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "run.jsonl")
+        with open(path, "w") as f:
+            f.writelines(json.dumps(line) + "\n" for line in lines)
+        return subprocess.run([sys.executable, os.path.join(HERE, "table.py"), path],
+                              capture_output=True, text=True, check=True).stdout
+
+
 def main():
     lines = [
         # round 1: oneDNN peak 400, C++ 0.5 s, C++ on LibTorch's BLAS 1.0 s, Python 2.0 s
@@ -38,12 +48,7 @@ def main():
         step("python", None, [2.4, 2.4, 2.4]),
         step("cpp", "onednn", [0.8, 0.8, 0.8]), step("cpp", "torch", [1.2, 1.2, 1.2]),
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "run.jsonl")
-        with open(path, "w") as f:
-            f.writelines(json.dumps(line) + "\n" for line in lines)
-        out = subprocess.run([sys.executable, os.path.join(HERE, "table.py"), path],
-                             capture_output=True, text=True, check=True).stdout
+    out = table(lines)
     rows = [line for line in out.splitlines() if line.startswith("| vision-tiny train b16")]
     assert len(rows) == 2, out
     pooled = [cell.strip() for cell in rows[0].split("|")]
@@ -55,6 +60,14 @@ def main():
     assert per_round[2] == "4.00x / 3.00x", per_round           # 2.0 / 0.5, 2.4 / 0.8
     assert per_round[3] == "2.00x / 2.00x", per_round           # 2.0 / 1.0, 2.4 / 1.2
     assert per_round[4] == f"{160 / 0.5 / 400:.2f} / {160 / 0.8 / 320:.2f}", per_round
+    # A build without oneDNN: its C++ runs are on LibTorch's BLAS and fill the C++ columns of
+    # both tables.
+    out = table([gemm("torch", 200.0), step("cpp", "torch", [1.0]), step("python", None, [2.0]),
+                 gemm("torch", 100.0), step("python", None, [2.0]), step("cpp", "torch", [0.5])])
+    rows = [line for line in out.splitlines() if line.startswith("| vision-tiny train b16")]
+    per_round = [cell.strip() for cell in rows[1].split("|")]
+    assert per_round[2] == "2.00x / 4.00x", per_round
+    assert per_round[4] == f"{160 / 1.0 / 200:.2f} / {160 / 0.5 / 100:.2f}", per_round
     print("table.py: pooled and per-round rows as expected")
 
 
