@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -23,6 +24,32 @@ int64_t query_block(int64_t t) {
   return t <= kWholeRowTokens ? t : kQueryBlock;
 }
 constexpr float kLowest = std::numeric_limits<float>::lowest();
+
+// Rows of logits and probabilities are padded to 64 bytes (16 floats): at T = 197 (ViT at 224 px)
+// the unaligned row stride cost P^T dO up to 17% and the other per-head products 1-4% (dnnl_sgemm,
+// one thread; BENCHMARKS.md, session 23). The padding columns are never read or written.
+constexpr int64_t kRowAlign = 16;
+int64_t padded_row(int64_t t) { return (t + kRowAlign - 1) / kRowAlign * kRowAlign; }
+
+// Per-thread scratch rows, aligned like the kept probabilities (a std::vector is only 16-byte
+// aligned).
+class ScratchRows {
+ public:
+  explicit ScratchRows(int64_t floats)
+      : data_(floats > 0 ? static_cast<float*>(std::aligned_alloc(
+                               64, size_t(padded_row(floats)) * sizeof(float)))
+                         : nullptr) {
+    TORCH_CHECK(floats <= 0 || data_, "blocked_attention: out of memory for ", floats,
+                " scratch floats");
+  }
+  ~ScratchRows() { std::free(data_); }
+  ScratchRows(const ScratchRows&) = delete;
+  ScratchRows& operator=(const ScratchRows&) = delete;
+  float* data() const { return data_; }
+
+ private:
+  float* data_;
+};
 
 // The dropout mask as a pure function of (seed, row, column): a per-row key from splitmix64,
 // then a 32-bit integer hash per column (vectorisable); keep when the top 24 bits fall below
@@ -136,11 +163,12 @@ void softmax_backward_row(const float* p, float* dp, float delta, int64_t t) {
 // Pointers and strides shared by forward and backward.
 struct Problem {
   int64_t b = 0, t = 0, h = 0, d = 0, dh = 0;
+  int64_t ldp = 0;  // row stride of logits and probabilities: T padded to 64 bytes
   const float* qkv = nullptr;   // [B,T,3D]
   const float* bias = nullptr;  // [H,T,T] (bias_batch_stride 0) or [B,H,T,T]; null: none
   int64_t bias_batch_stride = 0;
   const uint8_t* pad = nullptr;  // [B,T]; null: none
-  float* probs = nullptr;        // [B,H,T,T] kept by forward for backward; null: recomputed
+  float* probs = nullptr;        // [B,H,T,ldp] kept by forward for backward; null: recomputed
   Dropout dropout;
   GemmLibrary library = GemmLibrary::kTorch;
 
@@ -163,7 +191,9 @@ struct Problem {
   const uint8_t* pad_row(int64_t bi) const { return pad ? pad + bi * t : nullptr; }
   int64_t row(int64_t bi, int64_t hi, int64_t i) const { return (bi * h + hi) * t + i; }
   // Rows i.. of the kept probabilities of head hi of example bi.
-  float* probs_rows(int64_t bi, int64_t hi, int64_t i) const { return probs + row(bi, hi, i) * t; }
+  float* probs_rows(int64_t bi, int64_t hi, int64_t i) const {
+    return probs + row(bi, hi, i) * ldp;
+  }
 };
 
 Problem make_problem(const torch::Tensor& qkv, int64_t num_heads, const torch::Tensor& bias,
@@ -172,6 +202,7 @@ Problem make_problem(const torch::Tensor& qkv, int64_t num_heads, const torch::T
   p.library = library;
   p.b = qkv.size(0), p.t = qkv.size(1), p.d = qkv.size(2) / 3, p.h = num_heads;
   p.dh = p.d / num_heads;
+  p.ldp = padded_row(p.t);
   p.qkv = qkv.data_ptr<float>();
   if (bias.numel() > 0) {
     p.bias = bias.data_ptr<float>();
@@ -184,31 +215,31 @@ Problem make_problem(const torch::Tensor& qkv, int64_t num_heads, const torch::T
 // Forward: out [B,T,D], the softmax statistics of every row of logits, stats [B,H,T,2], and,
 // when p.probs is set, the probabilities (before dropout).
 void attention_forward(const Problem& p, float* out, float* stats) {
-  const int64_t t = p.t, bq = query_block(t);
+  const int64_t t = p.t, ldp = p.ldp, bq = query_block(t);
   const bool scratch = !p.probs || p.dropout.p > 0;  // S lives in the kept probabilities if any
   at::parallel_for(0, p.b * p.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(scratch ? size_t(bq * t) : 0);  // [Bq,T]
+    ScratchRows s(scratch ? bq * ldp : 0);  // [Bq,ldp]
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bi = task / p.h, hi = task % p.h;
       for (int64_t i0 = 0; i0 < t; i0 += bq) {
         const int64_t m = std::min(bq, t - i0);
-        float* probs = p.probs ? p.probs_rows(bi, hi, i0) : s.data();  // [m,T]
+        float* probs = p.probs ? p.probs_rows(bi, hi, i0) : s.data();  // [m,ldp]
         p.gemm(false, true, m, t, p.dh, p.q(bi, hi) + i0 * 3 * p.d, 3 * p.d, p.k(bi, hi), 3 * p.d,
-               0.0f, probs, t);  // S = Q_blk K^T
+               0.0f, probs, ldp);  // S = Q_blk K^T
         for (int64_t r = 0; r < m; ++r) {
           const int64_t i = i0 + r;
-          softmax_row(probs + r * t, p.bias_row(bi, hi, i), p.pad_row(bi), t,
+          softmax_row(probs + r * ldp, p.bias_row(bi, hi, i), p.pad_row(bi), t,
                       stats + 2 * p.row(bi, hi, i));
         }
         const float* used = probs;  // the probabilities V is multiplied by
         if (p.dropout.p > 0) {
           for (int64_t r = 0; r < m; ++r)
-            apply_dropout(probs + r * t, s.data() + r * t, t,
+            apply_dropout(probs + r * ldp, s.data() + r * ldp, t,
                           p.dropout.row_key(p.row(bi, hi, i0 + r)), p.dropout.threshold,
                           p.dropout.rescale);
           used = s.data();
         }
-        p.gemm(false, false, m, p.dh, t, used, t, p.v(bi, hi), 3 * p.d, 0.0f,
+        p.gemm(false, false, m, p.dh, t, used, ldp, p.v(bi, hi), 3 * p.d, 0.0f,
                out + (bi * t + i0) * p.d + hi * p.dh, p.d);  // O_blk = P V
       }
     }
@@ -217,18 +248,17 @@ void attention_forward(const Problem& p, float* out, float* stats) {
 
 // Backward: d_qkv [B,T,3D] (every element written) and, when d_bias is given, the logit
 // gradient summed into d_bias (shape of the bias; zero-initialised by the caller).
-void attention_backward(const Problem& p, const float* out, const float* stats, const float* d_out,
-                        float* d_qkv, float* d_bias) {
-  const int64_t t = p.t, d = p.d, dh = p.dh, bq = query_block(t);
+void attention_backward(const Problem& p, const float* stats, const float* d_out, float* d_qkv,
+                        float* d_bias) {
+  const int64_t t = p.t, ldp = p.ldp, d = p.d, dh = p.dh, bq = query_block(t);
   // A shared [H,T,T] bias gathers the gradient of every batch element: one buffer per thread,
   // summed at the end. A [B,H,T,T] bias has one (b, h) task per slice.
   const bool shared_bias = d_bias && p.bias_batch_stride == 0;
   const int64_t bias_numel = p.h * t * t;
   std::vector<std::vector<float>> bias_partials(shared_bias ? size_t(at::get_num_threads()) : 0);
   at::parallel_for(0, p.b * p.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> s(p.probs ? 0 : size_t(bq * t)), dp(size_t(bq * t));  // [Bq,T]
-    std::vector<float> dropped(p.dropout.p > 0 ? size_t(bq * t) : 0);        // [Bq,T]
-    std::vector<float> delta(static_cast<size_t>(bq));                       // [Bq]
+    ScratchRows s(p.probs ? 0 : bq * ldp), dp(bq * ldp);  // [Bq,ldp]
+    ScratchRows dropped(p.dropout.p > 0 ? bq * ldp : 0);  // [Bq,ldp]
     float* bias_grad = nullptr;
     if (shared_bias) {
       auto& partial = bias_partials[size_t(at::get_thread_num())];
@@ -248,42 +278,42 @@ void attention_backward(const Problem& p, const float* out, const float* stats, 
         const int64_t m = std::min(bq, t - i0);
         const float beta = i0 == 0 ? 0.0f : 1.0f;  // dK, dV: first block writes, others add
         const float* d_out_blk = d_out + (bi * t + i0) * d + hi * dh;
-        const float* probs = s.data();  // [m,T]: kept by forward, or recomputed from S
+        const float* probs = s.data();  // [m,ldp]: kept by forward, or recomputed from S
         if (p.probs) {
           probs = p.probs_rows(bi, hi, i0);
         } else {
           p.gemm(false, true, m, t, dh, q + i0 * 3 * d, 3 * d, p.k(bi, hi), 3 * d, 0.0f, s.data(),
-                 t);  // S
+                 ldp);  // S
           for (int64_t r = 0; r < m; ++r)
-            probs_row(s.data() + r * t, p.bias_row(bi, hi, i0 + r), p.pad_row(bi),
+            probs_row(s.data() + r * ldp, p.bias_row(bi, hi, i0 + r), p.pad_row(bi),
                       stats + 2 * p.row(bi, hi, i0 + r), t);
         }
-        for (int64_t r = 0; r < m; ++r) {
-          const int64_t i = i0 + r;
-          delta[size_t(r)] = vec::dot(d_out_blk + r * d, out + (bi * t + i) * d + hi * dh, dh);
-        }
         p.gemm(false, true, m, t, dh, d_out_blk, d, p.v(bi, hi), 3 * d, 0.0f, dp.data(),
-               t);                    // dP' = dO V^T (gradient of the dropped probabilities)
+               ldp);                  // dP' = dO V^T (gradient of the dropped probabilities)
         const float* p_used = probs;  // the probabilities V was multiplied by
         if (p.dropout.p > 0) {
           for (int64_t r = 0; r < m; ++r) {
             const auto key = p.dropout.row_key(p.row(bi, hi, i0 + r));
-            apply_dropout(probs + r * t, dropped.data() + r * t, t, key, p.dropout.threshold,
+            apply_dropout(probs + r * ldp, dropped.data() + r * ldp, t, key, p.dropout.threshold,
                           p.dropout.rescale);
-            apply_dropout(dp.data() + r * t, dp.data() + r * t, t, key, p.dropout.threshold,
+            apply_dropout(dp.data() + r * ldp, dp.data() + r * ldp, t, key, p.dropout.threshold,
                           p.dropout.rescale);
           }
           p_used = dropped.data();
         }
-        p.gemm(true, false, t, dh, m, p_used, t, d_out_blk, d, beta, dv, 3 * d);  // dV += P'^T dO
+        p.gemm(true, false, t, dh, m, p_used, ldp, d_out_blk, d, beta, dv, 3 * d);  // dV += P'^T dO
         for (int64_t r = 0; r < m; ++r) {
-          softmax_backward_row(probs + r * t, dp.data() + r * t, delta[size_t(r)], t);
+          // delta_i = sum_j P_ij dP_ij (= dO_i . O_i) from the two rows in cache: the head's
+          // strided rows of O and dO cost more to fetch than the longer dot product.
+          const float* p_row = probs + r * ldp;
+          float* dp_row = dp.data() + r * ldp;
+          softmax_backward_row(p_row, dp_row, vec::dot(p_row, dp_row, t), t);
           if (task_bias_grad)
-            vec::add_to(task_bias_grad + (hi * t + i0 + r) * t, dp.data() + r * t, t);
+            vec::add_to(task_bias_grad + (hi * t + i0 + r) * t, dp.data() + r * ldp, t);
         }
-        p.gemm(false, false, m, dh, t, dp.data(), t, p.k(bi, hi), 3 * d, 0.0f, dq + i0 * 3 * d,
+        p.gemm(false, false, m, dh, t, dp.data(), ldp, p.k(bi, hi), 3 * d, 0.0f, dq + i0 * 3 * d,
                3 * d);  // dQ_blk = dS K
-        p.gemm(true, false, t, dh, m, dp.data(), t, q + i0 * 3 * d, 3 * d, beta, dk,
+        p.gemm(true, false, t, dh, m, dp.data(), ldp, q + i0 * 3 * d, 3 * d, beta, dk,
                3 * d);  // dK += dS^T Q_blk
       }
     }
@@ -304,10 +334,10 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
     set_dropout(p, dropout, seed);
     auto out = torch::empty({p.b, p.t, p.d}, qkv.options());       // [B,T,D]
     auto stats = torch::empty({p.b, p.h, p.t, 2}, qkv.options());  // [B,H,T,2]: max, 1 / sum
-    auto probs = torch::empty({keep_probs ? p.b * p.h * p.t * p.t : 0}, qkv.options());
+    auto probs = torch::empty({keep_probs ? p.b * p.h * p.t * p.ldp : 0}, qkv.options());
     if (keep_probs) p.probs = probs.data_ptr<float>();
     attention_forward(p, out.data_ptr<float>(), stats.data_ptr<float>());
-    ctx->save_for_backward({qkv, bias, pad, out, stats, probs});
+    ctx->save_for_backward({qkv, bias, pad, stats, probs});
     ctx->saved_data["num_heads"] = num_heads;
     ctx->saved_data["dropout"] = dropout;
     ctx->saved_data["seed"] = seed;
@@ -318,8 +348,8 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &qkv = saved[0], &bias = saved[1], &pad = saved[2], &out = saved[3],
-               &stats = saved[4], &probs = saved[5];
+    const auto &qkv = saved[0], &bias = saved[1], &pad = saved[2], &stats = saved[3],
+               &probs = saved[4];
     auto p = make_problem(qkv, ctx->saved_data["num_heads"].toInt(), bias, pad,
                           GemmLibrary(ctx->saved_data["library"].toInt()));
     if (probs.numel() > 0) p.probs = probs.data_ptr<float>();
@@ -328,7 +358,7 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
     auto d_qkv = torch::empty_like(qkv);
     torch::Tensor d_bias;
     if (bias.numel() > 0 && ctx->needs_input_grad(1)) d_bias = torch::zeros_like(bias);
-    attention_backward(p, out.data_ptr<float>(), stats.data_ptr<float>(), d_out.data_ptr<float>(),
+    attention_backward(p, stats.data_ptr<float>(), d_out.data_ptr<float>(),
                        d_qkv.data_ptr<float>(),
                        d_bias.defined() ? d_bias.data_ptr<float>() : nullptr);
     return {d_qkv,           d_bias,          torch::Tensor(), torch::Tensor(),
