@@ -29,15 +29,17 @@ constexpr float kLowest = std::numeric_limits<float>::lowest();
 // the unaligned row stride cost P^T dO up to 17% and the other per-head products 1-4% (dnnl_sgemm,
 // one thread; BENCHMARKS.md, session 23). The padding columns are never read or written.
 constexpr int64_t kRowAlign = 16;
-int64_t padded_row(int64_t t) { return (t + kRowAlign - 1) / kRowAlign * kRowAlign; }
+int64_t padded_row(int64_t t) {
+  return (t + kRowAlign - 1) / kRowAlign * kRowAlign;
+}
 
 // Per-thread scratch rows, aligned like the kept probabilities (a std::vector is only 16-byte
 // aligned).
 class ScratchRows {
  public:
   explicit ScratchRows(int64_t floats)
-      : data_(floats > 0 ? static_cast<float*>(std::aligned_alloc(
-                               64, size_t(padded_row(floats)) * sizeof(float)))
+      : data_(floats > 0 ? static_cast<float*>(
+                               std::aligned_alloc(64, size_t(padded_row(floats)) * sizeof(float)))
                          : nullptr) {
     TORCH_CHECK(floats <= 0 || data_, "blocked_attention: out of memory for ", floats,
                 " scratch floats");
@@ -163,7 +165,7 @@ void softmax_backward_row(const float* p, float* dp, float delta, int64_t t) {
 // Pointers and strides shared by forward and backward.
 struct Problem {
   int64_t b = 0, t = 0, h = 0, d = 0, dh = 0;
-  int64_t ldp = 0;  // row stride of logits and probabilities: T padded to 64 bytes
+  int64_t ldp = 0;              // row stride of logits and probabilities: T padded to 64 bytes
   const float* qkv = nullptr;   // [B,T,3D]
   const float* bias = nullptr;  // [H,T,T] (bias_batch_stride 0) or [B,H,T,T]; null: none
   int64_t bias_batch_stride = 0;
@@ -358,8 +360,7 @@ class BlockedAttentionFunction : public torch::autograd::Function<BlockedAttenti
     auto d_qkv = torch::empty_like(qkv);
     torch::Tensor d_bias;
     if (bias.numel() > 0 && ctx->needs_input_grad(1)) d_bias = torch::zeros_like(bias);
-    attention_backward(p, stats.data_ptr<float>(), d_out.data_ptr<float>(),
-                       d_qkv.data_ptr<float>(),
+    attention_backward(p, stats.data_ptr<float>(), d_out.data_ptr<float>(), d_qkv.data_ptr<float>(),
                        d_bias.defined() ? d_bias.data_ptr<float>() : nullptr);
     return {d_qkv,           d_bias,          torch::Tensor(), torch::Tensor(),
             torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
