@@ -82,8 +82,9 @@ TEST(Optimizer, AnAdamRunFromBeforeDecoupledDecayResumes) {
   config.name = "adam";
   auto resumed = train::make_optimizer({{w}, {}}, config);
   ASSERT_NO_THROW(train::load_optimizer_bytes(*resumed, bytes));
-  const auto& state = static_cast<torch::optim::AdamWParamState&>(
-      *resumed->state().at(c10::guts::to_string(w.unsafeGetTensorImpl())));
+  const auto* found = train::parameter_state(*resumed, w);
+  ASSERT_NE(found, nullptr);
+  const auto& state = static_cast<const torch::optim::AdamWParamState&>(*found);
   EXPECT_EQ(state.step(), 1);
   EXPECT_TRUE(data2vec::testing::tensors_close("exp_avg", state.exp_avg(),
                                                torch::full({2, 2}, 0.1 * (0.5 + 0.5)), 1e-6));
@@ -119,10 +120,7 @@ struct AdamWProblem {
 
 const torch::optim::AdamWParamState* adamw_state(torch::optim::Optimizer& optimizer,
                                                  const torch::Tensor& p) {
-  const auto& state = optimizer.state();
-  const auto it = state.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
-  return it == state.end() ? nullptr
-                           : static_cast<const torch::optim::AdamWParamState*>(it->second.get());
+  return static_cast<const torch::optim::AdamWParamState*>(train::parameter_state(optimizer, p));
 }
 
 }  // namespace

@@ -70,6 +70,15 @@ void sgemm(GemmLibrary library, bool trans_a, bool trans_b, int64_t m, int64_t n
          &LDC);
 }
 
+bool cpu_autocast_enabled() {
+  // LibTorch 2.4 keyed autocast by device type and deprecated the per-device functions.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  return at::autocast::is_cpu_enabled();
+#endif
+}
+
 namespace {
 
 // Whether oneDNN takes a product of these fp32 operands: the library asked for and built in, CPU
@@ -77,7 +86,7 @@ namespace {
 bool on_onednn(GemmLibrary library, const torch::Tensor& a, const torch::Tensor& b) {
   return library == GemmLibrary::kOneDnn && have_onednn_gemm() && a.device().is_cpu() &&
          a.scalar_type() == torch::kFloat32 && b.scalar_type() == torch::kFloat32 &&
-         a.numel() > 0 && b.numel() > 0 && !at::autocast::is_cpu_enabled();
+         a.numel() > 0 && b.numel() > 0 && !cpu_autocast_enabled();
 }
 
 // x [N,in] and weight [out,in] contiguous fp32; bias [out] or empty (1.13's custom functions do

@@ -24,6 +24,9 @@ enum class GemmLibrary {
 // Whether this build links oneDNN's sgemm (CMake found Debian's libdnnl-dev).
 bool have_onednn_gemm();
 
+// Whether CPU autocast (bf16) is on: the own fp32 kernels step aside under it.
+bool cpu_autocast_enabled();
+
 // The library a model uses unless its options say otherwise: oneDNN where this build has it.
 GemmLibrary default_gemm_library();
 

@@ -94,7 +94,7 @@ torch::Tensor SelfAttentionImpl::forward_blocked(const torch::Tensor& x,
                                                  const torch::Tensor& key_padding_mask) {
   // The kernel is CPU fp32; on another device, another dtype or under autocast (bf16 linears)
   // the fused path, the same math, takes the call.
-  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || at::autocast::is_cpu_enabled())
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat32 || cpu_autocast_enabled())
     return forward_fused(x, attn_bias, key_padding_mask);
   const auto dh = options.dim() / options.num_heads();
   const auto qkv = fused_qkv(x, 1.0 / std::sqrt(double(dh)));  // [B,T,3D]

@@ -10,6 +10,7 @@
 
 #include "data2vec/io/files.h"
 #include "data2vec/io/safetensors.h"
+#include "data2vec/train/optimizer.h"
 
 namespace fs = std::filesystem;
 
@@ -297,11 +298,10 @@ std::string optimizer_bytes(const torch::optim::Optimizer& optimizer) {
     for (size_t i = 0; i < params.size(); ++i) {
       const std::string key = std::to_string(g) + "." + std::to_string(i);
       group.write("params/" + std::to_string(i), c10::IValue(key));
-      const auto found =
-          optimizer.state().find(c10::guts::to_string(params[i].unsafeGetTensorImpl()));
-      if (found == optimizer.state().end()) continue;  // no step taken yet
+      const auto* found = parameter_state(optimizer, params[i]);
+      if (found == nullptr) continue;  // no step taken yet
       torch::serialize::OutputArchive param_state(archive.compilation_unit());
-      found->second->serialize(param_state);
+      found->serialize(param_state);
       state.write(key, param_state);
     }
     torch::serialize::OutputArchive options(archive.compilation_unit());

@@ -67,7 +67,7 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n,
 
 // Optimizer::state_ is keyed by the parameter's TensorImpl: its address as a string in LibTorch
 // 1.13 (written through an ostringstream, as c10::guts::to_string does), the pointer itself in
-// later releases, which no longer have that function.
+// later releases, which no longer have that function (see parameter_state in optimizer.h).
 template <typename Map>
 typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
   if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
@@ -212,6 +212,13 @@ double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_n
     });
   }
   return norm;
+}
+
+const torch::optim::OptimizerParamState* parameter_state(const torch::optim::Optimizer& optimizer,
+                                                         const torch::Tensor& p) {
+  const auto& state = optimizer.state();
+  const auto found = state.find(state_key(state, p));
+  return found == state.end() ? nullptr : found->second.get();
 }
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {

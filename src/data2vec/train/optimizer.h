@@ -49,6 +49,12 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const ParameterGroups& g
 // gradient (device, dtype, layout) sends the call to LibTorch's.
 double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm);
 
+// The optimizer's state of parameter p (AdamWParamState for ours), or nullptr before p's first
+// step. Optimizer::state() is keyed by p's TensorImpl: its address as a string in LibTorch 1.13,
+// the pointer itself from 2.0 on.
+const torch::optim::OptimizerParamState* parameter_state(const torch::optim::Optimizer& optimizer,
+                                                         const torch::Tensor& p);
+
 // Sets the learning rate of every group.
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 
