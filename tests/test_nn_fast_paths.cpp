@@ -94,6 +94,29 @@ TEST_P(FastPaths, PostNormBlockWithPaddingMask) {
   expect_same(fast, plain, x, torch::Tensor(), padding);
 }
 
+// An example that is all padding is not masked (SelfAttention::forward), on every kernel: its
+// rows are those of the same example unpadded, and the partly padded one keeps its mask.
+TEST_P(FastPaths, AnExampleThatIsAllPaddingIsNotMasked) {
+  torch::manual_seed(2);
+  auto [fast, plain] = twins<PostNormBlock>(BlockOptions(16, 2, 32).attention_kernel(GetParam()));
+  fast->eval();
+  plain->eval();
+  const auto x = torch::randn({2, 5, 16});
+  auto padding = torch::zeros({2, 5}, torch::kBool);
+  padding[0].slice(0, 3).fill_(true);
+  padding[1].fill_(true);
+  auto unpadded = padding.clone();
+  unpadded[1].fill_(false);
+  torch::NoGradGuard no_grad;
+  for (auto* block : {&fast, &plain}) {
+    const auto padded_out = (*block)->forward(x, torch::Tensor(), padding).x;
+    const auto unpadded_out = (*block)->forward(x, torch::Tensor(), unpadded).x;
+    EXPECT_TRUE(torch::equal(padded_out, unpadded_out));
+    const auto no_mask_out = (*block)->forward(x, torch::Tensor(), torch::Tensor()).x;
+    EXPECT_FALSE(torch::allclose(padded_out[0], no_mask_out[0]));  // example 0 is still masked
+  }
+}
+
 TEST_P(FastPaths, LongerOddSequencesWithPaddingAndPerExampleBias) {
   torch::manual_seed(3);
   auto [fast, plain] = twins<PreNormBlock>(

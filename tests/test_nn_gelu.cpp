@@ -82,13 +82,15 @@ TEST(Gelu, AgreesWithTorchGeluForwardAndBackward) {
   const auto x = torch::randn({3, 37, 129}) * 3;
   auto a = x.clone().requires_grad_(true), b = x.clone().requires_grad_(true);
   const auto ya = gelu_erf(a), yb = torch::gelu(b);
-  EXPECT_TRUE(tensors_close("gelu", ya, yb, 1e-6));
+  // 2e-6: torch::gelu's own error. LibTorch 2.6's vectorised erf is up to ~1e-6 off here where
+  // 1.13's was within fp32 rounding; ValueAndDerivativeMatchDoublePrecision holds ours to 3e-7.
+  EXPECT_TRUE(tensors_close("gelu", ya, yb, 2e-6));
   const auto g = torch::randn_like(ya);
   (ya * g).sum().backward();
   (yb * g).sum().backward();
   EXPECT_TRUE(tensors_close("gelu gradient", a.grad(), b.grad(), 2e-6));
   // Non-contiguous input, and a dtype the polynomial does not take (falls back to torch::gelu).
-  EXPECT_TRUE(tensors_close("strided", gelu_erf(x.transpose(0, 2)), torch::gelu(x.transpose(0, 2)), 1e-6));
+  EXPECT_TRUE(tensors_close("strided", gelu_erf(x.transpose(0, 2)), torch::gelu(x.transpose(0, 2)), 2e-6));
   EXPECT_TRUE(tensors_close("fp64", gelu_erf(x.to(torch::kFloat64)), torch::gelu(x.to(torch::kFloat64)), 0.0));
 }
 

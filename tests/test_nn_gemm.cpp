@@ -136,10 +136,12 @@ TEST(Linear, GeluActivationMatchesTorchGeluOfLinearInOutputsAndEveryGradient) {
       const auto go = torch::randn_like(y2);
       (y1 * go).sum().backward();
       (y2 * go).sum().backward();
+      // dW and db sum 210 rows of |values| up to ~25: 4e-5 is a few fp32 roundings of those sums
+      // (the GELU derivative of LibTorch 2.6 differs from 1.13's in the last bits).
       EXPECT_TRUE(tensors_close("dx", x1.grad(), x2.grad(), 1e-5));
-      EXPECT_TRUE(tensors_close("dW", w1.grad(), w2.grad(), 1e-5));
+      EXPECT_TRUE(tensors_close("dW", w1.grad(), w2.grad(), 4e-5));
       if (bias) {
-        EXPECT_TRUE(tensors_close("db", b1.grad(), b2.grad(), 1e-5));
+        EXPECT_TRUE(tensors_close("db", b1.grad(), b2.grad(), 4e-5));
       }
     }
   }

@@ -1,9 +1,9 @@
 // The BEiT-style vision encoder: presets, names, relative position bias, masking by the mask
 // token, layer results, and a Data2Vec step on it.
-#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include "data2vec/core/data2vec.h"
+#include "data2vec/train/device.h"
 #include "data2vec/vision/encoder.h"
 #include "support.h"
 
@@ -325,11 +325,10 @@ TEST(VisionEncoder, RunsUnderBf16Autocast) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   const auto mask = encoder->apply_mask(input, gen).mask;
   const auto fp32 = encoder->extract_features(input, mask);
-  at::autocast::set_cpu_enabled(true);
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-  const auto bf16 = encoder->extract_features(input, mask);
-  at::autocast::set_cpu_enabled(false);
-  at::autocast::clear_cache();
+  const auto bf16 = [&] {
+    data2vec::train::AutocastGuard autocast(torch::kCPU, "bf16");
+    return encoder->extract_features(input, mask);
+  }();
   // The residual stream stays fp32; only the matmuls ran in bf16.
   EXPECT_EQ(bf16.x.scalar_type(), torch::kFloat);
   EXPECT_TRUE(tensors_close("bf16 vs fp32 output", bf16.x, fp32.x, 0.1));

@@ -47,11 +47,24 @@ torch::Tensor logit_mask(const torch::Tensor& bias, const torch::Tensor& key_pad
   return bias.defined() ? bias.to(dtype) + pad : pad;
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+// scaled_dot_product_attention's attn_mask in the query's dtype. No mask is an empty optional:
+// LibTorch 2.6 rejects an undefined tensor there.
+c10::optional<torch::Tensor> sdpa_mask(const torch::Tensor& logit_bias, const torch::Tensor& q) {
+  if (!logit_bias.defined()) return c10::nullopt;
+  return logit_bias.to(q.scalar_type());
+}
+#endif
+
 }  // namespace
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
                                          const torch::Tensor& key_padding_mask) {
-  return (this->*forward_)(x, bias, key_padding_mask);
+  if (!key_padding_mask.defined()) return (this->*forward_)(x, bias, key_padding_mask);
+  // An example whose every key is padding attends to all of them instead: masking them all
+  // leaves nothing to normalise over, and kernels part ways there (LibTorch 2.6's
+  // scaled_dot_product_attention back-propagates such a row as if each probability were 1).
+  return (this->*forward_)(x, bias, key_padding_mask & ~key_padding_mask.all(1, true));
 }
 
 torch::Tensor SelfAttentionImpl::forward_plain(const torch::Tensor& x, const torch::Tensor& bias,
@@ -67,8 +80,7 @@ torch::Tensor SelfAttentionImpl::forward_plain(const torch::Tensor& x, const tor
   torch::Tensor context;  // [B,H,T,Dh]
 #if TORCH_VERSION_MAJOR >= 2
   const double p = is_training() ? options.attention_dropout() : 0.0;
-  context = at::scaled_dot_product_attention(
-      q, k, v, logit_bias.defined() ? logit_bias.to(q.scalar_type()) : logit_bias, p);
+  context = at::scaled_dot_product_attention(q, k, v, sdpa_mask(logit_bias, q), p);
 #else
   auto logits = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(dh)));  // [B,H,T,T]
   if (logit_bias.defined()) logits = logits + logit_bias.to(logits.scalar_type());
@@ -124,7 +136,7 @@ torch::Tensor SelfAttentionImpl::forward_fused(const torch::Tensor& x,
   const double p = is_training() ? options.attention_dropout() : 0.0;
   auto context = at::scaled_dot_product_attention(
                      q.view({b, h, t, dh}), k.view({b, h, t, dh}), v.view({b, h, t, dh}),
-                     logit_bias.defined() ? logit_bias.to(q.scalar_type()) : logit_bias, p)
+                     sdpa_mask(logit_bias, q), p)
                      .view({b * h, t, dh});
 #else
   auto logits = batched_matmul(q, k.transpose(1, 2), options.gemm()).view({b, h, t, t});  // scaled

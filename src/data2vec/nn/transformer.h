@@ -51,7 +51,8 @@ class SelfAttentionImpl : public torch::nn::Module {
  public:
   explicit SelfAttentionImpl(const AttentionOptions& options);
   // x [B,T,D]; bias [H,T,T] or [B,H,T,T] added to the logits (undefined: none);
-  // key_padding_mask [B,T] bool, true = padding (undefined: none). Returns [B,T,D].
+  // key_padding_mask [B,T] bool, true = padding (undefined: none; an example that is all padding
+  // is not masked). Returns [B,T,D].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias,
                         const torch::Tensor& key_padding_mask);
 

@@ -283,8 +283,8 @@ std::string optimizer_bytes(const torch::optim::Optimizer& optimizer) {
   // LibTorch's Optimizer::save keys each parameter's state by the address of its TensorImpl and
   // writes the states in hash-map order, so two identical runs give different bytes. This writes
   // the same archive layout (torch/optim/serialize.h) with the keys "<group>.<index>" in
-  // parameter order: identical state, identical bytes. Optimizer::load maps keys to parameters
-  // by position, so it reads these archives and the older address-keyed ones alike.
+  // parameter order: identical state, identical bytes. load_optimizer_bytes maps keys to
+  // parameters by position, so it reads these archives and address-keyed ones alike.
   torch::serialize::OutputArchive archive;
   archive.write("pytorch_version", c10::IValue("1.5.0"));
   torch::serialize::OutputArchive state(archive.compilation_unit());
@@ -316,16 +316,67 @@ std::string optimizer_bytes(const torch::optim::Optimizer& optimizer) {
   return out.str();
 }
 
+namespace {
+
+// Optimizer::load of LibTorch 2.x parses every state key as an address (std::stoull): the
+// "<group>.<index>" keys above would collide there ("0.1" and "0.2" both read as 0). This reads
+// the same layout by key string and parameter position on every LibTorch, so archives written
+// by optimizer_bytes, by Optimizer::save of any version, and by the Adam of older runs (the same
+// fields) all load.
+void load_adamw_archive(torch::optim::AdamW& optimizer, torch::serialize::InputArchive& archive) {
+  torch::serialize::InputArchive states;
+  torch::serialize::InputArchive groups;
+  archive.read("state", states);
+  archive.read("param_groups", groups);
+  torch::Tensor count;
+  groups.read("param_groups/size", count);
+  auto& param_groups = optimizer.param_groups();
+  if (count.item<int64_t>() != int64_t(param_groups.size())) {
+    throw std::runtime_error(std::to_string(count.item<int64_t>()) + " parameter groups, not " +
+                             std::to_string(param_groups.size()));
+  }
+  for (size_t g = 0; g < param_groups.size(); ++g) {
+    torch::serialize::InputArchive group;
+    groups.read("param_groups/" + std::to_string(g), group);
+    const auto& params = param_groups[g].params();
+    group.read("params/size", count);
+    if (count.item<int64_t>() != int64_t(params.size())) {
+      throw std::runtime_error("group " + std::to_string(g) + " has " +
+                               std::to_string(count.item<int64_t>()) + " parameters, not " +
+                               std::to_string(params.size()));
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      c10::IValue key;
+      group.read("params/" + std::to_string(i), key);
+      torch::serialize::InputArchive saved;
+      if (!states.try_read(key.toStringRef(), saved)) continue;  // no step taken yet
+      auto state = std::make_unique<torch::optim::AdamWParamState>();
+      state->serialize(saved);
+      set_parameter_state(optimizer, params[i], std::move(state));
+    }
+    torch::serialize::InputArchive options;
+    group.read("options", options);
+    static_cast<torch::optim::AdamWOptions&>(param_groups[g].options()).serialize(options);
+  }
+}
+
+}  // namespace
+
 void load_optimizer_bytes(torch::optim::Optimizer& optimizer, const std::string& bytes,
                           const std::string& source) {
   try {
     std::istringstream in(bytes);
     torch::serialize::InputArchive archive;
     archive.load_from(in);
-    optimizer.load(archive);
-  } catch (const c10::Error& e) {
+    if (auto* adamw = dynamic_cast<torch::optim::AdamW*>(&optimizer)) {
+      load_adamw_archive(*adamw, archive);
+    } else {
+      optimizer.load(archive);
+    }
+  } catch (const std::exception& e) {
+    const auto* error = dynamic_cast<const c10::Error*>(&e);
     throw std::runtime_error(source + ": not an optimizer state this optimizer can load (" +
-                             e.what_without_backtrace() + ")");
+                             (error ? error->what_without_backtrace() : e.what()) + ")");
   }
 }
 

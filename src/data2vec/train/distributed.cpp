@@ -159,8 +159,23 @@ ProcessGroup::ProcessGroup(const DistributedOptions& options, const torch::Devic
   store_options.numWorkers = size_t(options.world_size);
   store_options.waitWorkers = false;
   store_options.timeout = state_->timeout;
+  const auto open_store = [&] {
+    return c10::make_intrusive<c10d::TCPStore>(options.master_addr, store_options);
+  };
   try {
-    state_->store = c10::make_intrusive<c10d::TCPStore>(options.master_addr, store_options);
+    try {
+      state_->store = open_store();
+    } catch (const c10::Error& e) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+      // From 2.4 the store asks for its libuv server by default, which LibTorch builds without
+      // libuv (Debian's) refuse; the classic server is in every build.
+      if (std::string(e.what_without_backtrace()).find("libuv") == std::string::npos) throw;
+      store_options.useLibUV = false;
+      state_->store = open_store();
+#else
+      throw;
+#endif
+    }
   } catch (const std::exception& e) {
     throw std::runtime_error("rank " + std::to_string(options.rank) +
                              ": could not reach the rendezvous store at " + options.master_addr +

@@ -221,6 +221,12 @@ const torch::optim::OptimizerParamState* parameter_state(const torch::optim::Opt
   return found == state.end() ? nullptr : found->second.get();
 }
 
+void set_parameter_state(torch::optim::Optimizer& optimizer, const torch::Tensor& p,
+                         std::unique_ptr<torch::optim::OptimizerParamState> state) {
+  auto& states = optimizer.state();
+  states[state_key(states, p)] = std::move(state);
+}
+
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
 }

@@ -55,6 +55,10 @@ double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_n
 const torch::optim::OptimizerParamState* parameter_state(const torch::optim::Optimizer& optimizer,
                                                          const torch::Tensor& p);
 
+// Sets parameter p's optimizer state, under the key parameter_state looks up.
+void set_parameter_state(torch::optim::Optimizer& optimizer, const torch::Tensor& p,
+                         std::unique_ptr<torch::optim::OptimizerParamState> state);
+
 // Sets the learning rate of every group.
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 
