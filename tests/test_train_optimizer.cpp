@@ -1,3 +1,5 @@
+#include <sstream>
+
 #include "data2vec/core/toy_encoder.h"
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/train/optimizer.h"
@@ -222,6 +224,39 @@ TEST(Optimizer, FusedAdamWStateMovesToAndFromLibTorchsAdamW) {
   }
   EXPECT_TRUE(data2vec::testing::tensors_close("resumed in AdamW", into_plain.params[0],
                                                reference.params[0], 1e-6));
+}
+
+TEST(Optimizer, AnArchiveOfLibTorchsOwnSaveLoadsEveryParametersState) {
+  // Optimizer::save keys states by TensorImpl address (hex in 1.13, decimal in 2.x, in hash-map
+  // order); each parameter of the loading optimizer must get its own state back, not another's.
+  const auto options = torch::optim::AdamWOptions(1e-2).weight_decay(0.05);
+  AdamWProblem problem;
+  torch::optim::AdamW plain(problem.groups(options), options);
+  for (int step = 0; step < 2; ++step) {
+    problem.set_gradients(step);
+    plain.step();
+  }
+  torch::serialize::OutputArchive archive;
+  plain.save(archive);
+  std::ostringstream out;
+  archive.save_to(out);
+
+  AdamWProblem copy;
+  train::FusedAdamW loaded(copy.groups(options), options);
+  train::load_optimizer_bytes(loaded, out.str());
+  for (size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE("parameter " + std::to_string(i));
+    const auto* want = adamw_state(plain, problem.params[i]);
+    const auto* got = adamw_state(loaded, copy.params[i]);
+    if (want == nullptr) {  // params[3] never had a gradient
+      EXPECT_EQ(got, nullptr);
+      continue;
+    }
+    ASSERT_NE(got, nullptr);
+    EXPECT_EQ(got->step(), 2);
+    EXPECT_TRUE(torch::equal(got->exp_avg(), want->exp_avg()));
+    EXPECT_TRUE(torch::equal(got->exp_avg_sq(), want->exp_avg_sq()));
+  }
 }
 
 TEST(Optimizer, FusedAdamWTakesLibTorchsStepOffCpuFp32) {
