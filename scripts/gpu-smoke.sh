@@ -5,7 +5,7 @@
 #   3. a few pretraining steps on cuda, fp32 and bf16 (Fashion-MNIST, the demo's model)
 #   4. one-process NCCL data parallelism through the launcher environment
 #   5. a linear probe on cuda
-#   6. where python3 has transformers and safetensors: Hugging Face exchange checked by the real
+#   6. where python3 has transformers: Hugging Face exchange checked by the real
 #      package (scripts/hf_transformers_check.py): each tests/fixtures/hf model loads and reproduces
 #      its expected outputs, imported then exported by us it still does, and the cuda-pretrained run
 #      exported by us gives in transformers what `data2vec hf-forward` gives
@@ -109,7 +109,7 @@ hf_exchange() {  # every fixture through transformers, ours exported through tra
       --expected "$dir/vision-ours.safetensors" || ok=1
   return $ok
 }
-if python3 -c 'import transformers, safetensors' 2>/dev/null; then
+if python3 -c 'import transformers' 2>/dev/null; then
   step "Hugging Face exchange, transformers $(python3 -c 'import transformers; print(transformers.__version__)')" \
     hf_exchange
 fi

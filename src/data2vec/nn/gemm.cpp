@@ -12,6 +12,7 @@
 #endif
 
 #include "data2vec/nn/gelu.h"
+#include "data2vec/nn/torch_version.h"
 
 // The reference BLAS interface (Fortran, LP64), provided by every BLAS: OpenBLAS, MKL, BLIS.
 extern "C" void sgemm_(const char* trans_a, const char* trans_b, const int* m, const int* n,
@@ -72,7 +73,7 @@ void sgemm(GemmLibrary library, bool trans_a, bool trans_b, int64_t m, int64_t n
 
 bool cpu_autocast_enabled() {
   // LibTorch 2.4 keyed autocast by device type and deprecated the per-device functions.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if DATA2VEC_TORCH_AT_LEAST(2, 4)
   return at::autocast::is_autocast_enabled(at::kCPU);
 #else
   return at::autocast::is_cpu_enabled();

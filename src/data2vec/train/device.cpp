@@ -13,6 +13,8 @@
 #include <malloc.h>
 #endif
 
+#include "data2vec/nn/torch_version.h"
+
 namespace data2vec::train {
 
 torch::Device resolve_device(const std::string& name) {
@@ -30,7 +32,7 @@ torch::Device resolve_device(const std::string& name) {
 }
 
 // LibTorch 2.4 keyed autocast by device type; older versions have per-device functions.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if DATA2VEC_TORCH_AT_LEAST(2, 4)
 #define DATA2VEC_AUTOCAST_BY_DEVICE_TYPE 1
 #endif
 

@@ -14,6 +14,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "data2vec/nn/torch_version.h"
+
 namespace data2vec::train {
 
 namespace {
@@ -166,7 +168,7 @@ ProcessGroup::ProcessGroup(const DistributedOptions& options, const torch::Devic
     try {
       state_->store = open_store();
     } catch (const c10::Error& e) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if DATA2VEC_TORCH_AT_LEAST(2, 4)
       // From 2.4 the store asks for its libuv server by default, which LibTorch builds without
       // libuv (Debian's) refuse; the classic server is in every build.
       if (std::string(e.what_without_backtrace()).find("libuv") == std::string::npos) throw;
