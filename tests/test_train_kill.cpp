@@ -6,6 +6,10 @@
 // step_N by one: a kill between the rename and the link); finally `--resume` must finish the run
 // with checkpoint files byte-identical to an unbroken run's.
 //
+// A trial's wait is bounded in steps as well as in time (a random 1..kMaxAdvance new checkpoints,
+// then a random part of one step), so every trial lands before the run ends however fast the
+// machine steps, and still at a random point of a step.
+//
 // The seed is printed; D2V_KILL_SEED=N repeats a sequence, D2V_KILL_TRIALS=N changes the count.
 #include <fcntl.h>
 #include <signal.h>
@@ -90,13 +94,17 @@ TEST(KillTest, SigkillAtRandomMomentsNeverLosesACheckpointAndResumesToTheSameByt
   std::ofstream(config_path) << io::to_yaml(config);
   const auto log = work + "/log.txt";
 
-  // The unbroken run.
+  // The unbroken run; its duration bounds one step's time (start-up included).
   const auto straight = work + "/straight";
+  int64_t step_us = 0;
   {
+    const auto started = Clock::now();
     const pid_t child = start_pretrain(config_path, straight, log);
     int status = 0;
     waitpid(child, &status, 0);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << io::read_file(log);
+    step_us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count() /
+              kSteps;
   }
 
   const unsigned seed = unsigned(env_int("D2V_KILL_SEED", 20261130));
@@ -104,6 +112,9 @@ TEST(KillTest, SigkillAtRandomMomentsNeverLosesACheckpointAndResumesToTheSameByt
   std::mt19937 rng(seed);
   std::printf("kill test: seed %u, %d trials\n", seed, trials);
   const auto run = work + "/killed";
+  // The most checkpoints one trial may add before its kill: trials * (kMaxAdvance + 1) stays
+  // well under kSteps for the default 12 trials.
+  constexpr int64_t kMaxAdvance = 6;
   int64_t newest = -1, last_step = -1;
   int kills = 0, in_write = 0;
   for (int trial = 0; trial < trials; ++trial) {
@@ -114,13 +125,24 @@ TEST(KillTest, SigkillAtRandomMomentsNeverLosesACheckpointAndResumesToTheSameByt
     const auto deadline = started + std::chrono::seconds(120);
     const auto delay_ms = std::uniform_int_distribution<int>(0, 1500)(rng);
     const auto after_event_us = std::uniform_int_distribution<int>(0, mode == 1 ? 300000 : 200)(rng);
+    const auto advance = std::uniform_int_distribution<int64_t>(1, kMaxAdvance)(rng);
+    const auto within_step_us = std::uniform_int_distribution<int64_t>(0, step_us)(rng);
     int status = 0;
     bool exited = false;
     auto child_exited = [&] { return exited || (exited = waitpid(child, &status, WNOHANG) == child); };
-    if (mode == 0) {
-      while (Clock::now() < started + std::chrono::milliseconds(delay_ms) && !child_exited()) {
+    // Sleeps until `until` or until the run exits; or, when the run has written `advance` new
+    // checkpoints first, a random part of one more step.
+    auto wait_bounded = [&](Clock::time_point until) {
+      while (Clock::now() < until && !child_exited()) {
+        if (scan(run).newest >= newest + advance) {
+          std::this_thread::sleep_for(std::chrono::microseconds(within_step_us));
+          return;
+        }
         std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
+    };
+    if (mode == 0) {
+      wait_bounded(started + std::chrono::milliseconds(delay_ms));
     } else {
       // Wait for the event: a checkpoint newer than the last one seen, or a write in progress.
       while (Clock::now() < deadline && !child_exited()) {
@@ -128,15 +150,20 @@ TEST(KillTest, SigkillAtRandomMomentsNeverLosesACheckpointAndResumesToTheSameByt
         if (mode == 1 ? s.newest > newest : s.writing) break;
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(after_event_us));
+      if (mode == 1) {
+        wait_bounded(Clock::now() + std::chrono::microseconds(after_event_us));
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(after_event_us));
+      }
     }
-    if (child_exited()) {
-      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << io::read_file(log);
+    if (!child_exited()) ::kill(child, SIGKILL);
+    if (!exited) waitpid(child, &status, 0);
+    // The run may have finished between the last look and the kill: then it must have succeeded.
+    if (WIFEXITED(status)) {
+      ASSERT_EQ(WEXITSTATUS(status), 0) << io::read_file(log);
       std::printf("trial %d: the run finished before the kill\n", trial);
       break;
     }
-    ::kill(child, SIGKILL);
-    waitpid(child, &status, 0);
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     ++kills;
 
