@@ -24,9 +24,9 @@ echo "== pretraining ($config) -> $out"
 echo "== evaluating: raw pixels, random init, data2vec; linear probe and 1%-label fine-tune"
 # With 600 labels, 30 epochs of end-to-end fine-tuning overfit (train 98%): the first 10 train the
 # head alone on the frozen encoder (LP-FT), which keeps more of what pretraining learnt, and
-# label smoothing 0.2 (the recipe's 0.1 doubled: better on each of 3 seeds, README) keeps the head
+# label smoothing 0.2 (the recipe's 0.1 doubled: better on each of 3 seeds, docs/results.md) keeps the head
 # from fitting the few labels to their extremes. Once the encoder trains, each image moves by up to
-# one pixel (--shift 1) over 60 epochs: 600 images seen in new positions, not memorised (README).
+# one pixel (--shift 1) over 60 epochs: 600 images seen in new positions, not memorised (docs/results.md).
 "$bin" evaluate --checkpoint "$out" --label-fraction 0.01 --epochs 60 --head-only-epochs 10 \
   --shift 1 --label-smoothing 0.2 --report "$out/report.md"
 echo
