@@ -3,8 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -71,6 +74,22 @@ void add_unit_interval_option(CLI::App* command, const std::string& name,
           "in " + interval));
 }
 
+// A number option's check: finite, and > 0 (`strict`) or >= 0. The usage error says so with the
+// text given ("must be a number > 0, got -3"), where CLI11's own ranges print the largest double
+// and let nan through.
+CLI::Validator number_check(bool strict) {
+  return CLI::Validator(
+      [strict](std::string& text) {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        const bool parsed = !text.empty() && *end == '\0' && std::isfinite(value);
+        if (parsed && (strict ? value > 0 : value >= 0)) return std::string();
+        return std::string(strict ? "must be a number > 0" : "must be a number >= 0") +
+               ", got " + text;
+      },
+      strict ? "> 0" : ">= 0");
+}
+
 // `data2vec --version`: what decides how fast and in which precision a run goes.
 std::string version_text() {
   std::string features;
@@ -110,9 +129,11 @@ struct ConfigFlags {
     auto* option =
         command->add_option("-c,--config", path, "YAML configuration (presets in configs/)");
     if (required) option->required()->check(CLI::ExistingFile);
-    command->add_option("--set", overrides,
-                        "override one key, e.g. --set train.max_steps=200 (repeatable; keys: "
-                        "`data2vec config --config FILE` prints them all)");
+    command
+        ->add_option("--set", overrides,
+                     "override one key, e.g. --set train.max_steps=200 (repeatable; keys: "
+                     "`data2vec config --config FILE` prints them all)")
+        ->allow_extra_args(false);  // one key=value each: `--set k=v DIR` leaves DIR positional
   }
 
   io::Config load() const { return io::load_config(path, overrides); }
@@ -134,12 +155,35 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
   if (nproc > 1 && !distributed) return train::launch_local_workers(nproc, args);
   io::Config config;
   const auto existing = resume ? train::resolve_checkpoint_dir(out_dir) : std::nullopt;
+  const auto run_config = (fs::path(out_dir) / "config.yaml").string();
   if (existing) {
     // On resume the architecture comes from the checkpoint, not from the command line.
     io::apply_yaml(config, train::read_checkpoint(*existing).config_yaml,
                    *existing + "/config.yaml");
     io::apply_overrides(config, flags.overrides);
     io::validate(config);
+    if (!flags.path.empty()) {
+      // Rerunning the first command line with --resume added is natural; a file that says
+      // something else must not pass unnoticed.
+      const auto differ = io::differing_keys(config, flags.load());
+      std::string keys;
+      for (const auto& key : differ) keys += (keys.empty() ? "" : ", ") + key;
+      if (!differ.empty()) {
+        spdlog::warn(
+            "--resume continues with the configuration in {}/config.yaml, not --config {}, "
+            "which differs in {}; change a key of a resumed run with --set",
+            *existing, flags.path, keys);
+      }
+    }
+  } else if (resume && flags.path.empty()) {
+    // Stopped before its first checkpoint: the run's own configuration starts it again.
+    if (!fs::exists(run_config)) {
+      throw std::invalid_argument("pretrain --resume: '" + out_dir +
+                                  "' holds no run to continue (no checkpoint in checkpoints/ "
+                                  "and no config.yaml); start one with --config");
+    }
+    spdlog::info("--resume: the run's configuration is {}", run_config);
+    config = io::load_config(run_config, flags.overrides);
   } else if (!init.empty()) {
     // The architecture is the init checkpoint's; training keys come from --config (if given).
     if (!flags.path.empty()) config = flags.load();
@@ -181,7 +225,8 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
                    : result.stopped_because.empty() ? kExitOk
                                                     : kExitGuardStopped;
   if (!is_main) return code;
-  std::cout << "steps " << result.steps_done << ", last loss " << result.last_loss
+  std::cout << "steps " << result.steps_done << ", last loss "
+            << (result.steps_run > 0 ? fmt::format("{}", result.last_loss) : "none (no step run)")
             << ", bad samples " << result.bad_samples << ", checkpoint "
             << (result.last_checkpoint.empty() ? "none" : result.last_checkpoint) << "\n";
   return code;
@@ -208,7 +253,12 @@ int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>
   text::write_documents_text(documents, corpus);
   spdlog::info("training a {}-piece SentencePiece model on {} documents -> {}", vocab_size,
                documents.size(), out_dir);
-  text::SentencePieceTokenizer::train({corpus}, vocab_size, out_dir);
+  try {
+    text::SentencePieceTokenizer::train({corpus}, vocab_size, out_dir);
+  } catch (...) {
+    fs::remove(corpus);  // a copy of the whole corpus, of no use once training failed
+    throw;
+  }
   fs::remove(corpus);
   const text::SentencePieceTokenizer tokenizer(out_dir);
   std::cout << out_dir << "/" << text::SentencePieceTokenizer::kModelFile << ": "
@@ -216,11 +266,28 @@ int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>
   return 0;
 }
 
+
+int run_command(int argc, char** argv);
+
 }  // namespace
 
 int main(int argc, char** argv) {
   // Logs and errors go to stderr, results to stdout: `data2vec ... > out.txt` keeps results only.
   spdlog::set_default_logger(spdlog::stderr_color_mt("data2vec"));
+  const int code = run_command(argc, argv);
+  // Results that never reached stdout (a full disk behind `> out.txt`, /dev/full) are a failed
+  // command, not a success. A closed pipe (`| head`) ends the process by SIGPIPE before this.
+  std::cout.flush();
+  if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    spdlog::error("could not write the results to standard output: {}", std::strerror(errno));
+    return code == kExitOk ? kExitRuntimeError : code;
+  }
+  return code;
+}
+
+namespace {
+
+int run_command(int argc, char** argv) {
   // Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ, silently; ignored,
   // the write fails with EFBIG instead and the error names the file.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -262,7 +329,7 @@ int main(int argc, char** argv) {
       ->add_option("--stop-at", pretrain_stop_at,
                    "stop after this step with a checkpoint, keeping the schedules of "
                    "train.max_steps; continue later with --resume (0: do not stop early)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_check(false));
   pretrain
       ->add_option("--init", pretrain_init,
                    "start student and teacher from this run's encoder (e.g. one made by "
@@ -289,7 +356,8 @@ int main(int argc, char** argv) {
       "pretrain makes (with --config, the model is built once to check the architecture).");
   show->add_option("-c,--config", show_flags.path,
                    "YAML configuration (default: built-in defaults)");
-  show->add_option("--set", show_flags.overrides, "override one key (repeatable)");
+  show->add_option("--set", show_flags.overrides, "override one key (repeatable)")
+      ->allow_extra_args(false);
 
   // probe / finetune / evaluate share their flags.
   app::EvaluateOptions eval_options;
@@ -300,10 +368,15 @@ int main(int argc, char** argv) {
         ->required();
     command->add_option("-c,--config", eval_options.config_path,
                         "evaluate with this config instead of the checkpoint's");
-    command->add_option("--set", eval_options.overrides, "override one key (repeatable)");
-    command->add_option("--train-limit", eval_options.probe_train_limit,
-                        "train examples for the probes (0 = all)");
-    command->add_option("--test-limit", eval_options.test_limit, "test examples scored (0 = all)");
+    command->add_option("--set", eval_options.overrides, "override one key (repeatable)")
+      ->allow_extra_args(false);
+    command
+        ->add_option("--train-limit", eval_options.probe_train_limit,
+                     "train examples for the probes (0 = all)")
+        ->check(number_check(false));
+    command
+        ->add_option("--test-limit", eval_options.test_limit, "test examples scored (0 = all)")
+        ->check(number_check(false));
     command->add_option("--report", eval_options.report_path, "write a markdown report here");
   };
   auto* probe = app.add_subcommand(
@@ -320,13 +393,31 @@ int main(int argc, char** argv) {
       "evaluate", "probe and finetune together, one table (what `make demo` reports).");
   add_eval_flags(evaluate);
   for (auto* command : {finetune, evaluate}) {
-    command->add_option("--label-fraction", eval_options.label_fraction,
-                        "fraction of the training labels, e.g. 0.01");
-    command->add_option("--epochs", eval_options.finetune_epochs, "fine-tuning epochs");
-    command->add_option("--lr", eval_options.finetune_lr, "fine-tuning peak learning rate");
-    command->add_option("--head-only-epochs", eval_options.finetune_head_only_epochs,
-                        "of --epochs, how many first train the head alone on the frozen encoder "
-                        "(linear probing, then fine-tuning)");
+    command
+        ->add_option("--label-fraction", eval_options.label_fraction,
+                     command == finetune
+                         ? "fraction of the training labels fine-tuned on, in (0, 1] (default "
+                           "0.01)"
+                         : "also fine-tune on this fraction of the training labels, in (0, 1]; "
+                           "without it, the probes alone")
+        ->check(CLI::Validator(
+            [](std::string& text) {
+              char* end = nullptr;
+              const double value = std::strtod(text.c_str(), &end);
+              const bool ok = !text.empty() && *end == '\0' && value > 0 && value <= 1;
+              return ok ? std::string() : "must be a number in (0, 1], got " + text;
+            },
+            "in (0, 1]"))
+        ->default_str("");
+    command->add_option("--epochs", eval_options.finetune_epochs, "fine-tuning epochs")
+        ->check(number_check(true));
+    command->add_option("--lr", eval_options.finetune_lr, "fine-tuning peak learning rate")
+        ->check(number_check(true));
+    command
+        ->add_option("--head-only-epochs", eval_options.finetune_head_only_epochs,
+                     "of --epochs, how many first train the head alone on the frozen encoder "
+                     "(linear probing, then fine-tuning)")
+        ->check(number_check(false));
     add_unit_interval_option(command, "--label-smoothing", eval_options.finetune_label_smoothing,
                              /*zero_in=*/true, /*one_in=*/false,
                              "fine-tuning label smoothing in [0, 1) (default: 0.1 for images, the "
@@ -340,18 +431,18 @@ int main(int argc, char** argv) {
             "--weight-decay", eval_options.finetune_weight_decay,
             "AdamW weight decay of the fine-tuned weights (not biases, norms, tokens and position "
             "tables)")
-        ->check(CLI::NonNegativeNumber)
+        ->check(number_check(false))
         ->capture_default_str();
     command
         ->add_option("--mixup", eval_options.finetune_mixup,
                      "mixup alpha while the encoder trains (lam ~ Beta(alpha, alpha)); 0 = off; "
                      "images only")
-        ->check(CLI::NonNegativeNumber);
+        ->check(number_check(false));
     command
         ->add_option("--shift", eval_options.finetune_shift,
                      "move each training image by up to this many pixels in each direction while "
                      "the encoder trains (pad and random crop); 0 = off; images only")
-        ->check(CLI::NonNegativeNumber);
+        ->check(number_check(false));
     command->add_flag("--every-task", eval_options.finetune_every_task,
                       "fine-tune on every task with its own train split (text: brown genre and "
                       "spam), not only the first");
@@ -385,20 +476,22 @@ int main(int argc, char** argv) {
   finetune_ctc->add_option("--test", ctc_options.tests, "transcript list to score (repeatable)")
       ->check(CLI::ExistingFile);
   finetune_ctc->add_option("-o,--out", ctc_options.out_dir, "save the fine-tuned model here");
-  finetune_ctc->add_option("--steps", ctc_steps, "updates")->check(CLI::PositiveNumber);
+  finetune_ctc->add_option("--steps", ctc_steps, "updates")->check(number_check(true));
   finetune_ctc->add_option("--batch-size", ctc_batch, "utterances per update")
-      ->check(CLI::PositiveNumber);
-  finetune_ctc->add_option("--lr", ctc_lr, "peak learning rate")->check(CLI::PositiveNumber);
+      ->check(number_check(true));
+  finetune_ctc->add_option("--lr", ctc_lr, "peak learning rate")->check(number_check(true));
   finetune_ctc
       ->add_option("--freeze-encoder-steps", ctc_freeze,
                    "updates during which only the head learns (fairseq freeze_finetune_updates)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_check(false));
   finetune_ctc->add_flag("--mask", ctc_mask,
                          "mask frames with the encoder's span mask while training (wav2vec 2.0's "
                          "fine-tuning regulariser)");
   finetune_ctc->add_option("--seed", ctc_seed, "seed of the head, batch order, dropout and masks");
-  finetune_ctc->add_option("--train-limit", ctc_options.train_limit,
-                           "first N training utterances (0 = all)");
+  finetune_ctc
+      ->add_option("--train-limit", ctc_options.train_limit,
+                   "first N training utterances (0 = all)")
+      ->check(number_check(false));
   finetune_ctc->add_flag("--no-baseline", ctc_no_baseline,
                          "skip the random-init baseline (it doubles the time)");
   finetune_ctc->add_option("--report", ctc_options.report_path, "write a markdown report here");
@@ -461,7 +554,8 @@ int main(int argc, char** argv) {
   import_hf->add_option("-c,--config", import_options.config_path,
                         "YAML whose training keys the run uses (default: data2vec 1.0's for the "
                         "modality); the architecture always comes from config.json");
-  import_hf->add_option("--set", import_options.overrides, "override one key (repeatable)");
+  import_hf->add_option("--set", import_options.overrides, "override one key (repeatable)")
+      ->allow_extra_args(false);
 
   app::ExportHfOptions export_options;
   auto* export_hf = app.add_subcommand(
@@ -473,6 +567,9 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingDirectory);
   export_hf->add_option("-o,--out", export_options.out_dir, "folder to write")->required();
+  export_hf->add_flag("--overwrite", export_options.overwrite,
+                      "replace the model a folder already holds (its config.json and weight "
+                      "files; other files stay)");
   export_hf->add_flag("--teacher", export_options.teacher,
                       "export the EMA teacher instead of the student");
 
@@ -504,9 +601,12 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingDirectory);
   transcribe->add_option("audio", transcribe_options.inputs, "WAV / FLAC / Ogg files")->required();
-  transcribe->add_option("--window", transcribe_options.window_s, "window length in seconds");
-  transcribe->add_option("--overlap", transcribe_options.overlap_s,
-                         "overlap of consecutive windows in seconds");
+  transcribe->add_option("--window", transcribe_options.window_s, "window length in seconds")
+      ->check(number_check(true));
+  transcribe
+      ->add_option("--overlap", transcribe_options.overlap_s,
+                   "overlap of consecutive windows in seconds")
+      ->check(number_check(false));
 
   app::ClassifyOptions classify_options;
   auto* classify = app.add_subcommand(
@@ -520,7 +620,7 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   classify->add_option("images", classify_options.inputs, "image files")->required();
   classify->add_option("--top-k", classify_options.top_k, "labels per image")
-      ->check(CLI::PositiveNumber);
+      ->check(number_check(true));
 
   try {
     app.parse(argc, argv);
@@ -572,22 +672,24 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*transcribe) {
+      // Each line as soon as its file is done: an interrupted run keeps what it finished.
       bool failed = false;
-      for (const auto& t : app::transcribe(transcribe_options)) {
-        std::cout << t.text << "\n";
+      app::transcribe(transcribe_options, [&](const app::Transcript& t) {
+        std::cout << t.text << std::endl;
         failed |= !t.error.empty();
-      }
+      });
       return failed ? 1 : 0;
     }
     if (*classify) {
       bool failed = false;
-      for (const auto& p : app::classify(classify_options)) {
+      app::classify(classify_options, [&](const app::Prediction& p) {
         for (size_t i = 0; i < p.top.size(); ++i) {
           std::cout << p.file << "\t" << i + 1 << "\t" << p.top[i].first << "\t"
                     << fmt::format("{:.4f}", p.top[i].second) << "\n";
         }
+        std::cout.flush();
         failed |= !p.error.empty();
-      }
+      });
       return failed ? 1 : 0;
     }
     if (*embed) {
@@ -636,3 +738,5 @@ int main(int argc, char** argv) {
   }
   return kExitOk;
 }
+
+}  // namespace

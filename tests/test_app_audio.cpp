@@ -246,8 +246,19 @@ TEST(AppAudio, EmbedSkipsAndNamesEmptyWavs) {
       << last_command_output();
   for (const char* skipped : {"b-zero-bytes.wav", "c-no-samples.wav", "d-too-short.wav"})
     EXPECT_NE(last_command_output().find(skipped), std::string::npos) << last_command_output();
+  EXPECT_NE(last_command_output().find("embedded 2 files ->"), std::string::npos)
+      << last_command_output();
   const auto file = io::load_safetensors(out);
   EXPECT_EQ(file.tensors.at("features").size(0), 2);
+  // Grid pooling cuts an image's patch grid into quadrants; a clip's frames are no grid (a 1 s
+  // clip's 49 frames would pass for 7 x 7).
+  const auto grid_out = (dir / "grid.safetensors").string();
+  EXPECT_EQ(run_command(std::string(DATA2VEC_BINARY) + " embed --checkpoint " + run + " --input " +
+                        dir.string() + " --output " + grid_out + " --pool grid") >> 8,
+            1);
+  EXPECT_NE(last_command_output().find("holds an encoder of audio"), std::string::npos)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(grid_out));
 }
 
 TEST(AppAudio, PretrainEvaluateAndEmbedThroughTheCommandLine) {

@@ -178,3 +178,66 @@ TEST(Cli, EmbedWithNoReadableInputFails) {
       << last_command_output();
   EXPECT_FALSE(fs::exists(out));
 }
+
+// The newest checkpoint damaged, the user deletes it to fall back to the one before: `last`
+// dangles. --resume must continue from the newest step_N left, keeping the run's history, not
+// take the directory for an empty one and start over (which rewrote metrics.jsonl from step 0).
+TEST(Cli, ResumeWithABrokenLastLinkContinuesFromTheNewestCheckpointLeft) {
+  const auto work = make_temp_dir("cli-resume-fallback");
+  const auto run = work + "/run";
+  const auto config = toy_config_file(work, 6);
+  ASSERT_EQ(exit_code(kBinary + " pretrain --config " + config + " --out " + run +
+                      " --set checkpoint.every=1 --set log.every=1 --set checkpoint.keep=0"),
+            0)
+      << last_command_output();
+  fs::remove_all(run + "/checkpoints/step_6");
+  ASSERT_EQ(exit_code("(" + kBinary + " pretrain --out " + run +
+                      " --resume --set train.max_steps=8 2>&1)"),
+            0)
+      << last_command_output();
+  const auto out = last_command_output();
+  EXPECT_NE(out.find("using the run's newest checkpoint"), std::string::npos) << out;
+  EXPECT_NE(out.find("checkpoints/step_5 at step 5"), std::string::npos) << out;
+  EXPECT_NE(out.find("steps 8,"), std::string::npos) << out;
+  std::vector<int64_t> steps;
+  std::ifstream log(run + "/metrics.jsonl");
+  for (std::string line; std::getline(log, line);)
+    steps.push_back(nlohmann::json::parse(line).at("step").get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(fs::read_symlink(run + "/checkpoints/last").string(), "step_8");
+}
+
+TEST(Cli, ResumeSaysWhatItIgnoresAndRefusesADirectoryWithoutARun) {
+  const auto work = make_temp_dir("cli-resume-config");
+  const auto run = work + "/run";
+  ASSERT_EQ(exit_code(kBinary + " pretrain --config " + toy_config_file(work, 5) + " --out " + run),
+            0)
+      << last_command_output();
+  // The first command line again with --resume and an edited file: the run continues with its
+  // checkpoint's configuration and the warning names the key the file changes.
+  std::ofstream(work + "/edited.yaml") << io::to_yaml(toy_run_config(7));
+  ASSERT_EQ(exit_code("(" + kBinary + " pretrain --config " + work + "/edited.yaml --out " + run +
+                      " --resume 2>&1)"),
+            0)
+      << last_command_output();
+  EXPECT_NE(last_command_output().find("which differs in train.max_steps"), std::string::npos)
+      << last_command_output();
+  EXPECT_NE(last_command_output().find("steps 5, last loss none (no step run)"),
+            std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " pretrain --out " + work + "/nothing-here --resume"), 1);
+  EXPECT_NE(last_command_output().find("holds no run to continue"), std::string::npos)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(work + "/nothing-here/metrics.jsonl"));
+}
+
+TEST(Cli, ResultsThatCannotBeWrittenToStdoutFailTheCommand) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full here";
+  // In a subshell: the test's own redirection of the output would come after, and win.
+  EXPECT_EQ(exit_code("(" + kBinary + " config > /dev/full)"), 1) << last_command_output();
+  EXPECT_NE(last_command_output().find("could not write the results to standard output"),
+            std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code("(" + kBinary + " --help > /dev/full)"), 1) << last_command_output();
+  EXPECT_EQ(exit_code("(" + kBinary + " config > /dev/null)"), 0) << last_command_output();
+}

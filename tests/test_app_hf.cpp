@@ -131,6 +131,31 @@ TEST(AppHf, CommandErrorsNameTheFolder) {
       << last_command_output();
 }
 
+// Exporting into a folder that holds another model would leave a mismatched pair behind (the
+// old pytorch_model.bin beside our model.safetensors): refused unless --overwrite, which removes
+// the weight files it does not write.
+TEST(AppHf, ExportRefusesAFolderHoldingAModelUnlessOverwrite) {
+  const auto work = make_temp_dir("app-hf-export-over");
+  const auto run = work + "/run";
+  app::import_hf({fixture_path("hf/data2vec_vision_shared"), run, "", {}});
+  const auto folder = work + "/folder";
+  fs::create_directories(folder);
+  std::ofstream(folder + "/pytorch_model.bin") << "another model";
+  std::ofstream(folder + "/README.md") << "mine";
+  EXPECT_EQ(run_command(kBinary + " export-hf " + run + " --out " + folder) >> 8, 1);
+  EXPECT_NE(last_command_output().find("already holds a model (pytorch_model.bin)"),
+            std::string::npos)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(folder + "/model.safetensors"));
+  ASSERT_EQ(run_command(kBinary + " export-hf " + run + " --out " + folder + " --overwrite"), 0)
+      << last_command_output();
+  EXPECT_TRUE(fs::exists(folder + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(folder + "/config.json"));
+  EXPECT_FALSE(fs::exists(folder + "/pytorch_model.bin"));
+  EXPECT_TRUE(fs::exists(folder + "/README.md"));
+  EXPECT_EQ(run_command(kBinary + " export-hf " + run + " --out " + folder) >> 8, 1);
+}
+
 TEST(AppHf, OurOwnEncodersExportToHuggingFacesLayout) {
   // Vision (fmnist-mini, 28x28 grey) and audio (mini) runs as pretrain writes them.
   io::Config vision;

@@ -170,3 +170,55 @@ TEST(AppPretrained, ClassifyPreprocessesAsTheConfigSaysAndRanksTheLogits) {
                std::invalid_argument);
   EXPECT_THROW(app::classify({fixture_path("hf/data2vec_audio"), {png}, 5}), std::invalid_argument);
 }
+
+// A clip shorter than one frame decodes to nothing: that is a failure to name, not an empty
+// transcript that exits 0; window lengths that cannot work are refused before any file is read;
+// results arrive file by file, in order.
+TEST(AppPretrained, TranscribeNamesClipsShorterThanAFrameAndChecksItsWindow) {
+  const auto dir = with_preprocessor("hf_options/audio_ctc",
+                                     {{"do_normalize", false}, {"sampling_rate", 16000}});
+  const auto wavs = make_temp_dir("d2v-wavs");
+  torch::manual_seed(3);
+  write_float_wav(wavs + "/long.wav", torch::randn({16000}) * 0.1, 16000);
+  write_float_wav(wavs + "/tiny.wav", torch::randn({10}) * 0.1, 16000);
+  std::vector<std::string> order;
+  const auto results =
+      app::transcribe({dir, {wavs + "/long.wav", wavs + "/tiny.wav"}, 20.0, 2.0},
+                      [&](const app::Transcript& t) { order.push_back(t.file); });
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(order, (std::vector<std::string>{wavs + "/long.wav", wavs + "/tiny.wav"}));
+  EXPECT_TRUE(results[0].error.empty()) << results[0].error;
+  EXPECT_GT(results[0].frames, 0);
+  EXPECT_NE(results[1].error.find("tiny.wav: 10 samples"), std::string::npos) << results[1].error;
+  EXPECT_NE(results[1].error.find("shorter than one frame"), std::string::npos);
+
+  const std::string binary = DATA2VEC_BINARY;
+  EXPECT_EQ(run_command(binary + " transcribe " + dir + " " + wavs + "/tiny.wav") >> 8, 1);
+  EXPECT_NE(last_command_output().find("shorter than one frame"), std::string::npos)
+      << last_command_output();
+  for (const char* window : {"nan", "inf", "-1", "0"}) {
+    EXPECT_EQ(run_command(binary + " transcribe " + dir + " " + wavs + "/long.wav --window " +
+                          window) >> 8,
+              2)
+        << window << ": " << last_command_output();
+    EXPECT_NE(last_command_output().find("--window"), std::string::npos) << last_command_output();
+  }
+  // A day at most: a window's samples stay far from overflow. Shorter than a frame: nothing.
+  EXPECT_THROW(app::transcribe({dir, {wavs + "/long.wav"}, 1e15, 0}), std::invalid_argument);
+  EXPECT_THROW(app::transcribe({dir, {wavs + "/long.wav"}, 0.0001, 0}), std::invalid_argument);
+}
+
+TEST(AppPretrained, ClassifyNamesAnUnreadablePathAndGoesOn) {
+  const auto dir = with_preprocessor("hf_options/vision_classifier", {{"do_resize", true}});
+  torch::manual_seed(5);
+  const auto images = make_temp_dir("d2v-images");
+  ASSERT_TRUE(write_png(images + "/a.png",
+                        torch::randint(0, 256, {32, 32, 3}, torch::kUInt8).contiguous()));
+  fs::create_directories(images + "/folder");
+  const auto results = app::classify({dir, {images + "/folder", images + "/a.png"}, 2});
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_NE(results[0].error.find(images + "/folder"), std::string::npos) << results[0].error;
+  EXPECT_NE(results[0].error.find("is a directory"), std::string::npos) << results[0].error;
+  EXPECT_TRUE(results[1].error.empty()) << results[1].error;
+  EXPECT_EQ(results[1].top.size(), 2u);
+}

@@ -1,10 +1,12 @@
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <thread>
 
 #include "data2vec/core/data2vec.h"
 #include "data2vec/core/toy_encoder.h"
@@ -184,4 +186,58 @@ TEST(Checkpoint, DamagedManifestAndTrainerStateNameTheFileAndField) {
   message = error_of([&] { train::read_checkpoint(second); });
   EXPECT_NE(message.find(second + "/trainer_state.json"), std::string::npos) << message;
   EXPECT_NE(message.find("corrupt"), std::string::npos) << message;
+}
+
+TEST(AtomicWrite, FollowsASymbolicLinkAndKeepsIt) {
+  const auto dir = data2vec::testing::make_temp_dir("atomic");
+  const auto target = fs::path(dir) / "features.safetensors";
+  std::ofstream(target) << "old";
+  fs::create_directories(fs::path(dir) / "links");
+  const auto link = fs::path(dir) / "links" / "features.safetensors";
+  fs::create_symlink(target, link);
+  io::write_file_atomically(link.string(), "new");
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link)));
+  EXPECT_EQ(io::read_file(target.string()), "new");
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "links" / "features.safetensors.tmp"));
+  // A dangling link: the file it names is created.
+  const auto missing = fs::path(dir) / "later.tsv";
+  fs::create_symlink(missing, fs::path(dir) / "links" / "later.tsv");
+  io::write_file_atomically((fs::path(dir) / "links" / "later.tsv").string(), "made");
+  EXPECT_EQ(io::read_file(missing.string()), "made");
+}
+
+TEST(AtomicWrite, WritesIntoAPipeAndRefusesADirectory) {
+  const auto dir = data2vec::testing::make_temp_dir("atomic");
+  const auto fifo = fs::path(dir) / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string received;
+  std::thread reader([&] { received = io::read_file(fifo.string()); });
+  io::write_file_atomically(fifo.string(), "through the pipe");
+  reader.join();
+  EXPECT_EQ(received, "through the pipe");
+  EXPECT_EQ(fs::status(fifo).type(), fs::file_type::fifo);
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "fifo.tmp"));
+  const auto message = error_of([&] { io::write_file_atomically(dir, "x"); });
+  EXPECT_NE(message.find("is a directory"), std::string::npos) << message;
+  EXPECT_NE(message.find(dir), std::string::npos) << message;
+}
+
+TEST(Checkpoint, ARunWhoseLastLinkIsBrokenResolvesToItsNewestStep) {
+  // The user deletes a damaged newest checkpoint to fall back to the one before: `last` then
+  // dangles, and the run must still be found (resume, probe), not taken for an empty directory.
+  const auto run = data2vec::testing::make_temp_dir("ckpt");
+  auto model = make_model(1);
+  for (int64_t step : {10, 20, 30}) train::save_checkpoint(run, step, contents_of(model, step), 0);
+  fs::remove_all(fs::path(run) / "checkpoints" / "step_30");
+  ASSERT_TRUE(fs::is_symlink(fs::symlink_status(fs::path(run) / "checkpoints" / "last")));
+  const auto dir = train::resolve_checkpoint_dir(run);
+  ASSERT_TRUE(dir.has_value());
+  EXPECT_EQ(fs::path(*dir).filename(), "step_20");
+  EXPECT_EQ(train::read_checkpoint(run).trainer_state.at("step"), 20);
+  // step_100 sorts after step_20 by number, not by name; a step_N without its manifest (a
+  // damaged copy) is not a checkpoint.
+  train::save_checkpoint(run, 100, contents_of(model, 100), 0);
+  fs::remove(fs::path(run) / "checkpoints" / "last");
+  fs::create_directories(fs::path(run) / "checkpoints" / "step_200");
+  EXPECT_EQ(fs::path(*train::resolve_checkpoint_dir(run)).filename(), "step_100");
 }

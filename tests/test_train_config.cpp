@@ -356,3 +356,65 @@ TEST(ConfigKeys, ModalityDefaultsAreOptional) {
   EXPECT_FALSE(back.model.cls_loss.has_value());
   EXPECT_EQ(data2vec::io::to_yaml(back), text);
 }
+
+// .nan and .inf are numbers to YAML; as a learning rate or an Adam beta they would only surface
+// later as LibTorch's "Invalid beta parameter at index 0: nan", naming no key.
+TEST(Config, NonFiniteAndOutOfRangeOptimizerValuesNameTheirKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"optim.beta1=.nan", "optim.beta1"},     {"optim.lr=.inf", "optim.lr"},
+      {"optim.beta2=5", "optim.beta2"},        {"optim.eps=-1", "optim.eps"},
+      {"optim.weight_decay=-3", "optim.weight_decay"},
+      {"optim.clip_grad_norm=-1", "optim.clip_grad_norm"},
+      {"ema.decay_end=.nan", "ema.decay_end"}, {"model.dropout=.nan", "model.dropout"},
+      {"optim.beta1=0.95", ""}};
+  for (const auto& [override_text, key] : cases) {
+    Config c;
+    data2vec::io::ConfigOrigins origins;
+    data2vec::io::apply_overrides(c, {override_text}, &origins);
+    const auto message = error_of([&] { data2vec::io::validate(c, &origins); });
+    if (key.empty()) {
+      EXPECT_EQ(message, "") << override_text;
+      continue;
+    }
+    EXPECT_NE(message.find("'" + key + "'"), std::string::npos) << override_text << ": " << message;
+    EXPECT_NE(message.find("--set " + override_text), std::string::npos) << message;
+  }
+}
+
+// PyYAML (YAML 1.1) reads "3e+01" as a string; "3.0e+01" is a float to every reader.
+TEST(Config, YamlExponentsCarryADecimalPoint) {
+  Config c;
+  c.optim.eps = 1e-8;
+  c.optim.lr = 30;
+  c.optim.weight_decay = 2.5e-7;
+  const auto text = data2vec::io::to_yaml(c);
+  EXPECT_NE(text.find("eps: 1.0e-08  #"), std::string::npos) << text;
+  EXPECT_NE(text.find("lr: 30  #"), std::string::npos) << text;
+  EXPECT_NE(text.find("weight_decay: 2.5e-07  #"), std::string::npos) << text;
+  Config back;
+  data2vec::io::apply_yaml(back, text, "roundtrip");
+  EXPECT_EQ(back.optim.eps, 1e-8);
+  EXPECT_EQ(back.optim.weight_decay, 2.5e-7);
+}
+
+TEST(Config, DifferingKeysNamesEveryKeyThatChanged) {
+  Config a, b;
+  EXPECT_TRUE(data2vec::io::differing_keys(a, b).empty());
+  b.train.max_steps = a.train.max_steps + 1;
+  b.optim.lr = a.optim.lr * 2;
+  b.model.clone_batch = 4;
+  EXPECT_EQ(data2vec::io::differing_keys(a, b),
+            (std::vector<std::string>{"train.max_steps", "model.clone_batch", "optim.lr"}));
+}
+
+// A missing base is the referencing file's mistake: its name and line say where to look.
+TEST(Config, AMissingBaseNamesTheFileAndLineThatNamesIt) {
+  const auto dir = data2vec::testing::make_temp_dir("config");
+  const auto child =
+      write_file(dir, "child.yaml", "train:\n  max_steps: 30\nbase: nonexistent.yaml\n");
+  const auto message = error_of([&] { data2vec::io::load_config(child); });
+  EXPECT_NE(message.find(child + ":3"), std::string::npos) << message;
+  EXPECT_NE(message.find("nonexistent.yaml"), std::string::npos) << message;
+  const auto folder = error_of([&] { data2vec::io::load_config(dir); });
+  EXPECT_NE(folder.find("is a directory"), std::string::npos) << folder;
+}

@@ -18,6 +18,7 @@
 #include "data2vec/eval/finetune.h"
 #include "data2vec/eval/knn.h"
 #include "data2vec/eval/linear_probe.h"
+#include "data2vec/io/files.h"
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/train/device.h"
 #include "data2vec/train/progress.h"
@@ -144,6 +145,7 @@ EvaluationRow raw_input_few_labels_row(const EvalTask& task, const io::Config& c
 }  // namespace
 
 std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
+  if (!options.report_path.empty()) io::check_output_path(options.report_path, "--report");
   const auto ckpt = train::read_checkpoint(options.checkpoint);
   const io::Config config = run_config(options, ckpt);
   train::set_threads(config.train.threads);
@@ -280,7 +282,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     }
   }
   if (!options.report_path.empty()) {
-    std::ofstream report(options.report_path);
+    std::ostringstream report;
     report << "# data2vec.cpp evaluation\n\n"
            << "Checkpoint: `" << *train::resolve_checkpoint_dir(options.checkpoint) << "` (step "
            << ckpt.trainer_state.value("step", 0) << ", " << std::fixed << std::setprecision(1)
@@ -291,6 +293,7 @@ std::vector<EvaluationRow> evaluate_run(const EvaluateOptions& options) {
     for (const auto& task : tasks) report << "- " << task.name << ": " << task.measures << "\n";
     const auto plot = fs::path(options.checkpoint) / "metrics.png";
     if (fs::exists(plot)) report << "\n![pretraining metrics](metrics.png)\n";
+    io::write_file_atomically(options.report_path, report.str());
   }
   return rows;
 }

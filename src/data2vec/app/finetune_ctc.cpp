@@ -58,14 +58,19 @@ std::vector<eval::CtcUtterance> read_transcripts(const std::string& list, int64_
   return out;
 }
 
+// finetune-ctc --out names a folder for a new run only.
+static void check_new_run_dir(const std::string& out_dir) {
+  if (fs::exists(fs::path(out_dir) / "checkpoints") ||
+      fs::exists(fs::path(out_dir) / "config.yaml")) {
+    throw std::invalid_argument("--out '" + out_dir + "' already holds a run; choose a new --out");
+  }
+}
+
 void save_ctc_run(const std::string& out_dir, const std::string& config_yaml,
                   const nlohmann::json& hf_config, audio::AudioEncoderImpl& encoder,
                   torch::nn::Linear& head, const eval::CtcVocabulary& vocabulary, int64_t steps,
                   const std::string& finetuned_from) {
-  if (fs::exists(fs::path(out_dir) / "checkpoints") ||
-      fs::exists(fs::path(out_dir) / "config.yaml")) {
-    throw std::invalid_argument("'" + out_dir + "' already holds a run; choose a new --out");
-  }
+  check_new_run_dir(out_dir);
   train::CheckpointContents contents;
   for (const auto& [name, tensor] : train::module_state(encoder)) {
     contents.model["student." + name] = tensor.cpu();
@@ -143,6 +148,9 @@ std::string percent(double fraction) {
 }  // namespace
 
 std::vector<CtcRow> finetune_ctc(const FinetuneCtcOptions& options) {
+  // What would make the end of a long run fail is refused before it starts.
+  if (!options.out_dir.empty()) check_new_run_dir(options.out_dir);
+  if (!options.report_path.empty()) io::check_output_path(options.report_path, "--report");
   auto model = load_hf_model(options.checkpoint);
   auto pretrained = as_audio(model.encoder, options.checkpoint);
   train::set_threads(model.config.train.threads);
@@ -203,12 +211,13 @@ std::vector<CtcRow> finetune_ctc(const FinetuneCtcOptions& options) {
                  options.out_dir);
   }
   if (!options.report_path.empty()) {
-    std::ofstream report(options.report_path);
+    std::ostringstream report;
     report << "# data2vec.cpp CTC fine-tuning\n\nEncoder: `" << options.checkpoint
            << "`; trained on `" << options.train << "` (" << train.size() << " utterances), "
            << finetune.steps() << " updates of " << finetune.batch_size() << ", peak lr "
            << finetune.lr() << ", seed " << finetune.seed() << "\n\n"
            << ctc_rows_to_markdown(rows);
+    io::write_file_atomically(options.report_path, report.str());
   }
   return rows;
 }

@@ -295,6 +295,17 @@ std::string import_hf(const ImportHfOptions& options) {
 }
 
 void export_hf(const ExportHfOptions& options) {
+  const fs::path out(options.out_dir);
+  const std::vector<std::string> model_files = {
+      "config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+      "pytorch_model.bin.index.json"};
+  std::string held;
+  for (const auto& name : model_files)
+    if (fs::exists(out / name)) held += (held.empty() ? "" : ", ") + name;
+  if (!held.empty() && !options.overwrite) {
+    throw std::invalid_argument("export-hf: '" + options.out_dir + "' already holds a model (" +
+                                held + "); choose a new --out, or replace it with --overwrite");
+  }
   const auto model = read_run(options.checkpoint, options.teacher, /*block_results=*/false);
   auto json = hf_config_json(model);
   const auto hf = io::HfConfig(json, options.checkpoint + " (model config)");
@@ -317,6 +328,9 @@ void export_hf(const ExportHfOptions& options) {
   for (const auto& [name, tensor] : model.head) state[name] = tensor;
   io::NamedTensors tensors(state.begin(), state.end());  // sorted by name
   fs::create_directories(options.out_dir);
+  if (options.overwrite) {
+    for (const auto& name : model_files) fs::remove(out / name);
+  }
   // What the run kept beside its weights (import-hf's copy of the folder, finetune-ctc's
   // vocab.json, tokenizer and preprocessor configs) travels with the export.
   if (!model.files_dir.empty()) copy_small_files(model.files_dir, options.out_dir, "config.json");

@@ -37,13 +37,16 @@ struct ExportHfOptions {
   std::string checkpoint;  // run or checkpoint directory
   std::string out_dir;     // the HF folder to write
   bool teacher = false;    // export the EMA teacher instead of the student
+  bool overwrite = false;  // replace the model an existing folder holds
 };
 
 // Writes OUT/config.json and OUT/model.safetensors (with the task head when the run has one), and
 // copies the run's small files (RUN/hf/: vocab.json, tokenizer and preprocessor configs) to OUT.
 // A run with a CTC head (finetune-ctc, or an imported Data2VecAudioForCTC) is written as a
 // Data2VecAudioForCTC: vocab_size = the head's rows, pad_token_id = the blank of vocab.json, the
-// run's ctc_loss_reduction / ctc_zero_infinity.
+// run's ctc_loss_reduction / ctc_zero_infinity. A folder that already holds a model is refused
+// unless `overwrite`, which also removes the weight files the export does not write (a
+// pytorch_model.bin left beside the new model.safetensors would be a second, stale model).
 void export_hf(const ExportHfOptions& options);
 
 // A model read for inference: from an HF folder, or from a run / checkpoint directory.

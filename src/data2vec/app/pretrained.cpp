@@ -50,7 +50,8 @@ torch::Tensor hf_normalize(const torch::Tensor& waveform) {
   return (waveform - mean) / torch::sqrt(var + 1e-7);
 }
 
-std::vector<Transcript> transcribe(const TranscribeOptions& options) {
+std::vector<Transcript> transcribe(const TranscribeOptions& options,
+                                   const std::function<void(const Transcript&)>& each) {
   auto model = load_hf_model(options.model);
   auto* encoder = dynamic_cast<audio::AudioEncoderImpl*>(model.encoder.get());
   if (!encoder) throw std::invalid_argument("'" + options.model + "' is not an audio model");
@@ -62,8 +63,16 @@ std::vector<Transcript> transcribe(const TranscribeOptions& options) {
   const auto pre = preprocessor_config(model);
   const auto rate = pre.get_int("sampling_rate", 16000);
   const bool normalize = pre.get_bool("do_normalize", true);
-  if (options.window_s <= 0 || options.overlap_s < 0 || options.overlap_s * 2 >= options.window_s) {
-    throw std::invalid_argument("transcribe: need window > 2 x overlap >= 0");
+  if (!(options.window_s > 0) || !(options.overlap_s >= 0) ||
+      options.overlap_s * 2 >= options.window_s) {
+    throw std::invalid_argument("transcribe: need --window > 2 x --overlap >= 0, got --window " +
+                                fmt::format("{}", options.window_s) + " --overlap " +
+                                fmt::format("{}", options.overlap_s));
+  }
+  constexpr double kMaxWindowS = 24 * 3600;  // a day; a window's samples stay far from overflow
+  if (options.window_s > kMaxWindowS) {
+    throw std::invalid_argument(fmt::format("transcribe: --window is at most {} s, got {}",
+                                            kMaxWindowS, options.window_s));
   }
   const int64_t window = int64_t(options.window_s * double(rate));
   const int64_t overlap = int64_t(options.overlap_s * double(rate));
@@ -73,6 +82,12 @@ std::vector<Transcript> transcribe(const TranscribeOptions& options) {
     field = (field - 1) * it->stride + it->kernel;
   }
   for (const auto& layer : encoder->options().conv_layers()) stride *= layer.stride;
+  if (window - overlap < field) {
+    throw std::invalid_argument(fmt::format(
+        "transcribe: --window {} s minus --overlap {} s is shorter than one frame of this model "
+        "({} samples, {:.4f} s at {} Hz)",
+        options.window_s, options.overlap_s, field, double(field) / double(rate), rate));
+  }
 
   model.encoder->eval();
   torch::NoGradGuard no_grad;
@@ -85,7 +100,14 @@ std::vector<Transcript> transcribe(const TranscribeOptions& options) {
       wave = audio::read_audio(file, rate, audio::ResampleQuality::kBest);  // [S]
     } catch (const BadSample& e) {
       t.error = e.what();
+    }
+    if (t.error.empty() && wave.size(0) < field) {
+      t.error = fmt::format("{}: {} samples at {} Hz, shorter than one frame of this model ({})",
+                            file, wave.size(0), rate, field);
+    }
+    if (!t.error.empty()) {
       spdlog::error("{}", t.error);
+      if (each) each(t);
       out.push_back(t);
       continue;
     }
@@ -119,6 +141,7 @@ std::vector<Transcript> transcribe(const TranscribeOptions& options) {
     }
     spdlog::info("[{}/{}] {}: {:.1f} s, {} window(s)", f + 1, options.inputs.size(), file,
                  double(samples) / double(rate), kept.size());
+    if (each) each(t);
     out.push_back(t);
   }
   return out;
@@ -195,7 +218,8 @@ std::string label_of(const nlohmann::json& config, int64_t index) {
 
 }  // namespace
 
-std::vector<Prediction> classify(const ClassifyOptions& options) {
+std::vector<Prediction> classify(const ClassifyOptions& options,
+                                 const std::function<void(const Prediction&)>& each) {
   auto model = load_hf_model(options.model);
   auto* encoder = dynamic_cast<vision::VisionEncoderImpl*>(model.encoder.get());
   if (!encoder) throw std::invalid_argument("'" + options.model + "' is not an image model");
@@ -213,6 +237,7 @@ std::vector<Prediction> classify(const ClassifyOptions& options) {
     } catch (const BadSample& e) {
       p.error = e.what();
       spdlog::error("{}", p.error);
+      if (each) each(p);
       out.push_back(p);
       continue;
     }
@@ -231,6 +256,7 @@ std::vector<Prediction> classify(const ClassifyOptions& options) {
       p.top.emplace_back(label_of(model.hf_config, indices[i].item<int64_t>()),
                          values[i].item<double>());
     }
+    if (each) each(p);
     out.push_back(p);
   }
   return out;

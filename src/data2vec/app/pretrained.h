@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,9 +31,11 @@ struct Transcript {
   std::string error;   // non-empty: the file could not be read (text empty)
 };
 
-// Greedy CTC transcripts, one per input in order. Unreadable files are named in `error` and
-// skipped; the model is loaded once.
-std::vector<Transcript> transcribe(const TranscribeOptions& options);
+// Greedy CTC transcripts, one per input in order, each also passed to `each` as soon as it is
+// done (so a long list prints as it goes). Unreadable files and files shorter than one frame of
+// the model are named in `error` and skipped; the model is loaded once.
+std::vector<Transcript> transcribe(const TranscribeOptions& options,
+                                   const std::function<void(const Transcript&)>& each = {});
 
 struct ClassifyOptions {
   std::string model;                // HF folder or run directory with a classifier head
@@ -46,6 +49,9 @@ struct Prediction {
   std::string error;                                // non-empty: unreadable image
 };
 
-std::vector<Prediction> classify(const ClassifyOptions& options);
+// The top-k labels of each image, in order, each also passed to `each` as soon as it is done.
+// Unreadable images are named in `error` and skipped.
+std::vector<Prediction> classify(const ClassifyOptions& options,
+                                 const std::function<void(const Prediction&)>& each = {});
 
 }  // namespace data2vec::app

@@ -3,6 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -267,6 +269,8 @@ void apply_file(Config& config, const std::string& path, std::set<std::string>& 
     throw std::invalid_argument(path + ": 'base' chain includes this file twice");
   }
   if (!std::filesystem::exists(path)) throw std::invalid_argument("config file not found: " + path);
+  if (std::filesystem::is_directory(path))
+    throw std::invalid_argument("config file '" + path + "' is a directory");
   YAML::Node root;
   try {
     root = YAML::Load(read_file(path));
@@ -283,6 +287,10 @@ void apply_file(Config& config, const std::string& path, std::set<std::string>& 
   if (!root.IsMap()) config_error(path, root.Mark(), "expected a map of sections at top level");
   if (root["base"]) {
     const auto base = std::filesystem::path(path).parent_path() / root["base"].as<std::string>();
+    if (!std::filesystem::exists(base))
+      config_error(path, root["base"].Mark(), "base: config file not found: " + base.string());
+    if (std::filesystem::is_directory(base))
+      config_error(path, root["base"].Mark(), "base: '" + base.string() + "' is a directory");
     apply_file(config, base.string(), visited, origins);
     root.remove("base");
   }
@@ -416,6 +424,13 @@ void validate(const Config& c, const ConfigOrigins* origins) {
   Config copy = c;
   for (const auto& key : config_keys(copy)) {
     if (!key.choices.empty()) check.one_of(key.name, *std::get<std::string*>(key.field), key.choices);
+    // `.nan` and `.inf` are YAML numbers; no key of ours means anything by them.
+    const double* number = nullptr;
+    if (auto* const* plain = std::get_if<double*>(&key.field)) number = *plain;
+    if (auto* const* optional = std::get_if<std::optional<double>*>(&key.field); optional && **optional)
+      number = &***optional;
+    if (number && !std::isfinite(*number))
+      check.fail(key.name, "must be a finite number, got " + Checker::number(*number));
   }
   check.positive("train.dist_timeout_s", c.train.dist_timeout_s);
   check.positive("train.bucket_mb", c.train.bucket_mb);
@@ -424,6 +439,17 @@ void validate(const Config& c, const ConfigOrigins* origins) {
   check.positive("train.batch_size", c.train.batch_size);
   check.positive("train.accumulate", c.train.accumulate);
   check.positive("optim.lr", c.optim.lr);
+  check.positive("optim.eps", c.optim.eps);
+  for (const auto& [key, value] : {std::pair<const char*, double>{"optim.beta1", c.optim.beta1},
+                                   {"optim.beta2", c.optim.beta2}}) {
+    if (value < 0 || value >= 1) check.fail(key, "must be in [0, 1), got " + Checker::number(value));
+  }
+  for (const auto& [key, value] :
+       {std::pair<const char*, double>{"optim.weight_decay", c.optim.weight_decay},
+        {"optim.clip_grad_norm", c.optim.clip_grad_norm},
+        {"optim.final_lr_scale", c.optim.final_lr_scale}}) {
+    if (value < 0) check.fail(key, "must be >= 0, got " + Checker::number(value));
+  }
   check.positive("log.every", c.log.every);
   check.positive("checkpoint.every", c.checkpoint.every);
   check.positive("model.top_k_layers", c.model.top_k_layers);
@@ -481,14 +507,13 @@ std::string to_yaml(const Config& config) {
   std::string section;
   // The shortest decimal that reads back as the same double: 0.8, not 0.80000000000000004.
   const auto number = [](double value) {
-    std::string text;
-    for (int digits = 1; digits <= 17; ++digits) {
-      std::ostringstream stream;
-      stream.precision(digits);
-      stream << value;
-      text = stream.str();
-      if (std::stod(text) == value) break;
-    }
+    char buffer[64];
+    const auto end = std::to_chars(buffer, buffer + sizeof buffer, value).ptr;
+    std::string text(buffer, end);
+    // YAML 1.1 readers (PyYAML) take "3e+01" for a string; "3.0e+01" is a float everywhere.
+    const auto exponent = text.find('e');
+    if (exponent != std::string::npos && text.find('.') == std::string::npos)
+      text.insert(exponent, ".0");
     return text;
   };
   for (const auto& key : config_keys(copy)) {
@@ -533,6 +558,23 @@ std::string to_yaml(const Config& config) {
   if (!section.empty()) out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+std::vector<std::string> differing_keys(const Config& a, const Config& b) {
+  Config left = a, right = b;
+  const auto left_keys = config_keys(left);
+  const auto right_keys = config_keys(right);
+  std::vector<std::string> names;
+  for (size_t i = 0; i < left_keys.size(); ++i) {
+    const bool same = std::visit(
+        [&](auto* field) {
+          using Pointer = decltype(field);
+          return *field == *std::get<Pointer>(right_keys[i].field);
+        },
+        left_keys[i].field);
+    if (!same) names.push_back(left_keys[i].name);
+  }
+  return names;
 }
 
 }  // namespace data2vec::io

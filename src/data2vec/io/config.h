@@ -193,4 +193,7 @@ void apply_algorithm_defaults(Config& config, const ConfigOrigins& origins);
 // optional key as null), readable by load_config.
 std::string to_yaml(const Config& config);
 
+// The keys whose values differ between `a` and `b`, in documentation order.
+std::vector<std::string> differing_keys(const Config& a, const Config& b);
+
 }  // namespace data2vec::io

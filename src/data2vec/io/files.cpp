@@ -28,7 +28,49 @@ void fsync_path(const std::string& path) {
   if (rc != 0) fail("fsync failed on", path);
 }
 
-void write_file_atomically(const std::string& path, const std::string& bytes) {
+namespace {
+
+// A pipe, a terminal or a device (`--output /dev/stdout`, a FIFO a reader waits on) cannot be
+// replaced by renaming a file over it: the bytes go straight to it.
+void write_to_special_file(const std::string& path, const std::string& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) fail("cannot open", path);
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int error = errno;
+      ::close(fd);
+      errno = error;
+      fail("write failed on", path);
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) fail("close failed on", path);
+}
+
+}  // namespace
+
+void write_file_atomically(const std::string& path_given, const std::string& bytes) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  // Through a symbolic link the file it points to is what gets written, as `>` would; the
+  // link itself stays.
+  fs::path resolved = path_given;
+  for (int hops = 0; fs::is_symlink(fs::symlink_status(resolved, ec)); ++hops) {
+    if (hops == 40) throw std::runtime_error("too many levels of links at '" + path_given + "'");
+    const auto target = fs::read_symlink(resolved, ec);
+    if (ec) throw std::runtime_error("cannot read the link '" + path_given + "': " + ec.message());
+    resolved = target.is_absolute() ? target : resolved.parent_path() / target;
+  }
+  const std::string path = resolved.string();
+  const auto status = fs::status(path, ec);
+  if (fs::exists(status)) {
+    if (fs::is_directory(status))
+      throw std::runtime_error("cannot write '" + path_given + "': it is a directory");
+    if (!fs::is_regular_file(status)) return write_to_special_file(path, bytes);
+  }
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail("cannot create", tmp);
@@ -62,11 +104,30 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
   fsync_path(parent.string());
 }
 
+void check_output_path(const std::string& path, const std::string& flag) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw std::invalid_argument(flag + " '" + path + "' is a directory; give a file name");
+  const auto parent = fs::absolute(path, ec).parent_path();
+  if (!fs::is_directory(parent, ec))
+    throw std::invalid_argument(flag + " '" + path + "': the folder '" + parent.string() +
+                                "' does not exist");
+}
+
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw std::runtime_error("cannot read '" + path + "': it is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read", path);
   std::ostringstream buffer;
-  buffer << in.rdbuf();
+  try {
+    buffer << in.rdbuf();
+  } catch (const std::exception& e) {  // libstdc++'s filebuf throws on a read error (EIO)
+    throw std::runtime_error("cannot read '" + path + "': " + e.what());
+  }
+  if (in.bad()) fail("cannot read", path);
   return buffer.str();
 }
 

@@ -171,7 +171,24 @@ std::optional<std::string> resolve_checkpoint_dir(const std::string& path) {
   if (fs::exists(p / "checkpoints" / "last" / "checkpoint.json")) {
     return fs::canonical(p / "checkpoints" / "last").string();
   }
-  return std::nullopt;
+  // `last` missing or dangling (its step deleted by hand, say, to fall back from a damaged
+  // one): the run's newest complete step_<N> is still its checkpoint.
+  const fs::path root = p / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return std::nullopt;
+  std::optional<std::pair<int64_t, fs::path>> newest;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const auto name = entry.path().filename().string();
+    if (name.rfind("step_", 0) != 0 || name.size() == 5 || name.size() > 23) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    if (!fs::exists(entry.path() / "checkpoint.json", ec)) continue;
+    const int64_t step = std::stoll(name.substr(5));
+    if (!newest || step > newest->first) newest = {step, entry.path()};
+  }
+  if (!newest) return std::nullopt;
+  spdlog::warn("{} is missing or broken; using the run's newest checkpoint, {}",
+               (root / "last").string(), newest->second.string());
+  return newest->second.string();
 }
 
 CheckpointContents read_checkpoint(const std::string& path) {

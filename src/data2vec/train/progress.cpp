@@ -124,7 +124,8 @@ void Progress::update(int64_t step, const std::string& status) {
 
 void Progress::finish() {
   if (finished_) return;
-  draw(Clock::now());
+  // A log already ending with this step's line gets no second copy of it.
+  if (terminal_ || drawn_step_ != step_ || drawn_status_ != status_) draw(Clock::now());
   if (terminal_) std::fputc('\n', options_.stream());
   std::fflush(options_.stream());
   finished_ = true;
@@ -148,6 +149,8 @@ ProgressSnapshot Progress::snapshot(Clock::time_point now) const {
 
 void Progress::draw(Clock::time_point now) {
   std::FILE* stream = options_.stream();
+  drawn_step_ = step_;
+  drawn_status_ = status_;
   if (terminal_) {
     std::string line = format_progress(snapshot(now), 20);
     const int columns = terminal_columns(stream);

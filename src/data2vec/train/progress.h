@@ -88,6 +88,8 @@ class Progress {
   std::string status_;
   Clock::time_point start_time_;
   Clock::time_point last_drawn_;
+  int64_t drawn_step_ = -1;  // the step and status the newest line shows
+  std::string drawn_status_;
   // The rate is measured between samples at least one second apart.
   Clock::time_point rate_sample_time_;
   int64_t rate_sample_step_;

@@ -505,6 +505,7 @@ PretrainResult pretrain(PretrainJob& job) {
     ++step;
     window.add(stats);
     result.last_loss = stats.loss;
+    ++result.steps_run;
 
     if (auto why = detect_collapse(step, stats.target_std, stats.pred_std, collapse)) {
       result.stopped_because =

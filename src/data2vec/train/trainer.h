@@ -38,6 +38,7 @@ struct PretrainJob {
 
 struct PretrainResult {
   int64_t steps_done = 0;  // optimizer steps completed in total (resumed runs included)
+  int64_t steps_run = 0;   // of which this call ran (0: a resumed run already complete)
   double last_loss = 0.0;
   int64_t bad_samples = 0;      // examples skipped because they could not be read
   std::string last_checkpoint;  // directory of the newest checkpoint

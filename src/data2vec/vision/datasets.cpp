@@ -11,6 +11,7 @@
 #include <iterator>
 #include <memory>
 
+#include "data2vec/io/files.h"
 #include "data2vec/vision/idx.h"
 
 // PNG and JPEG go through libpng and libjpeg-turbo, the decoders Pillow uses, hardened by years
@@ -212,9 +213,12 @@ torch::Tensor decode_bmp(const std::string& bytes, const std::string& path) {
 torch::Tensor decode_image_file(const std::string& path, int64_t channels) {
   TORCH_CHECK(channels == 1 || channels == 3, "decode_image_file: channels must be 1 or 3, got ",
               channels);
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) throw data2vec::BadSample("cannot read image " + path);
+  std::string bytes;
+  try {
+    bytes = io::read_file(path);
+  } catch (const std::exception& e) {
+    throw data2vec::BadSample("cannot read image " + path + ": " + e.what());
+  }
   if (bytes.size() > size_t(INT_MAX)) throw data2vec::BadSample("image " + path + " is over 2 GiB");
   // The format is what the bytes say, whatever the file's extension.
   auto starts_with = [&](const char* magic, size_t n) {
