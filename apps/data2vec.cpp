@@ -27,6 +27,7 @@
 #include "data2vec/train/distributed.h"
 #include "data2vec/train/launch.h"
 #include "data2vec/train/plot.h"
+#include "data2vec/train/stop_signals.h"
 #include "data2vec/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -153,6 +154,8 @@ int run_pretrain(const ConfigFlags& flags, const std::string& out_dir, bool resu
                  const std::vector<std::string>& args) {
   auto distributed = train::distributed_options_from_env();
   if (nproc > 1 && !distributed) return train::launch_local_workers(nproc, args);
+  // Before this process starts any thread: Ctrl-C must never interrupt a oneDNN kernel.
+  train::route_stop_signals_to_a_thread();
   io::Config config;
   const auto existing = resume ? train::resolve_checkpoint_dir(out_dir) : std::nullopt;
   const auto run_config = (fs::path(out_dir) / "config.yaml").string();

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <filesystem>
 
 #include "data2vec/core/collapse.h"
@@ -17,6 +16,7 @@
 #include "data2vec/train/optimizer.h"
 #include "data2vec/train/progress.h"
 #include "data2vec/train/schedule.h"
+#include "data2vec/train/stop_signals.h"
 #include "data2vec/train/tensorboard.h"
 
 namespace fs = std::filesystem;
@@ -24,35 +24,6 @@ namespace fs = std::filesystem;
 namespace data2vec::train {
 
 namespace {
-
-// Set by SIGINT / SIGTERM: finish the step, write a checkpoint, stop.
-volatile std::sig_atomic_t g_stop_requested = 0;
-extern "C" void request_stop(int) {
-  g_stop_requested = 1;
-}
-
-// SIGINT and SIGTERM ask the loop to stop while this lives; the handlers in force before come
-// back on every way out of the loop, an exception included (a library must not leave its
-// handler behind in the program that called it).
-class StopSignals {
- public:
-  StopSignals() {
-    g_stop_requested = 0;
-    previous_int_ = std::signal(SIGINT, request_stop);
-    previous_term_ = std::signal(SIGTERM, request_stop);
-  }
-  ~StopSignals() {
-    std::signal(SIGINT, previous_int_);
-    std::signal(SIGTERM, previous_term_);
-  }
-  StopSignals(const StopSignals&) = delete;
-  StopSignals& operator=(const StopSignals&) = delete;
-
- private:
-  using Handler = void (*)(int);
-  Handler previous_int_ = SIG_DFL;
-  Handler previous_term_ = SIG_DFL;
-};
 
 // What a run writes into its directory; `--overwrite` removes exactly these.
 constexpr const char* kRunOutputs[] = {"checkpoints", "tb", "metrics.jsonl", "metrics.png",
@@ -489,7 +460,7 @@ PretrainResult pretrain(PretrainJob& job) {
     optimizer->zero_grad();
     StepStats stats =
         forward_backward(*model, loader, cfg, device, rank, gradient_sync.get(), bad_samples);
-    stats.stop_requested = g_stop_requested != 0;
+    stats.stop_requested = stop_signals.requested();
     if (group) reduce_across_ranks(*group, *gradient_sync, stats);
     if (!std::isfinite(stats.loss)) {
       result.stopped_because = "non-finite loss (" + std::to_string(stats.loss) + ") at step " +

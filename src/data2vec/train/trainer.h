@@ -50,7 +50,8 @@ struct PretrainResult {
 // run that is neither resumed nor overwritten; a non-finite loss or a collapse stops the run with
 // `stopped_because` set, keeping the checkpoints written before. SIGINT / SIGTERM stop it after
 // the current step with a checkpoint (`interrupted`); the caller's handlers are restored on
-// return or throw.
+// return or throw. A program should call route_stop_signals_to_a_thread() (stop_signals.h)
+// before it starts any thread, so that no signal interrupts a oneDNN kernel.
 PretrainResult pretrain(PretrainJob& job);
 
 }  // namespace data2vec::train

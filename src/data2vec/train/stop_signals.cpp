@@ -1,0 +1,96 @@
+#include "data2vec/train/stop_signals.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <csignal>
+#include <mutex>
+#include <thread>
+
+namespace data2vec::train {
+
+namespace {
+
+// Lock-free atomics: safe to set from the fallback signal handler too.
+std::atomic<int> g_stop_requested{0};
+std::atomic<int> g_armed{0};  // StopSignals alive (routed signals request a stop)
+std::atomic<bool> g_routed{false};
+struct sigaction g_previous_int {};   // the dispositions when the signals were routed
+struct sigaction g_previous_term {};
+
+extern "C" void request_stop(int) {
+  g_stop_requested.store(1, std::memory_order_relaxed);
+}
+
+sigset_t stop_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// The one thread that receives SIGINT and SIGTERM. It runs no kernel, so the signal frame lands
+// on its own stack.
+void receive_stop_signals() {
+  const sigset_t set = stop_set();
+  while (true) {
+    int signal_number = 0;
+    if (sigwait(&set, &signal_number) != 0) continue;
+    if (g_armed.load() > 0) {
+      g_stop_requested.store(1);
+      continue;
+    }
+    // No loop to stop: what the signal did before it was routed (end the process, by default).
+    const struct sigaction& previous =
+        signal_number == SIGINT ? g_previous_int : g_previous_term;
+    if (previous.sa_handler == SIG_IGN) continue;
+    sigaction(signal_number, &previous, nullptr);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, signal_number);
+    pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+    raise(signal_number);  // the default action ends the process here, with the signal's status
+    pthread_sigmask(SIG_BLOCK, &one, nullptr);  // a handler of the caller's ran: keep receiving
+  }
+}
+
+}  // namespace
+
+void route_stop_signals_to_a_thread() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    sigaction(SIGINT, nullptr, &g_previous_int);
+    sigaction(SIGTERM, nullptr, &g_previous_term);
+    const sigset_t set = stop_set();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread(receive_stop_signals).detach();
+    g_routed.store(true);
+  });
+}
+
+StopSignals::StopSignals() : routed_(g_routed.load()) {
+  g_stop_requested.store(0);
+  if (routed_) {
+    g_armed.fetch_add(1);
+    return;
+  }
+  previous_int_ = std::signal(SIGINT, request_stop);
+  previous_term_ = std::signal(SIGTERM, request_stop);
+}
+
+StopSignals::~StopSignals() {
+  if (routed_) {
+    g_armed.fetch_sub(1);
+    return;
+  }
+  std::signal(SIGINT, previous_int_);
+  std::signal(SIGTERM, previous_term_);
+}
+
+bool StopSignals::requested() const {
+  return g_stop_requested.load() != 0;
+}
+
+}  // namespace data2vec::train
