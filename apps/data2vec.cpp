@@ -269,7 +269,6 @@ int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>
   return 0;
 }
 
-
 int run_command(int argc, char** argv);
 
 }  // namespace
@@ -321,8 +320,9 @@ int run_command(int argc, char** argv) {
   pretrain_flags.add_to(pretrain, false);
   pretrain->add_option("-o,--out", pretrain_out, "run directory")->required();
   pretrain->add_flag("--resume", pretrain_resume,
-                     "continue exactly from DIR/checkpoints/last (config from the checkpoint; "
-                     "--set still applies, e.g. to raise train.max_steps)");
+                     "continue exactly from DIR/checkpoints/last, or the newest complete "
+                     "step_N when that link is broken (config from the checkpoint; --set still "
+                     "applies, e.g. to raise train.max_steps)");
   pretrain
       ->add_flag("--overwrite", pretrain_overwrite,
                  "start a new run in a DIR that holds one: DELETES its checkpoints/, tb/, "

@@ -23,6 +23,23 @@ extern "C" void request_stop(int) {
   g_stop_requested.store(1, std::memory_order_relaxed);
 }
 
+const struct sigaction& previous_disposition(int signal_number) {
+  return signal_number == SIGINT ? g_previous_int : g_previous_term;
+}
+
+// Routed, in a thread that does not block the signals because it existed before routing (a
+// library's thread started at load time: LibTorch 2.x has one). Async-signal-safe.
+extern "C" void routed_fallback(int signal_number) {
+  if (g_armed.load() > 0) {
+    g_stop_requested.store(1);
+    return;
+  }
+  const struct sigaction& previous = previous_disposition(signal_number);
+  if (previous.sa_handler == SIG_IGN) return;
+  sigaction(signal_number, &previous, nullptr);
+  raise(signal_number);  // pending until this handler returns, then as before routing
+}
+
 sigset_t stop_set() {
   sigset_t set;
   sigemptyset(&set);
@@ -43,8 +60,7 @@ void receive_stop_signals() {
       continue;
     }
     // No loop to stop: what the signal did before it was routed (end the process, by default).
-    const struct sigaction& previous =
-        signal_number == SIGINT ? g_previous_int : g_previous_term;
+    const struct sigaction& previous = previous_disposition(signal_number);
     if (previous.sa_handler == SIG_IGN) continue;
     sigaction(signal_number, &previous, nullptr);
     sigset_t one;
@@ -61,9 +77,13 @@ void receive_stop_signals() {
 void route_stop_signals_to_a_thread() {
   static std::once_flag once;
   std::call_once(once, [] {
-    sigaction(SIGINT, nullptr, &g_previous_int);
-    sigaction(SIGTERM, nullptr, &g_previous_term);
     const sigset_t set = stop_set();
+    struct sigaction fallback {};
+    fallback.sa_handler = routed_fallback;
+    fallback.sa_mask = set;
+    fallback.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &fallback, &g_previous_int);
+    sigaction(SIGTERM, &fallback, &g_previous_term);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::thread(receive_stop_signals).detach();
     g_routed.store(true);

@@ -12,10 +12,11 @@
 namespace data2vec::train {
 
 // Blocks SIGINT and SIGTERM in the calling thread, and so in every thread it starts afterwards,
-// and starts the thread that receives them. Call it before any other thread exists (first thing
-// in main, or in the command that trains); later calls do nothing. Until a StopSignals is alive
-// a signal ends the process as it would have (a signal ignored when this was called stays
-// ignored).
+// and starts the thread that receives them. Call it before starting threads (first thing in
+// main, or in the command that trains); later calls do nothing. A thread that existed before
+// (a library's, started at load time) still takes them with a handler that does the same. Until
+// a StopSignals is alive a signal ends the process as it would have (a signal ignored when this
+// was called stays ignored).
 void route_stop_signals_to_a_thread();
 
 // While one lives, SIGINT and SIGTERM request a stop instead of ending the process; the
