@@ -54,25 +54,30 @@ constexpr const char* kExitCodesHelp =
     "SIGINT/SIGTERM (a checkpoint was written: continue with --resume).\n"
     "Results go to stdout, logs and errors to stderr.";
 
-// `--name X` for an optional setting that must lie between 0 and 1, each end in or out as
-// `zero_in` / `one_in` say; unset, the command uses its own default. The usage error names the
-// interval and the text given.
+// A number between 0 and 1, each end in or out as `zero_in` / `one_in` say. The usage error
+// names the interval and the text given.
+CLI::Validator unit_interval_check(bool zero_in, bool one_in) {
+  const std::string interval = std::string(zero_in ? "[" : "(") + "0, 1" + (one_in ? "]" : ")");
+  return CLI::Validator(
+      [=](std::string& text) {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        const bool ok = !text.empty() && *end == '\0' && (zero_in ? value >= 0 : value > 0) &&
+                        (one_in ? value <= 1 : value < 1);
+        return ok ? std::string() : "must be a number in " + interval + ", got " + text;
+      },
+      "in " + interval);
+}
+
+// `--name X` for an optional setting in the unit interval (see unit_interval_check); unset, the
+// command uses its own default.
 void add_unit_interval_option(CLI::App* command, const std::string& name,
                               std::optional<double>& target, bool zero_in, bool one_in,
                               const std::string& help) {
-  const std::string interval = std::string(zero_in ? "[" : "(") + "0, 1" + (one_in ? "]" : ")");
   command
       ->add_option_function<double>(
           name, [&target](const double& value) { target = value; }, help)
-      ->check(CLI::Validator(
-          [=](std::string& text) {
-            char* end = nullptr;
-            const double value = std::strtod(text.c_str(), &end);
-            const bool ok = !text.empty() && *end == '\0' && (zero_in ? value >= 0 : value > 0) &&
-                            (one_in ? value <= 1 : value < 1);
-            return ok ? std::string() : "must be a number in " + interval + ", got " + text;
-          },
-          "in " + interval));
+      ->check(unit_interval_check(zero_in, one_in));
 }
 
 // A number option's check: finite, and > 0 (`strict`) or >= 0. The usage error says so with the
@@ -403,14 +408,7 @@ int run_command(int argc, char** argv) {
                            "0.01)"
                          : "also fine-tune on this fraction of the training labels, in (0, 1]; "
                            "without it, the probes alone")
-        ->check(CLI::Validator(
-            [](std::string& text) {
-              char* end = nullptr;
-              const double value = std::strtod(text.c_str(), &end);
-              const bool ok = !text.empty() && *end == '\0' && value > 0 && value <= 1;
-              return ok ? std::string() : "must be a number in (0, 1], got " + text;
-            },
-            "in (0, 1]"))
+        ->check(unit_interval_check(/*zero_in=*/false, /*one_in=*/true))
         ->default_str("");
     command->add_option("--epochs", eval_options.finetune_epochs, "fine-tuning epochs")
         ->check(number_check(true));

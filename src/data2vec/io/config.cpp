@@ -287,10 +287,9 @@ void apply_file(Config& config, const std::string& path, std::set<std::string>& 
   if (!root.IsMap()) config_error(path, root.Mark(), "expected a map of sections at top level");
   if (root["base"]) {
     const auto base = std::filesystem::path(path).parent_path() / root["base"].as<std::string>();
-    if (!std::filesystem::exists(base))
-      config_error(path, root["base"].Mark(), "base: config file not found: " + base.string());
-    if (std::filesystem::is_directory(base))
-      config_error(path, root["base"].Mark(), "base: '" + base.string() + "' is a directory");
+    if (!std::filesystem::is_regular_file(base))  // named here, with the line that names it
+      config_error(path, root["base"].Mark(),
+                   "base: '" + base.string() + "' is not a config file (missing, or a folder)");
     apply_file(config, base.string(), visited, origins);
     root.remove("base");
   }

@@ -30,22 +30,30 @@ void fsync_path(const std::string& path) {
 
 namespace {
 
-// A pipe, a terminal or a device (`--output /dev/stdout`, a FIFO a reader waits on) cannot be
-// replaced by renaming a file over it: the bytes go straight to it.
-void write_to_special_file(const std::string& path, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY);
-  if (fd < 0) fail("cannot open", path);
+// Every byte to `fd`; false (errno set) on the first failed write.
+bool write_all(int fd, const std::string& bytes) {
   size_t written = 0;
   while (written < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      errno = error;
-      fail("write failed on", path);
+      return false;
     }
     written += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// A pipe, a terminal or a device (`--output /dev/stdout`, a FIFO a reader waits on) cannot be
+// replaced by renaming a file over it: the bytes go straight to it.
+void write_to_special_file(const std::string& path, const std::string& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) fail("cannot open", path);
+  if (!write_all(fd, bytes)) {
+    const int error = errno;
+    ::close(fd);
+    errno = error;
+    fail("write failed on", path);
   }
   if (::close(fd) != 0) fail("close failed on", path);
 }
@@ -83,15 +91,7 @@ void write_file_atomically(const std::string& path_given, const std::string& byt
     errno = error;
     fail(what, tmp);
   };
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      give_up("write failed on", true);
-    }
-    written += static_cast<size_t>(n);
-  }
+  if (!write_all(fd, bytes)) give_up("write failed on", true);
   if (::fsync(fd) != 0) give_up("fsync failed on", true);
   if (::close(fd) != 0) give_up("close failed on", false);
   std::error_code renamed;

@@ -27,16 +27,25 @@ const struct sigaction& previous_disposition(int signal_number) {
   return signal_number == SIGINT ? g_previous_int : g_previous_term;
 }
 
-// Routed, in a thread that does not block the signals because it existed before routing (a
-// library's thread started at load time: LibTorch 2.x has one). Async-signal-safe.
-extern "C" void routed_fallback(int signal_number) {
+// A routed SIGINT / SIGTERM: a stop request while a loop runs; otherwise what it did before it
+// was routed. Returns true when that is settled here (a stop, or a signal that was ignored);
+// false when the caller must raise it again, its previous disposition now restored.
+// Async-signal-safe.
+bool settle_stop_signal(int signal_number) {
   if (g_armed.load() > 0) {
     g_stop_requested.store(1);
-    return;
+    return true;
   }
   const struct sigaction& previous = previous_disposition(signal_number);
-  if (previous.sa_handler == SIG_IGN) return;
+  if (previous.sa_handler == SIG_IGN) return true;
   sigaction(signal_number, &previous, nullptr);
+  return false;
+}
+
+// Routed, in a thread that does not block the signals because it existed before routing (a
+// library's thread started at load time: LibTorch 2.x has one).
+extern "C" void routed_fallback(int signal_number) {
+  if (settle_stop_signal(signal_number)) return;
   raise(signal_number);  // pending until this handler returns, then as before routing
 }
 
@@ -54,15 +63,7 @@ void receive_stop_signals() {
   const sigset_t set = stop_set();
   while (true) {
     int signal_number = 0;
-    if (sigwait(&set, &signal_number) != 0) continue;
-    if (g_armed.load() > 0) {
-      g_stop_requested.store(1);
-      continue;
-    }
-    // No loop to stop: what the signal did before it was routed (end the process, by default).
-    const struct sigaction& previous = previous_disposition(signal_number);
-    if (previous.sa_handler == SIG_IGN) continue;
-    sigaction(signal_number, &previous, nullptr);
+    if (sigwait(&set, &signal_number) != 0 || settle_stop_signal(signal_number)) continue;
     sigset_t one;
     sigemptyset(&one);
     sigaddset(&one, signal_number);
