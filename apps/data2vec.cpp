@@ -107,8 +107,32 @@ std::string version_text() {
       features.empty() ? " none of avx2, avx512_bf16, amx_bf16" : features);
 }
 
-// A parse error as CLI11 prints it, with exit code 2; a first word that is no command says so.
+// --help-all shows every command's options at every depth: CLI11 2.1 expands the first level
+// only, which left out `tokenizer train`'s.
+class ExpandEveryLevel : public CLI::Formatter {
+ public:
+  std::string make_expanded(const CLI::App* command) const override {
+    std::string text = command->get_display_name(true) + "\n" + make_description(command) +
+                       make_positionals(command) + make_groups(command, CLI::AppFormatMode::Sub) +
+                       make_subcommands(command, CLI::AppFormatMode::All);
+    text = CLI::detail::find_and_replace(text, "\n\n", "\n");
+    text.pop_back();  // the final newline: every other line is indented under the name
+    return CLI::detail::find_and_replace(text, "\n", "\n  ") + "\n";
+  }
+};
+
+// A parse error as CLI11 prints it, with exit code 2; a first word that is no command, or an
+// option `data2vec` itself does not have, says so.
 int usage_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  if (argc > 1 && argv[1][0] == '-') {
+    const std::string flag = std::string(argv[1]).substr(0, std::string(argv[1]).find('='));
+    if (app.get_option_no_throw(flag) == nullptr) {
+      std::cerr << "data2vec: unknown option '" << flag
+                << "' (options go after the command: data2vec <command> [options]); see "
+                   "data2vec --help\n";
+      return kExitUsageError;
+    }
+  }
   if (argc > 1 && argv[1][0] != '-') {
     std::string names;
     bool known = false;
@@ -302,6 +326,7 @@ int run_command(int argc, char** argv) {
   CLI::App app{
       "data2vec: self-supervised pretraining of image, speech and text encoders (data2vec 1.0 "
       "and 2.0) on LibTorch.\nRun `data2vec <command> --help` for a command's options."};
+  app.formatter(std::make_shared<ExpandEveryLevel>());  // before the commands: they copy it
   app.require_subcommand(1);
   app.option_defaults()->always_capture_default();  // every option's help shows its default
   app.set_help_all_flag("--help-all", "show the help of every command");
@@ -360,10 +385,12 @@ int run_command(int argc, char** argv) {
   ConfigFlags show_flags;
   auto* show = app.add_subcommand(
       "config",
-      "Print the resolved configuration (every key with its value) as YAML, after the checks "
-      "pretrain makes (with --config, the model is built once to check the architecture).");
+      "Print the resolved configuration (every key with its value and what it does) as YAML, "
+      "after the checks pretrain makes (the model is built once to check the architecture). "
+      "The output is a configuration pretrain --config reads.");
   show->add_option("-c,--config", show_flags.path,
-                   "YAML configuration (default: built-in defaults)");
+                   "YAML configuration (default: the built-in defaults, data2vec 1.0 on "
+                   "Fashion-MNIST with the fmnist-tiny ViT)");
   show->add_option("--set", show_flags.overrides, "override one key (repeatable)")
       ->allow_extra_args(false);
 
@@ -373,7 +400,8 @@ int run_command(int argc, char** argv) {
     command
         ->add_option("--checkpoint", eval_options.checkpoint,
                      "run directory (uses checkpoints/last) or checkpoint directory")
-        ->required();
+        ->required()
+        ->check(CLI::ExistingDirectory);
     command->add_option("-c,--config", eval_options.config_path,
                         "evaluate with this config instead of the checkpoint's");
     command->add_option("--set", eval_options.overrides, "override one key (repeatable)")
@@ -519,9 +547,11 @@ int run_command(int argc, char** argv) {
       "embed",
       "Features of a file or a folder of files from a checkpoint's encoder, to safetensors.");
   embed->add_option("--checkpoint", embed_options.checkpoint, "run or checkpoint directory")
-      ->required();
+      ->required()
+      ->check(CLI::ExistingDirectory);
   embed->add_option("--input", embed_options.input, "a file, or a folder searched recursively")
-      ->required();
+      ->required()
+      ->check(CLI::ExistingPath);
   embed
       ->add_option("--output", embed_options.output,
                    "FILE.safetensors: tensor 'features' [N,D], metadata 'files'")
@@ -700,6 +730,12 @@ int run_command(int argc, char** argv) {
     if (*manifest) {
       size_t unreadable = 0;
       auto written = audio::scan_audio_files(manifest_dir, {}, 16000, &unreadable);
+      if (written.entries.empty()) {  // an empty corpus is a wrong folder, not a result
+        throw std::invalid_argument(
+            "manifest: no readable .wav/.flac/.ogg file under '" + manifest_dir + "'" +
+            (unreadable > 0 ? fmt::format(" ({} unreadable)", unreadable) : "") +
+            "; nothing written");
+      }
       audio::save_manifest(written, manifest_out);
       int64_t samples = 0;
       for (const auto& entry : written.entries) samples += entry.num_samples;
@@ -717,15 +753,15 @@ int run_command(int argc, char** argv) {
       io::Config config;
       if (!show_flags.path.empty()) {
         config = show_flags.load();
-        // What pretrain would reject when it builds the model (e.g. model.top_k_layers beyond
-        // the encoder's depth) is rejected here too. The built-in defaults alone are a table
-        // of keys, not a run (pretrain needs --config), so they are not built.
-        app::make_model(config);
       } else {
         io::ConfigOrigins origins;
         io::apply_overrides(config, show_flags.overrides, &origins);
+        io::apply_algorithm_defaults(config, origins);
         io::validate(config, &origins);
       }
+      // What pretrain would reject when it builds the model (e.g. model.top_k_layers beyond the
+      // encoder's depth) is rejected here too; the built-in defaults are a run as well.
+      app::make_model(config);
       std::cout << io::to_yaml(config);
       return 0;
     }

@@ -215,6 +215,25 @@ TEST(AppAudio, ManifestCommandSkipsAndCountsBadFiles) {
   EXPECT_EQ(app::make_pretrain_dataset(config)->size(), 2u);
 }
 
+TEST(AppAudio, ManifestOfAFolderWithoutAudioFailsAndWritesNothing) {
+  // A wrong folder (or one of unreadable files only) is an error, not an empty corpus that a
+  // pretraining run would only refuse later.
+  const fs::path dir = data2vec::testing::make_temp_dir("d2v-manifest-empty");
+  std::ofstream(dir / "notes.txt") << "no audio here\n";
+  const auto out = (dir / "train.tsv").string();
+  const auto manifest = std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out;
+  EXPECT_EQ(run_command(manifest) >> 8, 1) << last_command_output();
+  EXPECT_NE(last_command_output().find("no readable .wav/.flac/.ogg file under '" + dir.string()),
+            std::string::npos)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(out));
+  std::ofstream(dir / "broken.wav") << "RIFF this is not a wav file";
+  EXPECT_EQ(run_command(manifest) >> 8, 1) << last_command_output();
+  EXPECT_NE(last_command_output().find("(1 unreadable)"), std::string::npos)
+      << last_command_output();
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST(AppAudio, ManifestSkipsAWavThatPromisesMoreDataThanItHolds) {
   const fs::path dir = data2vec::testing::make_temp_dir("d2v-manifest-truncated");
   write(dir / "whole.wav", clip(300, 0.5, 1));

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "data2vec/io/config.h"
 #include "pretrain_support.h"
@@ -54,6 +55,26 @@ TEST(Cli, UsageErrorsExitTwoAndAnUnknownCommandIsNamed) {
   EXPECT_EQ(exit_code(kBinary + " pretrain --out x --resume --overwrite"), 2)
       << last_command_output();
   EXPECT_EQ(exit_code(kBinary), 2) << last_command_output();
+  // An option before any command is named, not reported as a missing command.
+  EXPECT_EQ(exit_code(kBinary + " --bogus"), 2);
+  EXPECT_NE(last_command_output().find("unknown option '--bogus'"), std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " --max-steps=5 pretrain"), 2);
+  EXPECT_NE(last_command_output().find("unknown option '--max-steps'"), std::string::npos)
+      << last_command_output();
+  // A path that does not exist is a usage error for every command that takes one.
+  for (const char* command :
+       {" probe --checkpoint /nonexistent", " evaluate --checkpoint /nonexistent",
+        " embed --checkpoint /nonexistent --input . --output x.safetensors",
+        " export-hf /nonexistent --out x", " plot /nonexistent"}) {
+    EXPECT_EQ(exit_code(kBinary + command), 2) << command << ": " << last_command_output();
+    EXPECT_NE(last_command_output().find("/nonexistent"), std::string::npos)
+        << last_command_output();
+  }
+  // --help-all shows the options of every command, a command's commands included.
+  ASSERT_EQ(exit_code(kBinary + " --help-all"), 0);
+  for (const char* option : {"--vocab-size", "--input", "--label-fraction", "--nproc", "--top-k"})
+    EXPECT_NE(last_command_output().find(option), std::string::npos) << option;
   // The codes are documented where a user looks.
   ASSERT_EQ(exit_code(kBinary + " --help"), 0);
   for (const char* code :
@@ -155,9 +176,24 @@ TEST(Cli, ConfigRejectsWhatPretrainRejects) {
   // The toy micro encoder has 2 layers: averaging the top 99 is refused when the model is built.
   const auto config = toy_config_file(make_temp_dir("cli-config-model"), 10);
   EXPECT_EQ(exit_code(kBinary + " config --config " + config + " --set model.top_k_layers=99"), 1);
-  EXPECT_NE(last_command_output().find("top_k_layers = 99"), std::string::npos)
+  EXPECT_NE(last_command_output().find(
+                "config key 'model.top_k_layers' = 99: the encoder (model.preset 'micro') has "
+                "only 2 layers"),
+            std::string::npos)
       << last_command_output();
   EXPECT_EQ(exit_code(kBinary + " config --config " + config + " --set model.top_k_layers=2"), 0)
+      << last_command_output();
+  // What the model's construction rejects names the config key too, not the encoder's argument.
+  const std::string vision = std::string(DATA2VEC_SOURCE_DIR) + "/configs/vision/fmnist-tiny.yaml";
+  EXPECT_EQ(exit_code(kBinary + " config --config " + vision + " --set data.image_size=30"), 1);
+  EXPECT_NE(last_command_output().find("config key 'data.image_size' = 30: must be a multiple of "
+                                       "the patch size, 4 in model.preset 'fmnist-mini'"),
+            std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " config --config " + vision + " --set model.preset=huge"), 1);
+  EXPECT_NE(last_command_output().find("config key 'model.preset' = 'huge': "), std::string::npos)
+      << last_command_output();
+  EXPECT_NE(last_command_output().find("fmnist-tiny"), std::string::npos)  // the known ones
       << last_command_output();
 }
 
@@ -240,4 +276,29 @@ TEST(Cli, ResultsThatCannotBeWrittenToStdoutFailTheCommand) {
       << last_command_output();
   EXPECT_EQ(exit_code("(" + kBinary + " --help > /dev/full)"), 1) << last_command_output();
   EXPECT_EQ(exit_code("(" + kBinary + " config > /dev/null)"), 0) << last_command_output();
+}
+
+TEST(Cli, TheConfigCommandPrintsAConfigurationItReadsBack) {
+  // `data2vec config > my.yaml`, edited, is how a user starts a configuration of their own.
+  const auto work = make_temp_dir("cli-config-defaults");
+  ASSERT_EQ(exit_code("(" + kBinary + " config > " + work + "/defaults.yaml)"), 0)
+      << last_command_output();
+  ASSERT_EQ(exit_code("(" + kBinary + " config --config " + work + "/defaults.yaml > " + work +
+                      "/again.yaml)"),
+            0)
+      << last_command_output();
+  std::ifstream first(work + "/defaults.yaml"), second(work + "/again.yaml");
+  const std::string a{std::istreambuf_iterator<char>(first), {}};
+  const std::string b{std::istreambuf_iterator<char>(second), {}};
+  EXPECT_EQ(a, b);
+  // The same for a preset with the algorithm's own defaults filled in.
+  const std::string v2 = std::string(DATA2VEC_SOURCE_DIR) + "/configs/vision/fmnist-tiny-v2.yaml";
+  ASSERT_EQ(exit_code("(" + kBinary + " config --config " + v2 + " > " + work + "/v2.yaml)"), 0);
+  ASSERT_EQ(exit_code("(" + kBinary + " config --config " + work + "/v2.yaml > " + work +
+                      "/v2-again.yaml)"),
+            0)
+      << last_command_output();
+  std::ifstream third(work + "/v2.yaml"), fourth(work + "/v2-again.yaml");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(third), {}),
+            std::string(std::istreambuf_iterator<char>(fourth), {}));
 }

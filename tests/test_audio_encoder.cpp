@@ -48,6 +48,7 @@ TEST(AudioEncoder, FrameCountsMatchFormulaAndCnn) {
   EXPECT_EQ(encoder.num_frames(16000), 49);
   EXPECT_EQ(encoder.num_frames(400), 1);
   EXPECT_EQ(encoder.num_frames(399), 0);
+  EXPECT_EQ(conv_receptive_field(small_options().conv_layers()), 400);
   torch::NoGradGuard no_grad;
   for (const int64_t samples : {400, 401, 719, 720, 1039, 5000, 16000, 16321}) {
     // The closed form, layer by layer.

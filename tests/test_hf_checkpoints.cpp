@@ -154,6 +154,24 @@ TEST(HfCheckpoints, ImportedRunHoldsStudentAndTeacherAndRefusesAnExistingRun) {
                std::invalid_argument);
 }
 
+TEST(HfCheckpoints, ImportRefusesASetOfWhatConfigJsonDecides) {
+  for (const char* set : {"model.modality=text", "model.preset=tiny", "data.image_size=64"}) {
+    std::string message;
+    try {
+      app::import_hf({fixture_path("hf/data2vec_vision_shared"),
+                      make_temp_dir("d2v-run") + "/run", "", {set}});
+    } catch (const std::exception& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find(std::string("--set ") + set), std::string::npos) << message;
+    EXPECT_NE(message.find("config.json (a vision model)"), std::string::npos) << message;
+  }
+  // Training keys still apply.
+  const auto run = make_temp_dir("d2v-run") + "/run";
+  app::import_hf({fixture_path("hf/data2vec_vision_shared"), run, "", {"train.max_steps=7"}});
+  EXPECT_NE(train::read_checkpoint(run).config_yaml.find("max_steps: 7"), std::string::npos);
+}
+
 TEST(HfCheckpoints, MismatchedWeightsAreErrorsNamingTheTensor) {
   const auto missing = fixture_copy("hf/data2vec_text", "model.safetensors");
   edit_weights(missing, [](auto& t) { t.erase("encoder.layer.1.output.dense.bias"); });
@@ -194,6 +212,48 @@ TEST(HfCheckpoints, DamagedFilesAreErrorsNamingTheFile) {
   const auto no_weights = fixture_copy("hf/data2vec_audio", "none");
   EXPECT_NE(import_error(no_weights).find("neither model.safetensors nor pytorch_model.bin"),
             std::string::npos);
+}
+
+TEST(HfCheckpoints, InputsTheModelCannotReadAreErrorsNamingTheTensor) {
+  // hf-forward checks what it reads against the model before the forward, where LibTorch's own
+  // messages would name neither the file nor the tensor.
+  struct Case {
+    const char* fixture;
+    const char* tensor;
+    torch::Tensor value;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"hf/data2vec_vision_shared", "pixel_values", torch::zeros({2, 3, 30, 30}),
+       "has shape [2, 3, 30, 30]; this model reads [B, 3, 32, 32]"},
+      {"hf/data2vec_vision_shared", "pixel_values", torch::zeros({2, 1, 32, 32}),
+       "this model reads [B, 3, 32, 32]"},
+      {"hf/data2vec_audio", "input_values", torch::zeros({2, 100}),
+       "holds 100 samples; this model reads at least"},
+      {"hf/data2vec_audio", "input_values", torch::zeros({4000}), "has shape [4000]"},
+      {"hf/data2vec_text", "input_ids", torch::full({2, 12}, 100000, torch::kLong),
+       "holds ids from 100000 to 100000; this model reads ids 0 to"},
+      {"hf/data2vec_text", "input_ids", torch::full({2, 12}, -1, torch::kLong),
+       "holds ids from -1 to -1"},
+      {"hf/data2vec_text", "input_ids", torch::zeros({1, 5000}, torch::kLong),
+       "has shape [1, 5000]; this model reads [B, T] with T <= "},
+  };
+  for (const auto& c : cases) {
+    const auto dir = make_temp_dir("d2v-hf-bad-inputs");
+    const auto inputs = dir + "/inputs.safetensors";
+    io::save_safetensors(inputs, {{std::string("bad.") + c.tensor, c.value}},
+                         {{"format", "pt"}, {"variants", "bad"}});
+    std::string message;
+    try {
+      app::hf_forward(fixture_path(c.fixture), inputs, dir + "/out.safetensors");
+    } catch (const std::exception& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find("'" + inputs + "': tensor 'bad." + c.tensor + "' "), std::string::npos)
+        << c.fixture << ": " << message;
+    EXPECT_NE(message.find(c.says), std::string::npos) << c.fixture << ": " << message;
+    EXPECT_FALSE(fs::exists(dir + "/out.safetensors"));
+  }
 }
 
 TEST(HfCheckpoints, UnsupportedConfigValuesAreErrorsNamingTheKey) {

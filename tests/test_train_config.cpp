@@ -418,3 +418,34 @@ TEST(Config, AMissingBaseNamesTheFileAndLineThatNamesIt) {
   const auto folder = error_of([&] { data2vec::io::load_config(dir); });
   EXPECT_NE(folder.find("is a directory"), std::string::npos) << folder;
 }
+
+TEST(Config, ADuplicateKeyNamesBothLines) {
+  // YAML parsers disagree on which of two equal keys wins (yaml-cpp keeps one silently): a file
+  // that says max_steps twice is a mistake to show, not a value to guess.
+  const auto dir = data2vec::testing::make_temp_dir("config-duplicate");
+  const auto path = write_file(dir, "dup.yaml",
+                               "train:\n  max_steps: 3\n  batch_size: 8\n  max_steps: 5\n");
+  const auto message = error_of([&] { data2vec::io::load_config(path); });
+  EXPECT_NE(message.find(path + ":4: duplicate key 'train.max_steps' (first on line 2)"),
+            std::string::npos)
+      << message;
+  // A section given twice is the same mistake, one level up.
+  const auto sections = write_file(dir, "sections.yaml",
+                                   "train:\n  max_steps: 3\noptim:\n  lr: 0.1\ntrain:\n  seed: 2\n");
+  const auto message2 = error_of([&] { data2vec::io::load_config(sections); });
+  EXPECT_NE(message2.find(sections + ":5: duplicate key 'train' (first on line 1)"),
+            std::string::npos)
+      << message2;
+}
+
+TEST(Config, ASectionGivenAValueSaysItIsASection) {
+  const auto dir = data2vec::testing::make_temp_dir("config-section");
+  const auto path = write_file(dir, "section.yaml", "model:\n  modality: toy\ntrain: 5\n");
+  const auto message = error_of([&] { data2vec::io::load_config(path); });
+  EXPECT_NE(message.find(path + ":3: 'train' is a section"), std::string::npos) << message;
+  EXPECT_NE(message.find("train.max_steps"), std::string::npos) << message;
+  EXPECT_EQ(message.find("unknown key"), std::string::npos) << message;
+  const auto good = write_file(dir, "good.yaml", "model:\n  modality: toy\n");
+  const auto set = error_of([&] { data2vec::io::load_config(good, {"train=5"}); });
+  EXPECT_NE(set.find("'train' is a section"), std::string::npos) << set;
+}

@@ -229,7 +229,7 @@ EvalTask language_task(const io::Config& c) {
 
 audio::AudioEncoderOptions audio_encoder_options(const io::Config& c) {
   auto o = c.model.preset == "hf" ? audio::audio_options_from_hf(hf_model_config(c))
-                                  : audio::audio_preset(c.model.preset);
+                                  : preset_options(c, audio::audio_preset);
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.mask().mask_prob(c.model.mask_prob).mask_length(c.model.mask_length);
   if (c.model.dropout) o.dropout(*c.model.dropout).attention_dropout(*c.model.dropout);

@@ -62,7 +62,14 @@ vision::VisionEncoderOptions vision_options(const io::Config& c) {
           ", but the model reads " + std::to_string(o.image_size()) + " px images");
     }
   } else {
-    o = vision::vision_preset(c.model.preset);
+    o = preset_options(c, vision::vision_preset);
+  }
+  if (c.data.image_size <= 0 || c.data.image_size % o.patch_size() != 0) {
+    throw std::invalid_argument("config key 'data.image_size' = " +
+                                std::to_string(c.data.image_size) +
+                                ": must be a multiple of the patch size, " +
+                                std::to_string(o.patch_size()) + " in model.preset '" +
+                                c.model.preset + "'");
   }
   o.image_size(c.data.image_size)
       .mask_ratio(c.model.mask_ratio)
@@ -175,7 +182,9 @@ std::shared_ptr<text::Tokenizer> load_tokenizer(const io::Config& c) {
 
 text::TextEncoderOptions text_options(const io::Config& c, int64_t vocab_size) {
   auto o = c.model.preset == "hf" ? text::text_options_from_hf(hf_model_config(c))
-                                  : text::text_preset(c.model.preset, vocab_size);
+                                  : preset_options(c, [vocab_size](const std::string& name) {
+                                      return text::text_preset(name, vocab_size);
+                                    });
   o.layer_result(parse_layer_result_kind(c.model.layer_result));
   o.masking().mask_prob(c.model.mask_ratio);
   if (c.model.dropout) o.dropout(*c.model.dropout).attention_dropout(*c.model.dropout);
@@ -338,7 +347,19 @@ Data2VecOptions make_data2vec_options(const io::Config& c) {
 
 Data2Vec make_model(const io::Config& config) {
   torch::manual_seed(uint64_t(config.train.seed));
-  return Data2Vec(make_encoder_factory(config), make_data2vec_options(config));
+  // The target layers are checked on the first encoder built, where the key can be named.
+  auto make_encoder = make_encoder_factory(config);
+  const auto checked = [&config, make_encoder] {
+    auto encoder = make_encoder();
+    if (config.model.top_k_layers > encoder->num_layers()) {
+      throw std::invalid_argument(
+          "config key 'model.top_k_layers' = " + std::to_string(config.model.top_k_layers) +
+          ": the encoder (model.preset '" + config.model.preset + "') has only " +
+          std::to_string(encoder->num_layers()) + " layers to average");
+    }
+    return encoder;
+  };
+  return Data2Vec(checked, make_data2vec_options(config));
 }
 
 std::shared_ptr<const Dataset> make_pretrain_dataset(const io::Config& config) {

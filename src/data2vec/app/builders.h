@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,17 @@ io::HfConfig hf_model_config(const io::Config& config);
 
 // model.gemm as the encoders' GEMM library, errors citing the key.
 nn::GemmLibrary gemm_library(const io::Config& config);
+
+// The encoder options `lookup` gives model.preset, an unknown name reported as the key's error.
+template <typename Lookup>
+auto preset_options(const io::Config& config, Lookup&& lookup) -> decltype(lookup(std::string())) {
+  try {
+    return lookup(config.model.preset);
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument("config key 'model.preset' = '" + config.model.preset +
+                                "': " + e.msg());
+  }
+}
 
 // Builds encoders of the configured modality and preset (preset hf: from model.hf_config).
 EncoderFactory make_encoder_factory(const io::Config& config);

@@ -250,6 +250,16 @@ std::string import_hf(const ImportHfOptions& options) {
   }
   io::Config config;
   const auto modality = modality_of(io::HfConfig::load(options.hf_dir));
+  // The keys config.json decides would be overwritten: a --set of one is a mistake to name.
+  for (const auto& item : options.overrides) {
+    const auto key = item.substr(0, item.find('='));
+    if (key == "model.modality" || key == "model.preset" || key == "model.hf_config" ||
+        (key == "data.image_size" && modality == "vision")) {
+      throw std::invalid_argument("import-hf: --set " + item + ": " + key + " comes from " +
+                                  (fs::path(options.hf_dir) / "config.json").string() +
+                                  " (a " + modality + " model); drop this --set");
+    }
+  }
   if (!options.config_path.empty()) {
     config = io::load_config(options.config_path);
   } else {
@@ -370,6 +380,18 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
     }
     return {};
   };
+  // An input the model cannot read is named with what it holds and what the model reads, before
+  // LibTorch fails somewhere inside the forward.
+  auto refuse = [&](const std::string& variant, const std::string& name, const std::string& has,
+                    const std::string& wants) {
+    throw std::invalid_argument("'" + inputs_path + "': tensor '" + variant + "." + name + "' " +
+                                has + "; this model reads " + wants);
+  };
+  auto shape_of = [](const torch::Tensor& t) {
+    std::string text;
+    for (const auto size : t.sizes()) text += (text.empty() ? "" : ", ") + std::to_string(size);
+    return "has shape [" + text + "]";
+  };
   auto linear = [&](const torch::Tensor& x, const std::string& layer) {
     return torch::linear(x, model.head.at(layer + ".weight"), model.head.at(layer + ".bias"));
   };
@@ -382,6 +404,12 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
     torch::Tensor pooled;
     if (auto* v = dynamic_cast<vision::VisionEncoderImpl*>(model.encoder.get())) {
       const auto pixels = input(variant, "pixel_values", true).to(torch::kFloat32);
+      const auto& o = v->options();
+      if (pixels.dim() != 4 || pixels.size(1) != o.in_channels() ||
+          pixels.size(2) != o.image_size() || pixels.size(3) != o.image_size()) {
+        refuse(variant, "pixel_values", shape_of(pixels),
+               fmt::format("[B, {}, {}, {}]", o.in_channels(), o.image_size(), o.image_size()));
+      }
       torch::Tensor mask;
       if (auto bmp = input(variant, "bool_masked_pos", false); bmp.defined()) {
         mask = torch::cat({torch::zeros({bmp.size(0), 1}, torch::kBool), bmp.to(torch::kBool)}, 1);
@@ -391,6 +419,12 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
       if (!model.head.empty()) put("logits", linear(pooled, "classifier"));
     } else if (auto* a = dynamic_cast<audio::AudioEncoderImpl*>(model.encoder.get())) {
       const auto values = input(variant, "input_values", true).to(torch::kFloat32);
+      if (values.dim() != 2) refuse(variant, "input_values", shape_of(values), "[B, samples]");
+      const auto& layers = a->options().conv_layers();
+      if (audio::conv_output_length(values.size(1), layers) < 1) {
+        refuse(variant, "input_values", fmt::format("holds {} samples", values.size(1)),
+               fmt::format("at least {} (one frame)", audio::conv_receptive_field(layers)));
+      }
       torch::Tensor padding;
       if (auto m = input(variant, "attention_mask", false); m.defined()) padding = m.eq(0);
       out = a->extract_features({values, padding}, {});
@@ -399,6 +433,18 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
       if (!model.head.empty()) put("logits", linear(out.x, "lm_head"));
     } else if (auto* t = dynamic_cast<text::TextEncoderImpl*>(model.encoder.get())) {
       const auto ids = input(variant, "input_ids", true).to(torch::kLong);
+      const auto& o = t->options();
+      if (ids.dim() != 2 || ids.size(1) > o.max_positions()) {
+        refuse(variant, "input_ids", shape_of(ids),
+               fmt::format("[B, T] with T <= {}", o.max_positions()));
+      }
+      if (ids.numel() > 0 && (ids.min().item<int64_t>() < 0 ||
+                              ids.max().item<int64_t>() >= o.vocab_size())) {
+        refuse(variant, "input_ids",
+               fmt::format("holds ids from {} to {}", ids.min().item<int64_t>(),
+                           ids.max().item<int64_t>()),
+               fmt::format("ids 0 to {} (vocab_size {})", o.vocab_size() - 1, o.vocab_size()));
+      }
       torch::Tensor padding, types;
       if (auto m = input(variant, "attention_mask", false); m.defined()) padding = m.eq(0);
       if (auto ty = input(variant, "token_type_ids", false); ty.defined())

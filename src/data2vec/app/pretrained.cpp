@@ -76,11 +76,8 @@ std::vector<Transcript> transcribe(const TranscribeOptions& options,
   }
   const int64_t window = int64_t(options.window_s * double(rate));
   const int64_t overlap = int64_t(options.overlap_s * double(rate));
-  int64_t stride = 1, field = 1;  // samples per frame, receptive field of a frame
-  for (auto it = encoder->options().conv_layers().rbegin();
-       it != encoder->options().conv_layers().rend(); ++it) {
-    field = (field - 1) * it->stride + it->kernel;
-  }
+  const int64_t field = audio::conv_receptive_field(encoder->options().conv_layers());
+  int64_t stride = 1;  // samples per frame
   for (const auto& layer : encoder->options().conv_layers()) stride *= layer.stride;
   if (window - overlap < field) {
     throw std::invalid_argument(fmt::format(

@@ -25,6 +25,14 @@ int64_t conv_output_length(int64_t samples, const std::vector<ConvLayerSpec>& la
   return length;
 }
 
+int64_t conv_receptive_field(const std::vector<ConvLayerSpec>& layers) {
+  int64_t field = 1;
+  for (auto it = layers.rbegin(); it != layers.rend(); ++it) {
+    field = (field - 1) * it->stride + it->kernel;
+  }
+  return field;
+}
+
 AudioEncoderOptions audio_preset(const std::string& name) {
   struct Size {
     int64_t depth, dim, mlp_dim, heads, conv_dim;

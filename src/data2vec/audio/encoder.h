@@ -60,6 +60,10 @@ std::vector<ConvLayerSpec> default_conv_layers(int64_t dim = 512);
 // 0 when the input is shorter than the receptive field.
 int64_t conv_output_length(int64_t samples, const std::vector<ConvLayerSpec>& layers);
 
+// Input steps under one output step of the conv stack (400 for wav2vec 2.0's): the shortest input
+// that gives a frame.
+int64_t conv_receptive_field(const std::vector<ConvLayerSpec>& layers);
+
 // The epsilon of the conv feature extractor's and the positional convolutions' layer norms
 // (PyTorch's LayerNorm default, as fairseq and Hugging Face build them).
 inline constexpr double kConvLayerNormEps = 1e-5;

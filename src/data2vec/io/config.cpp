@@ -236,13 +236,34 @@ std::string nearest_keys_hint(const std::string& name, std::vector<ConfigKey>& k
   return hint.empty() ? "" : " (keys of '" + section + "': " + hint + ")";
 }
 
+// Why `name` is no key: a section written as if it were one (`train: 5`), or a name unknown.
+std::string not_a_key_message(const std::string& name, std::vector<ConfigKey>& keys) {
+  const bool section = std::any_of(keys.begin(), keys.end(), [&](const ConfigKey& k) {
+    return k.name.rfind(name + ".", 0) == 0;
+  });
+  if (section) {
+    return "'" + name + "' is a section, not a key: its keys go under it, indented" +
+           nearest_keys_hint(name, keys);
+  }
+  return "unknown key '" + name + "'" + nearest_keys_hint(name, keys);
+}
+
 void apply_node(Config& config, const YAML::Node& node, const std::string& prefix,
                 const std::string& source, std::vector<ConfigKey>& keys, ConfigOrigins* origins) {
+  // yaml-cpp keeps both of two equal keys and readers disagree on which one counts, so a key
+  // given twice is refused with both lines.
+  std::map<std::string, int> first_line;
   for (const auto& item : node) {
     if (!item.first.IsScalar()) {  // `? [a, b]: 1` (found by fuzz/fuzz_config)
       config_error(source, item.first.Mark(), "a key must be a plain name, not a list or map");
     }
     const auto name = prefix + item.first.as<std::string>();
+    const auto [first, is_new] = first_line.emplace(name, item.first.Mark().line + 1);
+    if (!is_new) {
+      config_error(source, item.first.Mark(),
+                   "duplicate key '" + name + "' (first on line " + std::to_string(first->second) +
+                       ")");
+    }
     const YAML::Node& value = item.second;
     if (value.IsMap()) {
       apply_node(config, value, name + ".", source, keys, origins);
@@ -251,8 +272,7 @@ void apply_node(Config& config, const YAML::Node& node, const std::string& prefi
     auto it = std::find_if(keys.begin(), keys.end(),
                            [&](const ConfigKey& k) { return k.name == name; });
     if (it == keys.end()) {
-      config_error(source, item.first.Mark(),
-                   "unknown key '" + name + "'" + nearest_keys_hint(name, keys));
+      config_error(source, item.first.Mark(), not_a_key_message(name, keys));
     }
     assign(*it, value, source);
     if (origins != nullptr) {
@@ -325,7 +345,7 @@ void apply_overrides(Config& config, const std::vector<std::string>& overrides,
     auto it = std::find_if(keys.begin(), keys.end(),
                            [&](const ConfigKey& k) { return k.name == name; });
     if (it == keys.end()) {
-      throw std::invalid_argument("--set: unknown key '" + name + "'" + nearest_keys_hint(name, keys));
+      throw std::invalid_argument("--set: " + not_a_key_message(name, keys));
     }
     YAML::Node value;
     try {
