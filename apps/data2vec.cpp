@@ -20,6 +20,7 @@
 #include "data2vec/app/pretrained.h"
 #include "data2vec/audio/data.h"
 #include "data2vec/io/config.h"
+#include "data2vec/io/files.h"
 #include "data2vec/text/data.h"
 #include "data2vec/text/tokenizer.h"
 #include "data2vec/train/checkpoint.h"
@@ -698,6 +699,7 @@ int run_command(int argc, char** argv) {
       return 0;
     }
     if (*hf_forward) {
+      io::check_output_path(forward_output, "--output");
       const auto written = app::hf_forward(forward_dir, forward_inputs, forward_output);
       std::cout << forward_output << ": " << written << " tensors\n";
       return 0;
@@ -728,6 +730,7 @@ int run_command(int argc, char** argv) {
       return 0;
     }
     if (*manifest) {
+      io::check_output_path(manifest_out, "--out");
       size_t unreadable = 0;
       auto written = audio::scan_audio_files(manifest_dir, {}, 16000, &unreadable);
       if (written.entries.empty()) {  // an empty corpus is a wrong folder, not a result

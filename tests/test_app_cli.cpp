@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "data2vec/app/builders.h"
 #include "data2vec/io/config.h"
 #include "pretrain_support.h"
 #include "support.h"
@@ -197,6 +198,23 @@ TEST(Cli, ConfigRejectsWhatPretrainRejects) {
       << last_command_output();
 }
 
+TEST(Cli, AOneChannelModelReadsAnImageFolderAsGrey) {
+  // The Fashion-MNIST presets' model on an image folder failed at its first image with
+  // "normalize: std has 3 values for 1 channels": ImageNet's statistics are per RGB channel.
+  const auto root = make_temp_dir("cli-grey-folder");
+  for (const char* path : {"/train/a/1.png", "/train/b/2.png", "/val/a/3.png"}) {
+    fs::create_directories(fs::path(root + path).parent_path());
+    ASSERT_TRUE(data2vec::testing::write_png(root + path, torch::full({32, 32, 3}, 200).to(torch::kUInt8)));
+  }
+  const auto config = std::string(DATA2VEC_SOURCE_DIR) + "/configs/vision/fmnist-tiny.yaml";
+  auto c = io::load_config(config, {"data.dataset=image-folder", "data.root=" + root});
+  const auto splits = app::make_eval_datasets(c);
+  const auto image = splits.test->get(0, 0).source;
+  ASSERT_EQ(image.sizes(), (std::vector<int64_t>{1, 28, 28}));
+  // 200/255 normalised by the luma-weighted ImageNet mean and std.
+  EXPECT_NEAR(image.mean().item<double>(), (200.0 / 255.0 - 0.45897) / 0.22561, 1e-3);
+}
+
 TEST(Cli, EmbedWithNoReadableInputFails) {
   io::Config vision;
   vision.model.modality = "vision";
@@ -213,6 +231,14 @@ TEST(Cli, EmbedWithNoReadableInputFails) {
   EXPECT_NE(last_command_output().find("none of the 2 files"), std::string::npos)
       << last_command_output();
   EXPECT_FALSE(fs::exists(out));
+  // An --output that cannot be written is named before any image is read.
+  EXPECT_EQ(exit_code(kBinary + " embed --checkpoint " + run + " --input " + images +
+                      " --output " + images + "/missing/f.safetensors"),
+            1);
+  EXPECT_NE(last_command_output().find("--output '" + images + "/missing/f.safetensors'"),
+            std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(last_command_output().find("a.png"), std::string::npos) << last_command_output();
 }
 
 // The newest checkpoint damaged, the user deletes it to fall back to the one before: `last`
@@ -301,4 +327,23 @@ TEST(Cli, TheConfigCommandPrintsAConfigurationItReadsBack) {
   std::ifstream third(work + "/v2.yaml"), fourth(work + "/v2-again.yaml");
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(third), {}),
             std::string(std::istreambuf_iterator<char>(fourth), {}));
+}
+
+TEST(Cli, AnOutputPathThatCannotBeWrittenIsRefusedBeforeTheWork) {
+  // embed, hf-forward and manifest did all their work, then failed to create '<path>.tmp'.
+  const auto work = make_temp_dir("cli-output-path");
+  const std::string fixture = std::string(DATA2VEC_SOURCE_DIR) + "/tests/fixtures/hf/data2vec_text";
+  EXPECT_EQ(exit_code(kBinary + " hf-forward " + fixture + " --inputs " + fixture +
+                      "/inputs.safetensors --output " + work + "/missing/out.safetensors"),
+            1);
+  EXPECT_NE(last_command_output().find("--output '" + work + "/missing/out.safetensors': the "
+                                       "folder '" + work + "/missing' does not exist"),
+            std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " manifest " + work + " --out " + work + "/missing/m.tsv"), 1);
+  EXPECT_NE(last_command_output().find("--out '" + work + "/missing/m.tsv'"), std::string::npos)
+      << last_command_output();
+  EXPECT_EQ(exit_code(kBinary + " manifest " + work + " --out " + work), 1);  // a folder
+  EXPECT_NE(last_command_output().find("is a directory"), std::string::npos)
+      << last_command_output();
 }

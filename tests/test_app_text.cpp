@@ -170,12 +170,17 @@ TEST(AppText, PretrainThenEvaluateReportsAllBaselines) {
   const auto inputs = data2vec::testing::make_temp_dir("d2v-text-embed");
   std::ofstream(inputs + "/a.txt") << "the market and the senate vote\n";
   std::ofstream(inputs + "/b.txt") << "the editor should argue\n";
+  std::ofstream(inputs + "/c-empty.txt") << "\n\n";  // no text: named and skipped, not fatal
   ASSERT_EQ(run_command(bin + " embed --checkpoint " + out + " --input " + inputs + " --output " +
                         out + "/features.safetensors"),
             0)
       << last_command_output();
-  const auto features = io::load_safetensors(out + "/features.safetensors").tensors.at("features");
-  EXPECT_EQ(features.sizes(), (std::vector<int64_t>{2, 128}));
+  EXPECT_NE(last_command_output().find("skipping " + inputs + "/c-empty.txt: no text"),
+            std::string::npos)
+      << last_command_output();
+  const auto embedded = io::load_safetensors(out + "/features.safetensors");
+  EXPECT_EQ(embedded.tensors.at("features").sizes(), (std::vector<int64_t>{2, 128}));
+  EXPECT_EQ(embedded.metadata.at("files").find("c-empty"), std::string::npos);
   const auto report = io::read_file(out + "/report.md");
   for (const char* row :
        {"bag of words, linear", "random init, linear probe", "data2vec student, linear probe",

@@ -28,6 +28,19 @@ torch::Tensor sine(double hz, int64_t samples, int64_t rate) {
              .to(torch::kFloat32);
 }
 
+// A 32-bit float WAV at 16 kHz of `frames` [S,C] (C channels interleaved).
+void write_float_wav(const std::string& path, const torch::Tensor& frames) {
+  SF_INFO info{};
+  info.samplerate = 16000;
+  info.channels = int(frames.size(1));
+  info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
+  SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
+  ASSERT_NE(file, nullptr) << sf_strerror(nullptr);
+  const auto data = frames.to(torch::kFloat32).contiguous();
+  sf_writef_float(file, data.data_ptr<float>(), data.size(0));
+  sf_close(file);
+}
+
 std::string expect_bad_sample(const std::string& path) {
   try {
     read_audio(path);
@@ -75,15 +88,7 @@ TEST(AudioIo, StereoIsMixedDown) {
   const auto dir = make_temp_dir("audio_io");
   const std::string path = dir + "/stereo.wav";
   const auto left = sine(200.0, 1600, 16000), right = sine(700.0, 1600, 16000) * 0.5;
-  SF_INFO info{};
-  info.samplerate = 16000;
-  info.channels = 2;
-  info.format = SF_FORMAT_WAV | SF_FORMAT_FLOAT;
-  SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
-  ASSERT_NE(file, nullptr) << sf_strerror(nullptr);
-  const auto interleaved = torch::stack({left, right}, 1).contiguous();  // [S,2]
-  sf_writef_float(file, interleaved.data_ptr<float>(), 1600);
-  sf_close(file);
+  write_float_wav(path, torch::stack({left, right}, 1));  // [S,2]
   EXPECT_TRUE(tensors_close("mixdown", read_audio(path, 16000), (left + right) / 2, 1e-6));
 }
 
@@ -110,6 +115,21 @@ TEST(AudioIo, BadFilesThrowBadSampleNamingThem) {
 
   message = expect_bad_sample(dir + "/missing.wav");
   EXPECT_NE(message.find("missing.wav"), std::string::npos) << message;
+}
+
+TEST(AudioIo, NonFiniteSamplesAreABadSample) {
+  // A float WAV can hold NaN or infinity; read as audio it turned a fine-tuning loss into NaN,
+  // a pretraining run into a "lower optim.lr" stop and an embedding into NaN, naming no file.
+  const auto dir = make_temp_dir("audio_io_nan");
+  for (const float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    const std::string path = dir + "/bad.wav";
+    auto samples = sine(300.0, 1600, 16000);
+    samples[1000] = bad;
+    write_float_wav(path, samples.unsqueeze(1));
+    const auto message = expect_bad_sample(path);
+    EXPECT_NE(message.find(path + ": sample 1000 is not a finite number"), std::string::npos)
+        << message;
+  }
 }
 
 TEST(AudioIo, RandomCrop) {

@@ -1,3 +1,5 @@
+#include <functional>
+
 #include "data2vec/core/toy_dataset.h"
 #include "data2vec/train/data_loader.h"
 #include "support.h"
@@ -19,6 +21,21 @@ class CountingDataset : public Dataset {
 
  private:
   size_t n_;
+};
+
+// Every example fails to load except those `good` says (a folder of deleted files, say).
+class FailingDataset : public Dataset {
+ public:
+  FailingDataset(size_t n, std::function<bool(size_t)> good) : n_(n), good_(std::move(good)) {}
+  size_t size() const override { return n_; }
+  Example get(size_t index, uint64_t) const override {
+    if (!good_(index)) throw BadSample("img_" + std::to_string(index) + ".jpg: cannot open");
+    return {torch::tensor({double(index)}), 0};
+  }
+
+ private:
+  size_t n_;
+  std::function<bool(size_t)> good_;
 };
 
 std::vector<torch::Tensor> take(train::DataLoader& loader, int n) {
@@ -98,6 +115,40 @@ TEST(DataLoader, BadSamplesAreNamed) {
   ASSERT_EQ(messages.size(), 2u);  // indices 3 and 10
   EXPECT_NE(messages[0].find("corrupt"), std::string::npos);
   EXPECT_NE(messages[0].find("file_"), std::string::npos);
+}
+
+TEST(DataLoader, DataThatNeverLoadsIsAnErrorNotAnEndlessLoop) {
+  // Before, next() skipped all-bad batches forever, keeping every message: a run on a folder of
+  // unreadable files hung at 100% CPU with memory growing and never answered Ctrl-C.
+  for (const int64_t workers : {0, 2}) {
+    for (const size_t n : {size_t(6), size_t(5000)}) {
+      auto dataset = std::make_shared<FailingDataset>(n, [](size_t) { return false; });
+      auto o = options(workers);
+      o.batch_size = 4;
+      train::DataLoader loader(dataset, o);
+      std::string message;
+      try {
+        loader.next();
+      } catch (const std::exception& e) {
+        message = e.what();
+      }
+      EXPECT_NE(message.find("examples in a row failed to load"), std::string::npos) << message;
+      EXPECT_NE(message.find(".jpg: cannot open"), std::string::npos) << message;  // one named
+    }
+  }
+  // One readable example in a hundred is a dataset with many bad files, not a broken one: its
+  // batches come, the bad examples reported with them.
+  auto sparse = std::make_shared<FailingDataset>(5000, [](size_t i) { return i % 100 == 0; });
+  auto o = options(2);
+  o.batch_size = 4;
+  train::DataLoader loader(sparse, o);
+  size_t bad = 0;
+  for (int k = 0; k < 20; ++k) {
+    const auto batch = loader.next();
+    EXPECT_FALSE(batch.batch.indices.empty());
+    bad += batch.bad_samples.size();
+  }
+  EXPECT_GT(bad, 20u * 4u);
 }
 
 TEST(DataLoader, ToyCollatePadsVariableLengths) {

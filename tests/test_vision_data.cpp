@@ -1,6 +1,7 @@
 // Vision data path: IDX reading (gz and plain), image folders (PNG, JPEG, corrupt files), and
 // the augmentations.
 #include <gtest/gtest.h>
+#include <png.h>
 #include <zlib.h>
 
 #include <cstdio>
@@ -52,6 +53,26 @@ std::vector<uint8_t> iota_bytes(size_t n, int start = 0) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = uint8_t((start + int(i) * 7) % 256);
   return v;
+}
+
+// A 16-bit RGB PNG with no gAMA, sRGB or iCCP chunk, as OpenCV and scientific tools write them.
+void write_png16(const std::string& path, int width, int height,
+                 const std::vector<uint16_t>& rgb) {
+  FILE* file = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(file, nullptr);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_init_io(png, file);
+  png_set_IHDR(png, info, png_uint_32(width), png_uint_32(height), 16, PNG_COLOR_TYPE_RGB,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  png_set_swap(png);  // our samples are little-endian in memory; PNG stores big-endian
+  for (int y = 0; y < height; ++y) {
+    png_write_row(png, reinterpret_cast<png_const_bytep>(rgb.data() + size_t(y) * width * 3));
+  }
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  std::fclose(file);
 }
 
 }  // namespace
@@ -181,6 +202,67 @@ TEST(VisionImageFolder, ReadsPngJpegAndFlagsCorruptFiles) {
     EXPECT_NE(std::string(bad.what()).find(root + "/cat/c.png"), std::string::npos) << bad.what();
   }
   EXPECT_THROW(ImageFolderDataset(root + "/missing", ImageTransformOptions()), c10::Error);
+}
+
+TEST(VisionImageFolder, AHeldOutSplitIsLabelledByTheTrainingSplitsClasses) {
+  // Before, each split numbered its own sorted folders: val/ without 'dog' labelled its foxes as
+  // dogs, and a hidden .ipynb_checkpoints folder in train/ shifted every label by one.
+  const auto root = make_temp_dir("vision-folder-classes");
+  const std::vector<uint8_t> pixel = {1, 2, 3};
+  for (const char* path : {"train/cat/a.png", "train/dog/b.png", "train/fox/c.png",
+                           "val/cat/d.png", "val/fox/e.png"}) {
+    fs::create_directories(fs::path(root + "/" + path).parent_path());
+    ASSERT_TRUE(stbi_write_png((root + "/" + path).c_str(), 1, 1, 3, pixel.data(), 3));
+  }
+  fs::create_directories(root + "/train/.ipynb_checkpoints");
+  const auto options = ImageTransformOptions().image_size(1).augment(false).mean({0}).std({1});
+  const ImageFolderDataset train(root + "/train", options);
+  EXPECT_EQ(train.classes(), (std::vector<std::string>{"cat", "dog", "fox"}));
+  const ImageFolderDataset val(root + "/val", options, train.classes());
+  EXPECT_EQ(val.num_classes(), 3);
+  EXPECT_EQ(val.file_labels(), (std::vector<int64_t>{0, 2}));  // cat, fox: not 0, 1
+  EXPECT_EQ(val.get(1, 0).label, 2);
+  // A class the training split lacks cannot be scored: an error naming it.
+  fs::create_directories(root + "/val/wolf");
+  try {
+    ImageFolderDataset(root + "/val", options, train.classes());
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("class folder 'wolf' is not one of the training split's "
+                                         "classes (cat, dog, fox)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(VisionImageDecode, A16BitPngReadsAsItsHighBytesNotAsLinearLight) {
+  // libpng's simplified reader takes 16-bit samples without a colour-space chunk as linear light
+  // and gamma-encodes them to 8 bits (0x4000 came out as 137, not 64): such a photo read brighter
+  // than the same picture in 8 bits. Pillow keeps the high byte.
+  const auto dir = make_temp_dir("vision-png16");
+  const std::vector<uint16_t> rgb = {0x0000, 0x4000, 0x8000, 0xC0FF, 0xFFFF, 0x1234};
+  write_png16(dir + "/deep.png", 2, 1, rgb);
+  const auto image = decode_image_file(dir + "/deep.png", 3);  // [3,1,2]
+  ASSERT_EQ(image.sizes(), (std::vector<int64_t>{3, 1, 2}));
+  const auto flat = image.permute({1, 2, 0}).reshape({-1});
+  for (size_t i = 0; i < rgb.size(); ++i) {
+    EXPECT_NEAR(flat[int64_t(i)].item<int>(), rgb[i] >> 8, 1) << "sample " << i;
+  }
+}
+
+TEST(VisionImageDecode, AJpegCutShortIsABadSampleNotAGreyImage) {
+  // libjpeg-turbo decodes what is there and fills the rest with grey, with a warning; the image
+  // was kept. Pillow refuses it, and so does the reader now.
+  const auto dir = make_temp_dir("vision-jpeg-cut");
+  std::vector<uint8_t> noise(64 * 64 * 3);
+  for (size_t i = 0; i < noise.size(); ++i) noise[i] = uint8_t((i * 2654435761u) >> 13);
+  const auto path = dir + "/cut.jpg";
+  ASSERT_TRUE(stbi_write_jpg(path.c_str(), 64, 64, 3, noise.data(), 90));
+  EXPECT_EQ(decode_image_file(path, 3).sizes(), (std::vector<int64_t>{3, 64, 64}));  // whole: fine
+  fs::resize_file(path, fs::file_size(path) * 6 / 10);
+  const auto message = error_of([&] { decode_image_file(path, 3); });
+  EXPECT_NE(message.find("cannot decode image " + path), std::string::npos) << message;
+  EXPECT_NE(message.find("Premature end"), std::string::npos) << message;
 }
 
 // The colour model conversions are Pillow's: alpha dropped (not composited), RGB -> L as

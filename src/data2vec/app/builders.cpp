@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include <spdlog/spdlog.h>
+
 #include "data2vec/app/audio_builders.h"
 #include "data2vec/core/toy_dataset.h"
 #include "data2vec/core/toy_encoder.h"
@@ -93,8 +95,16 @@ vision::ImageTransformOptions image_transform(const io::Config& c, bool augment)
                .channels(vision_options(c).in_channels())
                .augment(augment && c.data.augment)
                .crop_scale_min(c.data.crop_scale_min);
-  if (c.data.dataset == "fashion-mnist") t.mean({0.2860}).std({0.3530});
-  if (c.data.dataset == "mnist") t.mean({0.1307}).std({0.3081});
+  if (c.data.dataset == "fashion-mnist") {
+    t.mean({0.2860}).std({0.3530});
+  } else if (c.data.dataset == "mnist") {
+    t.mean({0.1307}).std({0.3081});
+  } else if (t.channels() == 1) {
+    // Other images read as grey for a one-channel model (e.g. a Fashion-MNIST run on an image
+    // folder): ImageNet's per-channel statistics weighted as the RGB -> L conversion weighs them.
+    t.mean({0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406})
+        .std({0.299 * 0.229 + 0.587 * 0.224 + 0.114 * 0.225});
+  }
   return t;
 }
 
@@ -114,9 +124,11 @@ EvalSplits vision_splits(const io::Config& c, bool augment) {
                 image_transform(c, false), vision::kMnistClasses)};
   }
   if (c.data.dataset == "image-folder") {
-    return {
-        std::make_shared<vision::ImageFolderDataset>(root + "/train", image_transform(c, augment)),
-        std::make_shared<vision::ImageFolderDataset>(root + "/val", image_transform(c, false))};
+    // val/ is labelled by train/'s classes: each folder's own list would number them apart.
+    auto train = std::make_shared<vision::ImageFolderDataset>(root + "/train",
+                                                              image_transform(c, augment));
+    return {train, std::make_shared<vision::ImageFolderDataset>(
+                       root + "/val", image_transform(c, false), train->classes())};
   }
   unknown("data.dataset", c.data.dataset, "fashion-mnist, mnist or image-folder for vision");
 }
@@ -429,10 +441,23 @@ FilesDataset make_files_dataset(const io::Config& config, const std::string& inp
   }
   if (config.model.modality == "text") {
     // One document per file, read as blocks of data.max_tokens tokens (averaged by embed).
-    auto files = list_files(input, {".txt", ".text", ".md"});
-    auto documents = text::read_text_documents(files, text::DocumentSplit::kFile);
-    TORCH_CHECK(documents.size() == files.size(), "embed: ", files.size() - documents.size(),
-                " of the text files under '", input, "' are empty");
+    // A file with no text has no features: named and skipped, as unreadable images and audio.
+    std::vector<std::string> files;
+    std::vector<text::TextDocument> documents;
+    const auto listed = list_files(input, {".txt", ".text", ".md"});
+    for (const auto& file : listed) {
+      auto read = text::read_text_documents({file}, text::DocumentSplit::kFile);
+      if (read.empty()) {
+        spdlog::warn("embed: skipping {}: no text in it", file);
+        continue;
+      }
+      documents.push_back(std::move(read.front()));
+      files.push_back(file);
+    }
+    if (files.empty()) {
+      throw std::invalid_argument("embed: none of the " + std::to_string(listed.size()) +
+                                  " text files under '" + input + "' holds any text");
+    }
     auto tokenizer = load_tokenizer(config);
     return {text::make_text_dataset(
                 documents, *tokenizer,

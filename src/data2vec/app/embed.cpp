@@ -6,6 +6,7 @@
 
 #include "data2vec/app/builders.h"
 #include "data2vec/eval/features.h"
+#include "data2vec/io/files.h"
 #include "data2vec/io/safetensors.h"
 #include "data2vec/train/checkpoint.h"
 #include "data2vec/train/device.h"
@@ -27,6 +28,7 @@ int64_t embed_files(const EmbedOptions& options) {
                                 " (use mean or cls)");
   }
 
+  io::check_output_path(options.output, "--output");
   const auto [dataset, files] = make_files_dataset(config, options.input);
 
   auto encoder = make_encoder_factory(config)();

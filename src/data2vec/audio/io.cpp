@@ -4,6 +4,7 @@
 #include <sndfile.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -180,6 +181,13 @@ torch::Tensor read_audio(const std::string& path, int64_t sample_rate, ResampleQ
                              : std::string(sf_strerror(file.get()));
     throw BadSample(path + ": corrupt or truncated: read " + std::to_string(read) + " of " +
                     std::to_string(info.frames) + " frames (libsndfile: " + detail + ")");
+  }
+  // Float WAVs can hold NaN or infinity, which no normalisation survives: a bad sample, named.
+  const auto non_finite = std::find_if(samples.begin(), samples.end(),
+                                       [](float value) { return !std::isfinite(value); });
+  if (non_finite != samples.end()) {
+    throw BadSample(path + ": sample " + std::to_string((non_finite - samples.begin()) / channels) +
+                    " is not a finite number (" + std::to_string(*non_finite) + ")");
   }
   const auto interleaved = torch::from_blob(samples.data(), {int64_t(read), channels});
   // [S]; resample copies, so nothing returned points into `samples`.

@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <stdexcept>
+
 namespace data2vec::train {
 
 uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b) {
@@ -116,6 +119,10 @@ void DataLoader::worker_loop(int64_t worker) {
 }
 
 LoadedBatch DataLoader::next() {
+  // Examples failing one after another past this count (or past the whole dataset, if smaller)
+  // mean the data is unreadable (a wrong data.root, deleted files), not a few bad files: at one
+  // good example in a hundred, 1000 failures in a row happen with probability 4e-5.
+  const size_t give_up = std::min<size_t>(dataset_->size(), 1000);
   std::vector<std::string> carried_bad;
   while (true) {
     LoadedBatch batch;
@@ -134,6 +141,12 @@ LoadedBatch DataLoader::next() {
     if (!batch.batch.indices.empty()) {
       batch.bad_samples = std::move(carried_bad);
       return batch;
+    }
+    if (carried_bad.size() >= give_up) {
+      throw std::runtime_error(std::to_string(carried_bad.size()) +
+                               " examples in a row failed to load (the dataset holds " +
+                               std::to_string(dataset_->size()) + "); the first: " +
+                               carried_bad.front() + "; the last: " + carried_bad.back());
     }
   }
 }

@@ -93,16 +93,28 @@ bool is_image_file(const fs::path& path) {
 }  // namespace
 
 ImageFolderDataset::ImageFolderDataset(const std::string& root,
-                                       const ImageTransformOptions& options)
-    : options_(options) {
+                                       const ImageTransformOptions& options,
+                                       const std::vector<std::string>& classes)
+    : options_(options), classes_(classes) {
   TORCH_CHECK(fs::is_directory(root), "image folder ", root,
               ": not a directory (expected root/<class>/<image files>)");
+  std::vector<std::string> folders;
   for (const auto& entry : fs::directory_iterator(root)) {
-    if (entry.is_directory()) classes_.push_back(entry.path().filename().string());
+    const auto name = entry.path().filename().string();
+    if (entry.is_directory() && name.front() != '.') folders.push_back(name);
   }
-  std::sort(classes_.begin(), classes_.end());
+  std::sort(folders.begin(), folders.end());
+  if (classes_.empty()) classes_ = folders;
+  for (const auto& folder : folders) {
+    if (std::find(classes_.begin(), classes_.end(), folder) != classes_.end()) continue;
+    std::string known;
+    for (const auto& name : classes_) known += (known.empty() ? "" : ", ") + name;
+    TORCH_CHECK(false, "image folder ", root, ": class folder '", folder,
+                "' is not one of the training split's classes (", known, ")");
+  }
   for (size_t c = 0; c < classes_.size(); ++c) {
     std::vector<std::string> class_files;
+    if (!fs::is_directory(fs::path(root) / classes_[c])) continue;  // a class with no held-out images
     for (const auto& entry : fs::directory_iterator(fs::path(root) / classes_[c])) {
       if (entry.is_regular_file() && is_image_file(entry.path())) {
         class_files.push_back(entry.path().string());
@@ -160,12 +172,17 @@ torch::Tensor decode_jpeg(const std::string& bytes, const std::string& path) {
   const bool grey = colorspace == TJCS_GRAY;
   auto image = torch::empty({height, width, grey ? 1 : 3}, torch::kUInt8);
   // Pillow's defaults (accurate integer DCT, fancy upsampling); a progressive file with an
-  // unreasonable number of scans is refused rather than decoded for minutes. A warning (e.g.
-  // "premature end of data") still leaves a decoded image, which is kept, as Pillow keeps it.
+  // unreasonable number of scans is refused rather than decoded for minutes. A warning about a
+  // minor defect (e.g. extraneous bytes before a marker) leaves a whole image, which is kept as
+  // Pillow keeps it; a file cut short decodes as grey below the cut, and is refused as Pillow
+  // refuses it ("image file is truncated").
   if (tjDecompress2(decoder.get(), data, size, image.data_ptr<uint8_t>(), width, 0, height,
-                    grey ? TJPF_GRAY : TJPF_RGB, TJFLAG_LIMITSCANS) != 0 &&
-      tjGetErrorCode(decoder.get()) != TJERR_WARNING) {
-    throw fail();
+                    grey ? TJPF_GRAY : TJPF_RGB, TJFLAG_LIMITSCANS) != 0) {
+    const std::string message = tjGetErrorStr2(decoder.get());
+    if (tjGetErrorCode(decoder.get()) != TJERR_WARNING ||
+        message.find("Premature end") != std::string::npos) {
+      throw fail();
+    }
   }
   return image;
 }
@@ -180,6 +197,9 @@ torch::Tensor decode_png(const std::string& bytes, const std::string& path) {
   };
   if (png_image_begin_read_from_memory(&png, bytes.data(), bytes.size()) == 0) throw fail();
   refuse_implausible_size(png.width, png.height, bytes.size(), path);
+  // 16-bit samples are sRGB-encoded like 8-bit ones unless a chunk says otherwise; without this
+  // flag libpng takes them as linear light and brightens them on the way to 8 bits.
+  png.flags |= PNG_IMAGE_FLAG_16BIT_sRGB;
   const bool grey = (png.format & PNG_FORMAT_FLAG_COLOR) == 0;
   png.format = grey ? PNG_FORMAT_GA : PNG_FORMAT_RGBA;  // alpha kept here, dropped below
   const int64_t channels = grey ? 2 : 4;

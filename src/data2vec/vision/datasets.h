@@ -50,8 +50,12 @@ class IdxImageDataset : public data2vec::Dataset {
 class ImageFolderDataset : public data2vec::Dataset {
  public:
   // Lists root/<class>/<file> for image extensions (.png .jpg .jpeg .bmp, any case) without
-  // decoding anything; classes are the sorted sub-folder names, files sorted within a class.
-  ImageFolderDataset(const std::string& root, const ImageTransformOptions& options);
+  // decoding anything; classes are the sorted sub-folder names (hidden ones, such as
+  // .ipynb_checkpoints, left out), files sorted within a class. `classes` given (a held-out
+  // split's: the training split's classes()), labels are positions in it, and a sub-folder not
+  // in it is an error: each split's own folder list would number the classes differently.
+  ImageFolderDataset(const std::string& root, const ImageTransformOptions& options,
+                     const std::vector<std::string>& classes = {});
 
   size_t size() const override { return files_.size(); }
   // Decodes with decode_image_file; an unreadable or corrupt file throws BadSample naming it.
