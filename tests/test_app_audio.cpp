@@ -221,7 +221,8 @@ TEST(AppAudio, ManifestOfAFolderWithoutAudioFailsAndWritesNothing) {
   const fs::path dir = data2vec::testing::make_temp_dir("d2v-manifest-empty");
   std::ofstream(dir / "notes.txt") << "no audio here\n";
   const auto out = (dir / "train.tsv").string();
-  const auto manifest = std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out;
+  const auto manifest =
+      std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out;
   EXPECT_EQ(run_command(manifest) >> 8, 1) << last_command_output();
   EXPECT_NE(last_command_output().find("no readable .wav/.flac/.ogg file under '" + dir.string()),
             std::string::npos)

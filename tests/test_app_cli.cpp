@@ -204,7 +204,8 @@ TEST(Cli, AOneChannelModelReadsAnImageFolderAsGrey) {
   const auto root = make_temp_dir("cli-grey-folder");
   for (const char* path : {"/train/a/1.png", "/train/b/2.png", "/val/a/3.png"}) {
     fs::create_directories(fs::path(root + path).parent_path());
-    ASSERT_TRUE(data2vec::testing::write_png(root + path, torch::full({32, 32, 3}, 200).to(torch::kUInt8)));
+    const auto grey = torch::full({32, 32, 3}, 200).to(torch::kUInt8);
+    ASSERT_TRUE(data2vec::testing::write_png(root + path, grey));
   }
   const auto config = std::string(DATA2VEC_SOURCE_DIR) + "/configs/vision/fmnist-tiny.yaml";
   auto c = io::load_config(config, {"data.dataset=image-folder", "data.root=" + root});

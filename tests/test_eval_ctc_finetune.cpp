@@ -93,6 +93,25 @@ TEST(CtcFinetune, FrozenFeatureEncoderGetsNoGradient) {
   EXPECT_GT(head->weight.grad().abs().sum().item<double>(), 0);
 }
 
+TEST(CtcFinetune, ANonFiniteLossStopsBeforeTheWeightsTurnNaN) {
+  // Before, the run went on with NaN weights, exited 0 and saved a model that transcribes nothing.
+  torch::manual_seed(0);
+  audio::AudioEncoderImpl encoder(tiny_options());
+  const auto before = encoder.named_parameters()["encoder.layers.0.attention.query.weight"].clone();
+  auto wave = torch::randn({3200});
+  wave[100] = std::nanf("");
+  std::string message;
+  try {
+    ctc_finetune(encoder, {{"nan.wav", wave, "AT"}}, english_ctc_vocabulary(),
+                 CtcFinetuneOptions().steps(3).batch_size(1));
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("the loss is not finite ("), std::string::npos) << message;
+  EXPECT_NE(message.find(") at update 1 of 3"), std::string::npos) << message;
+  EXPECT_TRUE(encoder.named_parameters()["encoder.layers.0.attention.query.weight"].equal(before));
+}
+
 // CTC's likelihood when every frame of a letter gets the same distribution (the letter with
 // probability p, else blank), as a model does that cannot tell the frames of a steady sound apart:
 // the letter must be emitted in one run, P = sum_k (n - k + 1) p^k (1 - p)^(n - k) over run

@@ -431,7 +431,8 @@ TEST(Config, ADuplicateKeyNamesBothLines) {
       << message;
   // A section given twice is the same mistake, one level up.
   const auto sections = write_file(dir, "sections.yaml",
-                                   "train:\n  max_steps: 3\noptim:\n  lr: 0.1\ntrain:\n  seed: 2\n");
+                                   "train:\n  max_steps: 3\noptim:\n  lr: 0.1\n"
+                                   "train:\n  seed: 2\n");
   const auto message2 = error_of([&] { data2vec::io::load_config(sections); });
   EXPECT_NE(message2.find(sections + ":5: duplicate key 'train' (first on line 1)"),
             std::string::npos)

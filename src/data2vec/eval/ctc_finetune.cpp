@@ -171,6 +171,14 @@ CtcFinetuneResult ctc_finetune(audio::AudioEncoderImpl& encoder,
     const auto loss = ctc_batch_loss(
         ctc_forward(encoder, r.head, waves, o.device(), o.mask(), &generator, !frozen), texts,
         vocabulary);
+    const double value = loss.item<double>();
+    // One non-finite loss makes every weight NaN after the step: stop while the model is whole.
+    if (!std::isfinite(value)) {
+      throw std::runtime_error(fmt::format(
+          "ctc_finetune: the loss is not finite ({}) at update {} of {} (lr {:.3g}): a "
+          "non-finite input or a learning rate too high (--lr); the model is not saved",
+          value, step + 1, o.steps(), lr));
+    }
     optimizer.zero_grad();
     loss.backward();
     if (o.clip_grad_norm() > 0) {
@@ -180,7 +188,6 @@ CtcFinetuneResult ctc_finetune(audio::AudioEncoderImpl& encoder,
     }
     optimizer.step();
     ++r.steps;
-    const double value = loss.item<double>();
     if (step < tenth) first_sum += value;
     if (step >= o.steps() - tenth) last_sum += value;
     if (o.on_step()) o.on_step()({r.steps, value, lr, frozen});

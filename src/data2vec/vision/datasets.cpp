@@ -114,7 +114,8 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root,
   }
   for (size_t c = 0; c < classes_.size(); ++c) {
     std::vector<std::string> class_files;
-    if (!fs::is_directory(fs::path(root) / classes_[c])) continue;  // a class with no held-out images
+    // A held-out split may have no images of a class.
+    if (!fs::is_directory(fs::path(root) / classes_[c])) continue;
     for (const auto& entry : fs::directory_iterator(fs::path(root) / classes_[c])) {
       if (entry.is_regular_file() && is_image_file(entry.path())) {
         class_files.push_back(entry.path().string());
