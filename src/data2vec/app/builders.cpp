@@ -361,13 +361,13 @@ Data2Vec make_model(const io::Config& config) {
   torch::manual_seed(uint64_t(config.train.seed));
   // The target layers are checked on the first encoder built, where the key can be named.
   auto make_encoder = make_encoder_factory(config);
-  const auto checked = [&config, make_encoder] {
+  const auto checked = [make_encoder, top_k = config.model.top_k_layers,
+                        preset = config.model.preset] {
     auto encoder = make_encoder();
-    if (config.model.top_k_layers > encoder->num_layers()) {
-      throw std::invalid_argument(
-          "config key 'model.top_k_layers' = " + std::to_string(config.model.top_k_layers) +
-          ": the encoder (model.preset '" + config.model.preset + "') has only " +
-          std::to_string(encoder->num_layers()) + " layers to average");
+    if (top_k > encoder->num_layers()) {
+      throw std::invalid_argument("config key 'model.top_k_layers' = " + std::to_string(top_k) +
+                                  ": the encoder (model.preset '" + preset + "') has only " +
+                                  std::to_string(encoder->num_layers()) + " layers to average");
     }
     return encoder;
   };
