@@ -236,7 +236,9 @@ TEST(HfCheckpoints, InputsTheModelCannotReadAreErrorsNamingTheTensor) {
       {"hf/data2vec_text", "input_ids", torch::full({2, 12}, -1, torch::kLong),
        "holds ids from -1 to -1"},
       {"hf/data2vec_text", "input_ids", torch::zeros({1, 5000}, torch::kLong),
-       "has shape [1, 5000]; this model reads [B, T] with T <= "},
+       "has shape [1, 5000]; this model reads [B, T] with 1 <= T <= "},
+      {"hf/data2vec_text", "input_ids", torch::zeros({2, 0}, torch::kLong),
+       "has shape [2, 0]; this model reads [B, T] with 1 <= T <= "},
   };
   for (const auto& c : cases) {
     const auto dir = make_temp_dir("d2v-hf-bad-inputs");
@@ -254,6 +256,28 @@ TEST(HfCheckpoints, InputsTheModelCannotReadAreErrorsNamingTheTensor) {
     EXPECT_NE(message.find(c.says), std::string::npos) << c.fixture << ": " << message;
     EXPECT_FALSE(fs::exists(dir + "/out.safetensors"));
   }
+}
+
+TEST(HfCheckpoints, AMaskOfAnotherShapeOrNoVariantIsAnErrorNamingIt) {
+  const auto dir = make_temp_dir("d2v-hf-bad-mask");
+  const auto inputs = dir + "/inputs.safetensors";
+  io::save_safetensors(inputs,
+                       {{"v.input_ids", torch::ones({2, 12}, torch::kLong)},
+                        {"v.attention_mask", torch::ones({2, 11}, torch::kLong)}},
+                       {{"format", "pt"}, {"variants", "v"}});
+  const auto model = fixture_path("hf/data2vec_text");
+  auto message = data2vec::testing::error_of(
+      [&] { app::hf_forward(model, inputs, dir + "/out.safetensors"); });
+  EXPECT_NE(message.find("tensor 'v.attention_mask' has shape [2, 11]; this model reads the shape "
+                         "of its inputs, [2, 12]"),
+            std::string::npos)
+      << message;
+  io::save_safetensors(inputs, {{"v.input_ids", torch::ones({2, 12}, torch::kLong)}},
+                       {{"format", "pt"}, {"variants", ""}});
+  message = data2vec::testing::error_of(
+      [&] { app::hf_forward(model, inputs, dir + "/out.safetensors"); });
+  EXPECT_NE(message.find("names no variant"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir + "/out.safetensors"));
 }
 
 TEST(HfCheckpoints, UnsupportedConfigValuesAreErrorsNamingTheKey) {

@@ -387,16 +387,28 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
     throw std::invalid_argument("'" + inputs_path + "': tensor '" + variant + "." + name + "' " +
                                 has + "; this model reads " + wants);
   };
-  auto shape_of = [](const torch::Tensor& t) {
+  auto sizes_of = [](const torch::Tensor& t) {
     std::string text;
     for (const auto size : t.sizes()) text += (text.empty() ? "" : ", ") + std::to_string(size);
-    return "has shape [" + text + "]";
+    return "[" + text + "]";
   };
+  auto shape_of = [&](const torch::Tensor& t) { return "has shape " + sizes_of(t); };
   auto linear = [&](const torch::Tensor& x, const std::string& layer) {
     return torch::linear(x, model.head.at(layer + ".weight"), model.head.at(layer + ".bias"));
   };
+  const auto variants = split_list(variants_it->second);
+  if (variants.empty()) {
+    throw std::invalid_argument("'" + inputs_path + "': its 'variants' metadata names no variant");
+  }
+  // A mask must cover its inputs position by position.
+  auto check_mask = [&](const std::string& variant, const std::string& name,
+                        const torch::Tensor& mask, const torch::Tensor& inputs) {
+    if (mask.defined() && mask.sizes() != inputs.sizes()) {
+      refuse(variant, name, shape_of(mask), "the shape of its inputs, " + sizes_of(inputs));
+    }
+  };
   io::NamedTensors outputs;
-  for (const auto& variant : split_list(variants_it->second)) {
+  for (const auto& variant : variants) {
     auto put = [&](const std::string& name, const torch::Tensor& t) {
       outputs.emplace_back(variant + "." + name, t.contiguous());
     };
@@ -426,7 +438,10 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
                fmt::format("at least {} (one frame)", audio::conv_receptive_field(layers)));
       }
       torch::Tensor padding;
-      if (auto m = input(variant, "attention_mask", false); m.defined()) padding = m.eq(0);
+      if (auto m = input(variant, "attention_mask", false); m.defined()) {
+        check_mask(variant, "attention_mask", m, values);
+        padding = m.eq(0);
+      }
       out = a->extract_features({values, padding}, {});
       put("extract_features",
           a->feature_projection->layer_norm(a->feature_extractor(values).transpose(1, 2)));
@@ -434,9 +449,9 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
     } else if (auto* t = dynamic_cast<text::TextEncoderImpl*>(model.encoder.get())) {
       const auto ids = input(variant, "input_ids", true).to(torch::kLong);
       const auto& o = t->options();
-      if (ids.dim() != 2 || ids.size(1) > o.max_positions()) {
+      if (ids.dim() != 2 || ids.size(1) < 1 || ids.size(1) > o.max_positions()) {
         refuse(variant, "input_ids", shape_of(ids),
-               fmt::format("[B, T] with T <= {}", o.max_positions()));
+               fmt::format("[B, T] with 1 <= T <= {}", o.max_positions()));
       }
       if (ids.numel() > 0 && (ids.min().item<int64_t>() < 0 ||
                               ids.max().item<int64_t>() >= o.vocab_size())) {
@@ -446,9 +461,14 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
                fmt::format("ids 0 to {} (vocab_size {})", o.vocab_size() - 1, o.vocab_size()));
       }
       torch::Tensor padding, types;
-      if (auto m = input(variant, "attention_mask", false); m.defined()) padding = m.eq(0);
-      if (auto ty = input(variant, "token_type_ids", false); ty.defined())
+      if (auto m = input(variant, "attention_mask", false); m.defined()) {
+        check_mask(variant, "attention_mask", m, ids);
+        padding = m.eq(0);
+      }
+      if (auto ty = input(variant, "token_type_ids", false); ty.defined()) {
+        check_mask(variant, "token_type_ids", ty, ids);
         types = ty.to(torch::kLong);
+      }
       out = t->encode({ids, padding}, types);
       if (t->options().pooler()) pooled = t->pool(out.x);
       if (!model.head.empty()) {
