@@ -387,12 +387,7 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
     throw std::invalid_argument("'" + inputs_path + "': tensor '" + variant + "." + name + "' " +
                                 has + "; this model reads " + wants);
   };
-  auto sizes_of = [](const torch::Tensor& t) {
-    std::string text;
-    for (const auto size : t.sizes()) text += (text.empty() ? "" : ", ") + std::to_string(size);
-    return "[" + text + "]";
-  };
-  auto shape_of = [&](const torch::Tensor& t) { return "has shape " + sizes_of(t); };
+  auto shape_of = [](const torch::Tensor& t) { return "has shape " + c10::str(t.sizes()); };
   auto linear = [&](const torch::Tensor& x, const std::string& layer) {
     return torch::linear(x, model.head.at(layer + ".weight"), model.head.at(layer + ".bias"));
   };
@@ -404,7 +399,7 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
   auto check_mask = [&](const std::string& variant, const std::string& name,
                         const torch::Tensor& mask, const torch::Tensor& inputs) {
     if (mask.defined() && mask.sizes() != inputs.sizes()) {
-      refuse(variant, name, shape_of(mask), "the shape of its inputs, " + sizes_of(inputs));
+      refuse(variant, name, shape_of(mask), "the shape of its inputs, " + c10::str(inputs.sizes()));
     }
   };
   io::NamedTensors outputs;
@@ -453,11 +448,10 @@ int64_t hf_forward(const std::string& model_dir, const std::string& inputs_path,
         refuse(variant, "input_ids", shape_of(ids),
                fmt::format("[B, T] with 1 <= T <= {}", o.max_positions()));
       }
-      if (ids.numel() > 0 && (ids.min().item<int64_t>() < 0 ||
-                              ids.max().item<int64_t>() >= o.vocab_size())) {
-        refuse(variant, "input_ids",
-               fmt::format("holds ids from {} to {}", ids.min().item<int64_t>(),
-                           ids.max().item<int64_t>()),
+      const auto lowest = ids.numel() > 0 ? ids.min().item<int64_t>() : 0;
+      const auto highest = ids.numel() > 0 ? ids.max().item<int64_t>() : 0;
+      if (lowest < 0 || highest >= o.vocab_size()) {
+        refuse(variant, "input_ids", fmt::format("holds ids from {} to {}", lowest, highest),
                fmt::format("ids 0 to {} (vocab_size {})", o.vocab_size() - 1, o.vocab_size()));
       }
       torch::Tensor padding, types;
