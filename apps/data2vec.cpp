@@ -283,7 +283,11 @@ int run_tokenizer_train(const ConfigFlags& flags, const std::vector<std::string>
   if (documents.empty()) throw std::invalid_argument("tokenizer train: no text in the input");
   fs::create_directories(out_dir);
   const auto corpus = (fs::path(out_dir) / "training-text.txt").string();
-  text::write_documents_text(documents, corpus);
+  if (text::write_documents_text(documents, corpus) == 0) {
+    fs::remove(corpus);
+    throw std::invalid_argument("tokenizer train: no line of UTF-8 text in the " +
+                                std::to_string(documents.size()) + " documents of the input");
+  }
   spdlog::info("training a {}-piece SentencePiece model on {} documents -> {}", vocab_size,
                documents.size(), out_dir);
   try {
@@ -550,7 +554,10 @@ int run_command(int argc, char** argv) {
   embed->add_option("--checkpoint", embed_options.checkpoint, "run or checkpoint directory")
       ->required()
       ->check(CLI::ExistingDirectory);
-  embed->add_option("--input", embed_options.input, "a file, or a folder searched recursively")
+  embed
+      ->add_option("--input", embed_options.input,
+                   "a file, or a folder searched recursively (links to folders followed, names "
+                   "starting with . skipped)")
       ->required()
       ->check(CLI::ExistingPath);
   embed
@@ -567,7 +574,10 @@ int run_command(int argc, char** argv) {
       "Write a fairseq-style audio manifest (first line the root, then path<TAB>samples at 16 kHz) "
       "of the .wav/.flac/.ogg files under DIR; unreadable files are named, skipped and counted. "
       "Use it as data.dataset (a name ending in .tsv) with model.modality audio.");
-  manifest->add_option("dir", manifest_dir, "folder searched recursively")
+  manifest
+      ->add_option("dir", manifest_dir,
+                   "folder searched recursively (links to folders followed, names starting with . "
+                   "skipped)")
       ->required()
       ->check(CLI::ExistingDirectory);
   manifest->add_option("-o,--out", manifest_out, "manifest file to write (e.g. train.tsv)")
@@ -646,7 +656,8 @@ int run_command(int argc, char** argv) {
       "Image classification with a Data2VecVisionForImageClassification folder (e.g. "
       "facebook/data2vec-vision-base-ft1k) or a run import-hf made of one: images resized and "
       "normalised as its preprocessor_config.json says. Prints file<TAB>rank<TAB>label<TAB>"
-      "probability lines, best first.");
+      "probability lines, best first (none for a file that could not be read: its error goes to "
+      "stderr, exit 1 then).");
   classify->add_option("model", classify_options.model, "Hugging Face folder or run directory")
       ->required()
       ->check(CLI::ExistingDirectory);

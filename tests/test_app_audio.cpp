@@ -195,6 +195,14 @@ TEST(AppAudio, ManifestCommandSkipsAndCountsBadFiles) {
   write(dir / "a/1.wav", clip(300, 0.5, 1));
   write(dir / "b/2.flac", clip(300, 0.25, 2), 8000);
   std::ofstream(dir / "b/broken.wav") << "RIFF this is not a wav file";
+  // A macOS copy leaves "._" resource forks beside each file: not audio, not a bad clip either.
+  std::ofstream(dir / "a/._1.wav") << "\x00\x05\x16\x07 Mac OS X";
+  // A folder linked in (corpora spread over disks) is read as `find -L` reads it; a link back
+  // up the tree is not a loop.
+  const fs::path elsewhere = data2vec::testing::make_temp_dir("d2v-manifest-elsewhere");
+  write(elsewhere / "3.wav", clip(300, 0.25, 3));
+  fs::create_directory_symlink(elsewhere, dir / "c");
+  fs::create_directory_symlink(dir, dir / "b" / "up");
   const auto out = (dir / "train.tsv").string();
   ASSERT_EQ(
       run_command(std::string(DATA2VEC_BINARY) + " manifest " + dir.string() + " --out " + out), 0)
@@ -203,16 +211,17 @@ TEST(AppAudio, ManifestCommandSkipsAndCountsBadFiles) {
   EXPECT_NE(last_command_output().find("1 unreadable"), std::string::npos) << last_command_output();
   const auto manifest = audio::read_manifest(out);
   EXPECT_EQ(manifest.root, fs::canonical(dir).string());
-  ASSERT_EQ(manifest.entries.size(), 2u);
+  ASSERT_EQ(manifest.entries.size(), 3u);
   EXPECT_EQ(manifest.entries[0].path, "a/1.wav");
   EXPECT_EQ(manifest.entries[0].num_samples, 8000);
   EXPECT_EQ(manifest.entries[1].path, "b/2.flac");
   EXPECT_EQ(manifest.entries[1].num_samples, 8000);  // 4000 samples at 8 kHz, counted at 16 kHz
+  EXPECT_EQ(manifest.entries[2].path, "c/3.wav");
   // A manifest is a corpus for pretraining.
   auto config = audio_config(speech_root());
   config.data.dataset = out;
   config.data.root = dir.string();
-  EXPECT_EQ(app::make_pretrain_dataset(config)->size(), 2u);
+  EXPECT_EQ(app::make_pretrain_dataset(config)->size(), 3u);
 }
 
 TEST(AppAudio, ManifestOfAFolderWithoutAudioFailsAndWritesNothing) {

@@ -65,6 +65,36 @@ TEST(CtcHead, Shapes) {
   EXPECT_EQ(normalize_transcript("  Hello, world -- it's 9 o'clock!"), "HELLO WORLD IT'S O'CLOCK");
 }
 
+TEST(CtcFinetune, TranscriptsSayWhatTheAlphabetDrops) {
+  // Typographic apostrophes are apostrophes (they split "don't" in two before); digits and
+  // letters outside A-Z are named, typographic punctuation is not.
+  EXPECT_EQ(normalize_transcript("Don\u2019t \u2018quote\u2019 it"), "DON'T 'QUOTE' IT");
+  EXPECT_EQ(words_outside_alphabet("At 9 o'clock, caf\u00e9 \u201cna\u00efve\u201d \u2014 "
+                                   "19 \u00e9"),
+            (std::vector<std::string>{"9", "\u00e9", "\u00ef", "1"}));
+  EXPECT_TRUE(words_outside_alphabet("It\u2019s \u201cfine\u201d \u2014 really\u2026 ok!")
+                  .empty());
+}
+
+TEST(CtcFinetune, AlignableWhenTheFramesHoldEveryLabelAndEachRepeatsBlank) {
+  // CTC emits a blank between two equal labels: "LL" needs 3 frames, "LA" 2.
+  EXPECT_TRUE(ctc_alignable({15, 7}, 2));
+  EXPECT_FALSE(ctc_alignable({15, 15}, 2));
+  EXPECT_TRUE(ctc_alignable({15, 15}, 3));
+  EXPECT_FALSE(ctc_alignable({15, 15, 15, 7}, 5));
+  EXPECT_TRUE(ctc_alignable({}, 0));
+  // The same count as LibTorch's CTC loss: finite at the bound, infinite one frame below it.
+  const auto vocabulary = english_ctc_vocabulary();
+  const auto ids = vocabulary.encode("HELLO");  // L L: one repeat, 6 frames needed
+  for (const int64_t frames : {5, 6}) {
+    const auto log_probs = torch::log_softmax(torch::randn({frames, 1, 32}), -1);
+    const auto loss = torch::ctc_loss(log_probs, torch::tensor(ids).unsqueeze(0),
+                                      torch::tensor({frames}), torch::tensor({int64_t(ids.size())}),
+                                      0, at::Reduction::Sum);
+    EXPECT_EQ(std::isfinite(loss.item<double>()), ctc_alignable(ids, frames)) << frames;
+  }
+}
+
 TEST(CtcFinetune, FrozenFeatureEncoderGetsNoGradient) {
   torch::manual_seed(0);
   audio::AudioEncoderImpl encoder(tiny_options());

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data2vec/text/bpe_tokenizer.h"
+#include "data2vec/text/data.h"
 #include "support.h"
 
 using data2vec::text::ByteLevelBpeTokenizer;
@@ -128,6 +129,24 @@ TEST(ByteLevelBpe, RoundTripsRealText) {
   framed.push_back(bpe.eos_id());
   framed.push_back(bpe.pad_id());
   EXPECT_EQ(bpe.decode(framed), text);
+}
+
+TEST(ByteLevelBpe, ALineEncodesPieceByPieceAsAWhole) {
+  // split_long_line's cuts fall before a space between words: the space opens the next piece,
+  // as GPT-2's pre-tokeniser attaches it to the word after it ("Ġworld").
+  const ByteLevelBpeTokenizer bpe(write_vocabulary());
+  std::string line;
+  for (int i = 0; i < 400; ++i)
+    line += std::string(i % 3 ? " " : "  ") + (i % 2 ? "hello" : "the") + (i % 5 ? "" : ",") +
+            (i % 7 ? " world" : " 12");
+  std::vector<int64_t> by_piece;
+  const auto pieces = data2vec::text::split_long_line(line, 100);
+  ASSERT_GT(pieces.size(), 20u);
+  for (const auto piece : pieces) {
+    const auto ids = bpe.encode(std::string(piece));
+    by_piece.insert(by_piece.end(), ids.begin(), ids.end());
+  }
+  EXPECT_EQ(by_piece, bpe.encode(line));
 }
 
 TEST(ByteLevelBpe, BadFilesAreErrorsNamingTheFileAndLine) {

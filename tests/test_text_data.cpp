@@ -153,18 +153,81 @@ TEST(TextData, SpamAssassinLayout) {
   EXPECT_THROW(load_spam_assassin((dir / "data").string()), c10::Error);
 }
 
-TEST(TextData, TokenizerTrainingTextDropsLinesSentencePieceWouldSkip) {
-  // Emails carry base64 blobs and stray bytes: SentencePiece's trainer would skip such lines with
-  // a log message that crashes inside the plugin, so they never reach it.
+TEST(TextData, TokenizerTrainingTextCutsLongLinesAndDropsLinesThatAreNotUtf8) {
+  // SentencePiece's trainer skips lines over 4192 bytes with a log message that crashes inside
+  // the plugin, and a 48 MB one-line file left it nothing to train on: long lines are written in
+  // split_long_line's pieces. Stray bytes (emails, Latin-1 files) never reach it.
   const fs::path dir = data2vec::testing::make_temp_dir("d2v-training-text");
-  const std::string long_line(5000, 'a');
+  std::string words;
+  for (int i = 0; i < 1200; ++i) words += (i ? " " : "") + std::string("word") + char('a' + i % 26);
+  ASSERT_EQ(words.size(), 1200u * 6 - 1);  // 7199 bytes: two pieces, cut before a space
+  const std::string blob(5000, 'a');       // no space: cut at 4000 bytes
   const std::string invalid_utf8 = "caf\xc3 au lait";
   std::vector<TextDocument> documents = {
-      {"first line\n" + long_line + "\nd\xc3\xa9j\xc3\xa0 vu", 0, "a"},
+      {"first line\n" + words + "\n" + blob + "\nd\xc3\xa9j\xc3\xa0 vu", 0, "a"},
       {invalid_utf8 + "\nlast line", 1, "b"}};
   const auto path = (dir / "train.txt").string();
-  write_documents_text(documents, path);
+  EXPECT_EQ(write_documents_text(documents, path), 7u);
   std::ifstream in(path);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(text, "first line\nd\xc3\xa9j\xc3\xa0 vu\n\nlast line\n\n");
+  const size_t cut = words.rfind(' ', 4000);  // "worda ... wordX| wordY ..."
+  EXPECT_EQ(text, "first line\n" + words.substr(0, cut) + "\n" + words.substr(cut) + "\n" +
+                      blob.substr(0, 4000) + "\n" + blob.substr(4000) +
+                      "\nd\xc3\xa9j\xc3\xa0 vu\n\nlast line\n\n");
+}
+
+TEST(TextData, SplitLongLineCutsBeforeALoneSpaceOrBetweenCharacters) {
+  EXPECT_EQ(split_long_line("short", 8), (std::vector<std::string_view>{"short"}));
+  EXPECT_EQ(split_long_line("", 8), (std::vector<std::string_view>{}));
+  // The space opens the next piece; a double space is not a place to cut.
+  EXPECT_EQ(split_long_line("aa bb  cc dd", 8),
+            (std::vector<std::string_view>{"aa", " bb  cc", " dd"}));
+  EXPECT_EQ(split_long_line("one two three four", 9),
+            (std::vector<std::string_view>{"one two", " three", " four"}));
+  // No space within reach: cut at the limit, moved back to the start of a UTF-8 character
+  // (\xc3\xa9 is one character, e acute).
+  EXPECT_EQ(split_long_line("abc\xc3\xa9\xc3\xa9xyz", 4),
+            (std::vector<std::string_view>{"abc", "\xc3\xa9\xc3\xa9", "xyz"}));
+  // Every piece within the limit, and the pieces are the line.
+  std::string line;
+  for (int i = 0; i < 5000; ++i) line += (i % 7 == 0 ? "  " : " ") + std::to_string(i * 7919);
+  for (const size_t limit : {4u, 17u, 100u, 4000u}) {
+    std::string joined;
+    for (const auto piece : split_long_line(line, limit)) {
+      EXPECT_LE(piece.size(), limit);
+      joined += piece;
+    }
+    EXPECT_EQ(joined, line) << "limit " << limit;
+  }
+  EXPECT_THROW(split_long_line("abcdef", 3), c10::Error);
+}
+
+TEST(TextData, FilesThatAreNotUtf8TextAreSkippedOrCleanedNotReadAsText) {
+  // A user's text folder holds what it holds: a PDF, a UTF-16 export from Windows, a Latin-1
+  // file, a UTF-8 file with a byte-order mark. Before, the binary and UTF-16 files were read as
+  // text (NUL bytes and all) and the Latin-1 lines reached the tokenizer as they were.
+  const fs::path dir = data2vec::testing::make_temp_dir("d2v-text-encodings");
+  write(dir / "a-binary.pdf", std::string("%PDF-1.4\n\0\x01\x02 stream\n", 20));
+  write(dir / "b-utf16.txt", std::string("\xFF\xFEh\0i\0\n\0", 8));
+  write(dir / "c-bom.txt", "\xEF\xBB\xBFwith a mark\n");
+  write(dir / "d-latin1.txt", "good line\ncaf\xe9 cr\xe8me\nanother good line\nsecond doc\n");
+  const auto docs = read_text_documents({dir.string()});
+  ASSERT_EQ(docs.size(), 3u);
+  EXPECT_EQ(docs[0].text, "with a mark");
+  EXPECT_NE(docs[0].source.find("c-bom.txt"), std::string::npos);
+  // The line that is not UTF-8 reads as a blank line: here it ends a document.
+  EXPECT_EQ(docs[1].text, "good line");
+  EXPECT_EQ(docs[2].text, "another good line\nsecond doc");
+}
+
+TEST(TextData, FoldersBehindLinksAreReadOnce) {
+  const fs::path dir = data2vec::testing::make_temp_dir("d2v-text-links");
+  write(dir / "corpus" / "a.txt", "in the corpus\n");
+  write(dir / "elsewhere" / "b.txt", "linked in\n");
+  fs::create_directory_symlink(dir / "elsewhere", dir / "corpus" / "more");
+  fs::create_directory_symlink(dir / "corpus", dir / "corpus" / "loop");  // a link back up
+  const auto docs = read_text_documents({(dir / "corpus").string()});
+  ASSERT_EQ(docs.size(), 2u);
+  EXPECT_EQ(docs[0].text, "in the corpus");
+  EXPECT_EQ(docs[1].text, "linked in");
 }

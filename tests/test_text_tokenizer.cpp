@@ -136,6 +136,22 @@ TEST_F(TokenizerTest, DatasetFromDocuments) {
   EXPECT_EQ(dataset->blocks().back().label, 1);
 }
 
+TEST_F(TokenizerTest, ALongLineEncodesInPiecesToTheSameIds) {
+  // tokenize_documents hands SentencePiece a long line in split_long_line's pieces (its memory
+  // grows with its input: 3.2 GB for a 48 MB line): the ids must be those of the whole line.
+  SentencePieceTokenizer tokenizer(dir_ + "/model");
+  std::mt19937 rng(7);
+  std::string line;
+  while (line.size() < 100000) {
+    line += (line.empty() ? "" : rng() % 5 == 0 ? "  " : " ") + kWords[rng() % kWords.size()];
+    if (rng() % 9 == 0) line += ".";
+  }
+  const auto ids = data2vec::text::tokenize_documents({{line, -1, "long"}}, tokenizer);
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_GT(data2vec::text::split_long_line(line, 16384).size(), 6u);
+  EXPECT_EQ(ids[0], tokenizer.encode(line));
+}
+
 TEST(Tokenizer, ClearErrors) {
   EXPECT_THROW(SentencePieceTokenizer("/nonexistent/model/dir"), c10::Error);
   EXPECT_THROW(SentencePieceTokenizer::train({"/nonexistent/corpus.txt"}, 100, "/tmp/x"),

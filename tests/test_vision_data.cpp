@@ -2,8 +2,10 @@
 // the augmentations.
 #include <gtest/gtest.h>
 #include <png.h>
+#include <turbojpeg.h>
 #include <zlib.h>
 
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -263,6 +265,48 @@ TEST(VisionImageDecode, AJpegCutShortIsABadSampleNotAGreyImage) {
   const auto message = error_of([&] { decode_image_file(path, 3); });
   EXPECT_NE(message.find("cannot decode image " + path), std::string::npos) << message;
   EXPECT_NE(message.find("Premature end"), std::string::npos) << message;
+}
+
+TEST(VisionImageDecode, ACmykJpegReadsAsPillowConvertsIt) {
+  // Print-ready photos are CMYK JPEGs (Photoshop: Adobe's inverted CMYK, stored as YCCK). They
+  // were refused ("Unsupported color conversion request"); Pillow reads them. Four 8x8 blocks of
+  // one colour each, stored bytes as Photoshop writes them (255 = no ink), at quality 100.
+  const auto dir = make_temp_dir("vision-cmyk");
+  const std::vector<std::array<int, 4>> stored = {
+      {255, 255, 255, 255}, {255, 0, 0, 255}, {40, 200, 120, 180}, {128, 128, 128, 60}};
+  std::vector<uint8_t> pixels(16 * 16 * 4);
+  for (int y = 0; y < 16; ++y) {
+    for (int x = 0; x < 16; ++x) {
+      const auto& colour = stored[size_t((y / 8) * 2 + x / 8)];
+      for (int c = 0; c < 4; ++c) pixels[size_t((y * 16 + x) * 4 + c)] = uint8_t(colour[size_t(c)]);
+    }
+  }
+  tjhandle encoder = tjInitCompress();
+  unsigned char* jpeg = nullptr;
+  unsigned long jpeg_size = 0;
+  ASSERT_EQ(tjCompress2(encoder, pixels.data(), 16, 0, 16, TJPF_CMYK, &jpeg, &jpeg_size, TJSAMP_444,
+                        100, 0),
+            0)
+      << tjGetErrorStr2(encoder);
+  std::ofstream(dir + "/print.jpg", std::ios::binary)
+      .write(reinterpret_cast<const char*>(jpeg), std::streamsize(jpeg_size));
+  tjFree(jpeg);
+  tjDestroy(encoder);
+
+  const auto rgb = decode_image_file(dir + "/print.jpg", 3);  // [3,16,16]
+  ASSERT_EQ(rgb.sizes(), (std::vector<int64_t>{3, 16, 16}));
+  for (size_t block = 0; block < stored.size(); ++block) {
+    const auto& [c, m, y, k] = stored[block];
+    // Pillow: ink = 255 - stored byte, R = (255 - K) * (1 - C / 255) with 255 - K = stored k.
+    const std::array<double, 3> expected = {k * c / 255.0, k * m / 255.0, k * y / 255.0};
+    const int64_t row = int64_t(block / 2) * 8 + 4, col = int64_t(block % 2) * 8 + 4;
+    for (int64_t ch = 0; ch < 3; ++ch) {
+      EXPECT_NEAR(rgb[ch][row][col].item<int>(), expected[size_t(ch)], 2.0)
+          << "block " << block << " channel " << ch;
+    }
+  }
+  // As a grey image: the RGB above through Pillow's luma.
+  EXPECT_EQ(decode_image_file(dir + "/print.jpg", 1).sizes(), (std::vector<int64_t>{1, 16, 16}));
 }
 
 // The colour model conversions are Pillow's: alpha dropped (not composited), RGB -> L as

@@ -10,6 +10,7 @@
 #include "data2vec/app/audio_builders.h"
 #include "data2vec/core/toy_dataset.h"
 #include "data2vec/core/toy_encoder.h"
+#include "data2vec/io/files.h"
 #include "data2vec/text/bpe_tokenizer.h"
 #include "data2vec/text/data.h"
 #include "data2vec/text/encoder.h"
@@ -133,25 +134,12 @@ EvalSplits vision_splits(const io::Config& c, bool augment) {
   unknown("data.dataset", c.data.dataset, "fashion-mnist, mnist or image-folder for vision");
 }
 
-bool has_extension(const std::filesystem::path& path, const std::vector<std::string>& extensions) {
-  auto ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(),
-                 [](unsigned char ch) { return std::tolower(ch); });
-  return std::find(extensions.begin(), extensions.end(), ext) != extensions.end();
-}
-
 std::vector<std::string> list_files(const std::string& input,
                                     const std::vector<std::string>& extensions) {
-  namespace fs = std::filesystem;
-  if (!fs::exists(input)) throw std::invalid_argument("input '" + input + "' does not exist");
-  if (fs::is_regular_file(input)) return {input};
+  if (!std::filesystem::exists(input))
+    throw std::invalid_argument("input '" + input + "' does not exist");
   std::vector<std::string> files;
-  for (const auto& entry : fs::recursive_directory_iterator(input)) {
-    if (entry.is_regular_file() && has_extension(entry.path(), extensions)) {
-      files.push_back(entry.path().string());
-    }
-  }
-  std::sort(files.begin(), files.end());
+  for (const auto& file : io::list_files(input, extensions)) files.push_back(file.string());
   if (files.empty()) throw std::invalid_argument("no supported files under '" + input + "'");
   return files;
 }

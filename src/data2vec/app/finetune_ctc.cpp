@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +31,8 @@ std::vector<eval::CtcUtterance> read_transcripts(const std::string& list, int64_
   const auto root = fs::path(list).parent_path();
   std::vector<eval::CtcUtterance> out;
   std::string line;
+  int64_t lines_losing_words = 0, first_losing = 0;
+  std::vector<std::string> lost;  // characters dropped, each once
   for (int64_t number = 1; std::getline(in, line); ++number) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
@@ -41,6 +44,12 @@ std::vector<eval::CtcUtterance> read_transcripts(const std::string& list, int64_
     auto path = fs::path(line.substr(0, tab));
     if (path.is_relative()) path = root / path;
     const auto text = eval::normalize_transcript(line.substr(tab + 1));
+    if (const auto dropped = eval::words_outside_alphabet(line.substr(tab + 1)); !dropped.empty()) {
+      if (lines_losing_words++ == 0) first_losing = number;
+      for (const auto& ch : dropped) {
+        if (std::find(lost.begin(), lost.end(), ch) == lost.end()) lost.push_back(ch);
+      }
+    }
     if (text.empty()) {
       throw std::invalid_argument(list + ":" + std::to_string(number) +
                                   ": the transcript has no letters");
@@ -55,7 +64,36 @@ std::vector<eval::CtcUtterance> read_transcripts(const std::string& list, int64_
     if (limit > 0 && int64_t(out.size()) == limit) break;
   }
   if (out.empty()) throw std::invalid_argument("'" + list + "' lists no utterances");
+  if (lines_losing_words > 0) {
+    std::string shown;
+    for (size_t i = 0; i < std::min<size_t>(lost.size(), 12); ++i)
+      shown += (i ? " " : "") + lost[i];
+    spdlog::warn("{}: {} transcripts hold characters the English CTC alphabet (A-Z, ') lacks, "
+                 "dropped from them: {}{} (the first on line {}); spell numbers out, transliterate "
+                 "other letters",
+                 list, lines_losing_words, shown, lost.size() > 12 ? " ..." : "", first_losing);
+  }
   return out;
+}
+
+// A transcript longer than its clip's frames gets no loss (zero_infinity) and teaches nothing:
+// said once, with a count, rather than found later in a loss that will not fall.
+static void warn_unalignable(const std::vector<eval::CtcUtterance>& utterances,
+                             const audio::AudioEncoderImpl& encoder,
+                             const eval::CtcVocabulary& vocabulary, const std::string& list) {
+  int64_t unalignable = 0;
+  std::string first;
+  for (const auto& utterance : utterances) {
+    if (eval::ctc_alignable(vocabulary.encode(utterance.text),
+                            encoder.num_frames(utterance.wave.size(0))))
+      continue;
+    if (unalignable++ == 0) first = utterance.id;
+  }
+  if (unalignable > 0) {
+    spdlog::warn("{}: {} of {} clips are too short for their transcripts (CTC needs a frame, "
+                 "20 ms, per character): they add no loss and teach nothing; the first: {}",
+                 list, unalignable, utterances.size(), first);
+  }
 }
 
 // finetune-ctc --out names a folder for a new run only.
@@ -165,6 +203,7 @@ std::vector<CtcRow> finetune_ctc(const FinetuneCtcOptions& options) {
   }
   spdlog::info("finetune-ctc: {} training utterances, {} test list(s)", train.size(),
                tests.size());
+  warn_unalignable(train, *pretrained, vocabulary, options.train);
 
   std::vector<CtcRow> rows;
   const auto run = [&](const std::string& method, audio::AudioEncoderImpl& encoder) {

@@ -52,13 +52,8 @@ Manifest scan_audio_files(const std::string& root, const std::vector<std::string
   for (const auto& subdir : subdirs.empty() ? std::vector<std::string>{""} : subdirs) {
     const fs::path dir = base / subdir;
     TORCH_CHECK(fs::is_directory(dir), "audio files: ", dir.string(), " is not a directory");
-    for (const auto& item : fs::recursive_directory_iterator(dir)) {
-      if (!item.is_regular_file()) continue;
-      std::string ext = item.path().extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      if (ext == ".wav" || ext == ".flac" || ext == ".ogg") files.push_back(item.path());
-    }
+    const auto found = io::list_files(dir.string(), {".wav", ".flac", ".ogg"});
+    files.insert(files.end(), found.begin(), found.end());
   }
   std::sort(files.begin(), files.end());
 
@@ -74,7 +69,8 @@ Manifest scan_audio_files(const std::string& root, const std::vector<std::string
       ++unreadable;
       continue;
     }
-    manifest.entries.push_back({fs::relative(path, base).string(),
+    // The path as found, through links: fs::relative would resolve a linked folder to "../.."
+    manifest.entries.push_back({path.lexically_relative(base).string(),
                                 resampled_length(info.frames, info.sample_rate, sample_rate)});
   }
   if (unreadable > 0)

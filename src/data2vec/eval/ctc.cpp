@@ -60,13 +60,6 @@ CtcVocabulary CtcVocabulary::load(const std::string& path) {
   }
 }
 
-namespace {
-
-bool is_special(const std::string& token) {
-  return token.size() > 2 && token.front() == '<' && token.back() == '>';
-}
-
-// UTF-8 characters of `text` (a malformed byte counts as one character).
 std::vector<std::string> utf8_characters(const std::string& text) {
   std::vector<std::string> out;
   for (size_t i = 0; i < text.size();) {
@@ -77,6 +70,12 @@ std::vector<std::string> utf8_characters(const std::string& text) {
     i += n;
   }
   return out;
+}
+
+namespace {
+
+bool is_special(const std::string& token) {
+  return token.size() > 2 && token.front() == '<' && token.back() == '>';
 }
 
 std::vector<std::string> words_of(const std::string& text) {

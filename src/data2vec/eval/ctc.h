@@ -40,6 +40,9 @@ class CtcVocabulary {
   std::string delimiter_;
 };
 
+// UTF-8 characters of `text` (a malformed byte counts as one character).
+std::vector<std::string> utf8_characters(const std::string& text);
+
 // Edit distance between two sequences (substitutions, insertions, deletions all cost 1).
 int64_t edit_distance(const std::vector<std::string>& reference,
                       const std::vector<std::string>& hypothesis);

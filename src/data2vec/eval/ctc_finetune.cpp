@@ -7,6 +7,8 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <set>
+#include <string_view>
 
 #include "data2vec/train/optimizer.h"
 
@@ -21,7 +23,48 @@ CtcVocabulary english_ctc_vocabulary() {
   return CtcVocabulary(ids);
 }
 
-std::string normalize_transcript(const std::string& text) {
+namespace {
+
+bool is_typographic_apostrophe(std::string_view ch) {
+  return ch == "\u2018" || ch == "\u2019";
+}
+
+// Quotes, dashes, ellipsis and guillemets: punctuation, dropped as ASCII punctuation is.
+bool is_typographic_punctuation(std::string_view ch) {
+  static const std::set<std::string_view> marks = {"\u201c", "\u201d", "\u2013", "\u2014",
+                                                   "\u2026", "\u00ab", "\u00bb", "\u00a0"};
+  return is_typographic_apostrophe(ch) || marks.count(ch) > 0;
+}
+
+}  // namespace
+
+std::vector<std::string> words_outside_alphabet(const std::string& text) {
+  std::vector<std::string> found;
+  for (const auto& ch : utf8_characters(text)) {
+    const auto first = static_cast<unsigned char>(ch[0]);
+    const bool dropped_word = first < 0x80 ? std::isdigit(first) != 0
+                                           : !is_typographic_punctuation(ch);
+    if (dropped_word && std::find(found.begin(), found.end(), ch) == found.end())
+      found.emplace_back(ch);
+  }
+  return found;
+}
+
+bool ctc_alignable(const std::vector<int64_t>& ids, int64_t frames) {
+  int64_t needed = int64_t(ids.size());
+  for (size_t i = 1; i < ids.size(); ++i) needed += ids[i] == ids[i - 1] ? 1 : 0;
+  return needed <= frames;
+}
+
+std::string normalize_transcript(const std::string& text_given) {
+  std::string text;
+  for (const auto& ch : utf8_characters(text_given)) {
+    if (is_typographic_apostrophe(ch)) {
+      text += '\'';
+    } else {
+      text += ch;
+    }
+  }
   std::string out;
   for (const unsigned char c : text) {
     const bool keep = std::isalpha(c) || c == '\'';

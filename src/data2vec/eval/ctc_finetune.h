@@ -26,9 +26,20 @@ namespace data2vec::eval {
 // capital letters by frequency and the apostrophe; V = 32, the vocab_size of their config.json.
 CtcVocabulary english_ctc_vocabulary();
 
-// A transcript as the English vocabulary reads it: letters upper-cased, apostrophes kept, every
-// other character a word break, runs of spaces collapsed, ends trimmed.
+// A transcript as the English vocabulary reads it: letters upper-cased, apostrophes kept (the
+// typographic ones, U+2018 and U+2019, read as '), every other character a word break, runs of
+// spaces collapsed, ends trimmed.
 std::string normalize_transcript(const std::string& text);
+
+// The characters of `text` that normalize_transcript drops although they are words, not
+// punctuation: digits and letters outside A-Z (any non-ASCII character but typographic quotes
+// and dashes), each once, in order of first appearance. "9 o'clock, café" -> {"9", "é"}.
+std::vector<std::string> words_outside_alphabet(const std::string& text);
+
+// Whether CTC can align `ids` to `frames` output frames: it needs one frame per label and one
+// more between each pair of equal neighbours. A transcript that cannot is no loss at all
+// (zero_infinity) and teaches nothing.
+bool ctc_alignable(const std::vector<int64_t>& ids, int64_t frames);
 
 // One labelled utterance: wave [S] float, 16 kHz, normalised (zero mean, unit variance).
 struct CtcUtterance {

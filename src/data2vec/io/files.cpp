@@ -3,10 +3,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -129,6 +134,49 @@ std::string read_file(const std::string& path) {
   }
   if (in.bad()) fail("cannot read", path);
   return buffer.str();
+}
+
+namespace {
+
+bool has_extension(const std::filesystem::path& path, const std::vector<std::string>& extensions) {
+  if (extensions.empty()) return true;
+  auto ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return std::find(extensions.begin(), extensions.end(), ext) != extensions.end();
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> list_files(const std::string& root,
+                                              const std::vector<std::string>& extensions) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(root, ec)) throw std::runtime_error("'" + root + "' does not exist");
+  if (!fs::is_directory(root, ec)) return {fs::path(root)};
+  std::vector<fs::path> files;
+  std::set<fs::path> folders_read;  // canonical paths: a link back up the tree is read once
+  std::vector<fs::path> pending{fs::path(root)};
+  while (!pending.empty()) {
+    const fs::path folder = pending.back();
+    pending.pop_back();
+    const auto real = fs::canonical(folder, ec);
+    if (ec || !folders_read.insert(real).second) continue;
+    fs::directory_iterator it(folder, ec);
+    for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const fs::path& path = it->path();
+      if (path.filename().string().rfind('.', 0) == 0) continue;
+      std::error_code kind;
+      if (it->is_directory(kind)) {  // follows a link, as `find -L` does
+        pending.push_back(path);
+      } else if (it->is_regular_file(kind) && has_extension(path, extensions)) {
+        files.push_back(path);
+      }
+    }
+    if (ec) spdlog::warn("skipping the folder '{}': {}", folder.string(), ec.message());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 }  // namespace data2vec::io

