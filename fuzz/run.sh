@@ -14,7 +14,7 @@ shift $((OPTIND - 1))
 seconds=${1:?usage: fuzz/run.sh [-b BUILD] [-j JOBS] SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors checkpoint idx image audio config hf_config torch_state_dict)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors checkpoint idx image audio config hf_config torch_state_dict text)
 
 # LibTorch 1.13's zip reader leaks its state (about 500 bytes) when a damaged archive makes its
 # constructor throw: not ours to fix, so leak detection is off for that target.

@@ -7,7 +7,7 @@ set(fuzz_args -DSOURCE_DIR=${CMAKE_SOURCE_DIR} -DFUZZ_DIR=${CMAKE_BINARY_DIR}/fu
 add_test(NAME Fuzz.Build COMMAND ${CMAKE_COMMAND} -DMODE=build ${fuzz_args})
 set_tests_properties(Fuzz.Build PROPERTIES LABELS unit TIMEOUT 1800 SKIP_REGULAR_EXPRESSION "SKIP: "
   FIXTURES_SETUP fuzz_targets)
-foreach(target safetensors checkpoint idx image audio config hf_config torch_state_dict)
+foreach(target safetensors checkpoint idx image audio config hf_config torch_state_dict text)
   add_test(NAME Fuzz.${target} COMMAND ${CMAKE_COMMAND} -DMODE=run -DTARGET=${target}
            -DSECONDS=${DATA2VEC_FUZZ_SECONDS} ${fuzz_args})
   set_tests_properties(Fuzz.${target} PROPERTIES LABELS unit TIMEOUT 300 SKIP_REGULAR_EXPRESSION "SKIP: "

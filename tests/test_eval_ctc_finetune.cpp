@@ -68,7 +68,10 @@ TEST(CtcHead, Shapes) {
 TEST(CtcFinetune, TranscriptsSayWhatTheAlphabetDrops) {
   // Typographic apostrophes are apostrophes (they split "don't" in two before); digits and
   // letters outside A-Z are named, typographic punctuation is not.
-  EXPECT_EQ(normalize_transcript("Don\u2019t \u2018quote\u2019 it"), "DON'T 'QUOTE' IT");
+  EXPECT_EQ(normalize_transcript("Don\u2019t \u2018quote\u2019 it\u02bcs"), "DON'T 'QUOTE' IT'S");
+  // A Latin-1 byte is named as a byte, not printed raw into the log.
+  EXPECT_EQ(words_outside_alphabet("caf\xe9 \u2010 \u2212 \u200b"),
+            (std::vector<std::string>{"\\xE9"}));
   EXPECT_EQ(words_outside_alphabet("At 9 o'clock, caf\u00e9 \u201cna\u00efve\u201d \u2014 "
                                    "19 \u00e9"),
             (std::vector<std::string>{"9", "\u00e9", "\u00ef", "1"}));

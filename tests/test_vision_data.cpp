@@ -206,6 +206,25 @@ TEST(VisionImageFolder, ReadsPngJpegAndFlagsCorruptFiles) {
   EXPECT_THROW(ImageFolderDataset(root + "/missing", ImageTransformOptions()), c10::Error);
 }
 
+TEST(VisionImageFolder, AClassFolderIsReadWithItsSubFoldersAndWithoutDotFiles) {
+  // As torchvision's ImageFolder walks a class (os.walk, links followed): images in sub-folders
+  // were left out before, and a macOS "._" fork beside each image was a corrupt sample.
+  const auto root = make_temp_dir("vision-folder-nested");
+  const std::vector<uint8_t> pixel = {1, 2, 3};
+  for (const char* path : {"cat/a.png", "cat/2019/b.PNG", "cat/2020/raw/c.png", "dog/d.png"}) {
+    fs::create_directories(fs::path(root + "/" + path).parent_path());
+    ASSERT_TRUE(stbi_write_png((root + "/" + path).c_str(), 1, 1, 3, pixel.data(), 3));
+  }
+  std::ofstream(root + "/cat/._a.png") << "\x00\x05\x16\x07 Mac OS X";
+  std::ofstream(root + "/cat/notes.txt") << "not an image";
+  const ImageFolderDataset ds(root, ImageTransformOptions().image_size(1).augment(false));
+  ASSERT_EQ(ds.size(), 4u);
+  EXPECT_EQ(ds.describe(0), root + "/cat/2019/b.PNG");
+  EXPECT_EQ(ds.describe(1), root + "/cat/2020/raw/c.png");
+  EXPECT_EQ(ds.describe(2), root + "/cat/a.png");
+  EXPECT_EQ(ds.file_labels(), (std::vector<int64_t>{0, 0, 0, 1}));
+}
+
 TEST(VisionImageFolder, AHeldOutSplitIsLabelledByTheTrainingSplitsClasses) {
   // Before, each split numbered its own sorted folders: val/ without 'dog' labelled its foxes as
   // dogs, and a hidden .ipynb_checkpoints folder in train/ shifted every label by one.

@@ -423,7 +423,7 @@ std::vector<text::TextDocument> tokenizer_training_documents(const io::Config& c
 
 FilesDataset make_files_dataset(const io::Config& config, const std::string& input) {
   if (config.model.modality == "vision") {
-    auto files = list_files(input, {".png", ".jpg", ".jpeg", ".bmp"});
+    auto files = list_files(input, vision::kImageFileExtensions);
     return {std::make_shared<ImageFilesDataset>(files, image_transform(config, /*augment=*/false)),
             files};
   }
@@ -436,7 +436,7 @@ FilesDataset make_files_dataset(const io::Config& config, const std::string& inp
     for (const auto& file : listed) {
       auto read = text::read_text_documents({file}, text::DocumentSplit::kFile);
       if (read.empty()) {
-        spdlog::warn("embed: skipping {}: no text in it", file);
+        spdlog::warn("embed: skipping {}: no text read from it", file);
         continue;
       }
       documents.push_back(std::move(read.front()));

@@ -91,7 +91,8 @@ static void warn_unalignable(const std::vector<eval::CtcUtterance>& utterances,
   }
   if (unalignable > 0) {
     spdlog::warn("{}: {} of {} clips are too short for their transcripts (CTC needs a frame, "
-                 "20 ms, per character): they add no loss and teach nothing; the first: {}",
+                 "20 ms, per character and one more between repeated letters): they add no loss "
+                 "and teach nothing; the first: {}",
                  list, unalignable, utterances.size(), first);
   }
 }

@@ -66,6 +66,9 @@ std::vector<std::string> utf8_characters(const std::string& text) {
     const auto c = static_cast<unsigned char>(text[i]);
     size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
     n = std::min(n, text.size() - i);
+    for (size_t k = 1; k < n; ++k) {  // a lead byte without its continuation bytes stands alone
+      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) n = 1;
+    }
     out.push_back(text.substr(i, n));
     i += n;
   }

@@ -25,14 +25,18 @@ CtcVocabulary english_ctc_vocabulary() {
 
 namespace {
 
+// Left and right single quotation marks and the modifier letter apostrophe.
 bool is_typographic_apostrophe(std::string_view ch) {
-  return ch == "\u2018" || ch == "\u2019";
+  return ch == "\u2018" || ch == "\u2019" || ch == "\u02bc";
 }
 
-// Quotes, dashes, ellipsis and guillemets: punctuation, dropped as ASCII punctuation is.
+// Quotes, hyphens and dashes, minus, ellipsis, guillemets and the Unicode spaces: punctuation,
+// dropped as ASCII punctuation is.
 bool is_typographic_punctuation(std::string_view ch) {
-  static const std::set<std::string_view> marks = {"\u201c", "\u201d", "\u2013", "\u2014",
-                                                   "\u2026", "\u00ab", "\u00bb", "\u00a0"};
+  static const std::set<std::string_view> marks = {
+      "\u201a", "\u201c", "\u201d", "\u201e", "\u2010", "\u2011", "\u2012", "\u2013",
+      "\u2014", "\u2015", "\u2212", "\u2026", "\u00ab", "\u00bb", "\u2039", "\u203a",
+      "\u00a0", "\u2009", "\u200a", "\u200b", "\u202f", "\u2060", "\ufeff"};
   return is_typographic_apostrophe(ch) || marks.count(ch) > 0;
 }
 
@@ -44,8 +48,11 @@ std::vector<std::string> words_outside_alphabet(const std::string& text) {
     const auto first = static_cast<unsigned char>(ch[0]);
     const bool dropped_word = first < 0x80 ? std::isdigit(first) != 0
                                            : !is_typographic_punctuation(ch);
-    if (dropped_word && std::find(found.begin(), found.end(), ch) == found.end())
-      found.emplace_back(ch);
+    if (!dropped_word) continue;
+    // A byte that is no UTF-8 character (a Latin-1 transcript) is shown as \xNN, not as itself.
+    const bool stray_byte = ch.size() == 1 && first >= 0x80;
+    const auto shown = stray_byte ? fmt::format("\\x{:02X}", first) : ch;
+    if (std::find(found.begin(), found.end(), shown) == found.end()) found.push_back(shown);
   }
   return found;
 }

@@ -27,13 +27,14 @@ namespace data2vec::eval {
 CtcVocabulary english_ctc_vocabulary();
 
 // A transcript as the English vocabulary reads it: letters upper-cased, apostrophes kept (the
-// typographic ones, U+2018 and U+2019, read as '), every other character a word break, runs of
-// spaces collapsed, ends trimmed.
+// typographic ones, U+2018, U+2019 and U+02BC, read as '), every other character a word break,
+// runs of spaces collapsed, ends trimmed.
 std::string normalize_transcript(const std::string& text);
 
 // The characters of `text` that normalize_transcript drops although they are words, not
-// punctuation: digits and letters outside A-Z (any non-ASCII character but typographic quotes
-// and dashes), each once, in order of first appearance. "9 o'clock, café" -> {"9", "é"}.
+// punctuation: digits and letters outside A-Z (any non-ASCII character but typographic quotes,
+// dashes and spaces), each once, in order of first appearance; a byte that is not UTF-8 as
+// "\xNN". "9 o'clock, café" -> {"9", "é"}.
 std::vector<std::string> words_outside_alphabet(const std::string& text);
 
 // Whether CTC can align `ids` to `frames` output frames: it needs one frame per label and one

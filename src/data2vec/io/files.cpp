@@ -9,8 +9,10 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -152,28 +154,53 @@ std::vector<std::filesystem::path> list_files(const std::string& root,
                                               const std::vector<std::string>& extensions) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::exists(root, ec)) throw std::runtime_error("'" + root + "' does not exist");
+  if (!fs::exists(root, ec)) {
+    throw std::runtime_error("'" + root + "' " +
+                             (ec ? "cannot be read: " + ec.message() : "does not exist"));
+  }
   if (!fs::is_directory(root, ec)) return {fs::path(root)};
   std::vector<fs::path> files;
-  std::set<fs::path> folders_read;  // canonical paths: a link back up the tree is read once
-  std::vector<fs::path> pending{fs::path(root)};
-  while (!pending.empty()) {
-    const fs::path folder = pending.back();
-    pending.pop_back();
-    const auto real = fs::canonical(folder, ec);
-    if (ec || !folders_read.insert(real).second) continue;
-    fs::directory_iterator it(folder, ec);
-    for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
-      const fs::path& path = it->path();
+  std::set<fs::path> folders_read;  // canonical paths: each folder once, a link loop ends
+  // Real sub-folders are read before links are followed, so a file's name does not depend on
+  // the order the directory lists a folder and a link to it in: the real path wins.
+  std::deque<fs::path> links;
+  const std::function<void(const fs::path&)> read_folder = [&](const fs::path& folder) {
+    std::error_code error;
+    const auto real = fs::canonical(folder, error);
+    if (error) {
+      spdlog::warn("skipping the folder '{}': {}", folder.string(), error.message());
+      return;
+    }
+    if (!folders_read.insert(real).second) return;
+    std::vector<fs::directory_entry> entries;
+    fs::directory_iterator it(folder, error);
+    for (; !error && it != fs::directory_iterator(); it.increment(error)) entries.push_back(*it);
+    if (error) spdlog::warn("skipping the folder '{}': {}", folder.string(), error.message());
+    std::sort(entries.begin(), entries.end());
+    for (const auto& entry : entries) {
+      const fs::path& path = entry.path();
       if (path.filename().string().rfind('.', 0) == 0) continue;
       std::error_code kind;
-      if (it->is_directory(kind)) {  // follows a link, as `find -L` does
-        pending.push_back(path);
-      } else if (it->is_regular_file(kind) && has_extension(path, extensions)) {
-        files.push_back(path);
+      const bool link = entry.is_symlink(kind);
+      if (entry.is_directory(kind)) {  // through a link too, as `find -L` does
+        if (link) {
+          links.push_back(path);
+        } else {
+          read_folder(path);
+        }
+      } else if (entry.is_regular_file(kind)) {
+        if (has_extension(path, extensions)) files.push_back(path);
+      } else if (link && !entry.exists(kind)) {
+        spdlog::warn("skipping '{}': a link to nothing (to '{}')", path.string(),
+                     fs::read_symlink(path, kind).string());
       }
     }
-    if (ec) spdlog::warn("skipping the folder '{}': {}", folder.string(), ec.message());
+  };
+  read_folder(fs::path(root));
+  while (!links.empty()) {
+    const auto link = links.front();
+    links.pop_front();
+    read_folder(link);
   }
   std::sort(files.begin(), files.end());
   return files;

@@ -19,13 +19,14 @@ void check_output_path(const std::string& path, const std::string& flag);
 // Whole file as bytes; throws naming the file when it cannot be read.
 std::string read_file(const std::string& path);
 
-// The files a user's folder holds, for every reader of one (text, audio, images to embed):
-// `root` itself when it is a file; otherwise the regular files under it, sorted by path, found
-// recursively through sub-folders and through links to folders (each real folder read once, so
-// a link loop ends). Names starting with '.' (editor swap files, macOS "._" forks, .git) are
-// skipped, files and folders alike. Non-empty `extensions` (lower case, with the dot) keep only
-// names ending in one of them, in any case. A sub-folder that cannot be read is skipped with a
-// warning naming it. Throws naming `root` when it does not exist.
+// The files a user's folder holds, for every reader of one (text, audio, images): `root`
+// itself when it is a file; otherwise the regular files under it, sorted by path, found
+// recursively through sub-folders and through links to folders, as `find -L` does: each real
+// folder is read once (a link loop ends), under its real path when one leads to it without a
+// link. Names starting with '.' (editor swap files, macOS "._" forks, .git) are skipped, files
+// and folders alike. Non-empty `extensions` (lower case, with the dot) keep only names ending in
+// one of them, in any case. A sub-folder that cannot be read and a link to nothing are skipped
+// with a warning naming them. Throws naming `root` when it does not exist.
 std::vector<std::filesystem::path> list_files(const std::string& root,
                                               const std::vector<std::string>& extensions = {});
 

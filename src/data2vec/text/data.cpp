@@ -33,14 +33,37 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
-bool valid_utf8(const std::string& s) {
+// Well-formed UTF-8 as Unicode defines it (Table 3-7): no overlong forms (C0, C1, E0 80-9F,
+// F0 80-8F), no surrogates (ED A0-BF), nothing past U+10FFFF (F4 90-BF, F5-FF). The tokenizers'
+// regular expressions and SentencePiece read anything else differently from one cut to the next.
+bool valid_utf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n = 0;
+    unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 3;
+      if (c == 0xE0) low = 0xA0;
+      if (c == 0xED) high = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 4;
+      if (c == 0xF0) low = 0x90;
+      if (c == 0xF4) high = 0x8F;
+    } else {
+      return false;
+    }
+    if (i + n > s.size()) return false;
+    const auto second = static_cast<unsigned char>(s[i + 1]);
+    if (second < low || second > high) return false;
+    for (size_t k = 2; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
     }
     i += n;
   }
@@ -83,7 +106,12 @@ std::vector<std::string_view> split_long_line(std::string_view line, size_t max_
     }
     if (cut == 0) {  // one run without spaces (a blob): cut between UTF-8 characters
       cut = max_bytes;
-      while (cut > 1 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+      // A character has at most 3 continuation bytes; more in a row are not UTF-8 at all.
+      for (int back = 0; back < 3 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80;
+           ++back) {
+        --cut;
+      }
+      if ((static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) cut = max_bytes;
     }
     pieces.push_back(line.substr(0, cut));
     line.remove_prefix(cut);
@@ -94,30 +122,43 @@ std::vector<std::string_view> split_long_line(std::string_view line, size_t max_
 
 std::vector<TextDocument> read_text_documents(const std::vector<std::string>& paths,
                                               DocumentSplit split) {
+  // A folder of thousands of Latin-1 files must not bury the log: the first few files of each
+  // kind are named, the rest counted.
+  constexpr size_t kFilesNamed = 10;
   std::vector<TextDocument> documents;
-  size_t files_skipped = 0;
+  size_t files_skipped = 0, files_with_bad_lines = 0, bad_lines = 0;
   for (const auto& root : paths) {
     TORCH_CHECK(fs::exists(root), "text data: ", root, " does not exist");
     for (const auto& file : io::list_files(root)) {
       auto bytes = io::read_file(file.string());
       if (const auto why = why_not_text(bytes); !why.empty()) {
-        spdlog::warn("text data: skipping {}: {}", file.string(), why);
-        ++files_skipped;
+        if (files_skipped++ < kFilesNamed)
+          spdlog::warn("text data: skipping {}: {}", file.string(), why);
         continue;
       }
       if (bytes.compare(0, 3, "\xEF\xBB\xBF") == 0) bytes.erase(0, 3);  // a UTF-8 byte-order mark
       auto lines = split_lines(bytes);
       bytes = std::string();
-      size_t invalid_lines = 0, first_invalid = 0;
-      for (size_t i = 0; i < lines.size(); ++i) {
-        if (valid_utf8(lines[i])) continue;
-        if (invalid_lines++ == 0) first_invalid = i + 1;
-        lines[i].clear();  // read as a blank line
+      // A line that is not UTF-8 is left out, as if it were not there (not a blank line, which
+      // would end a document).
+      const auto total_lines = lines.size();
+      size_t invalid_lines = 0, first_invalid = 0, kept = 0;
+      for (size_t i = 0; i < total_lines; ++i) {
+        if (valid_utf8(lines[i])) {
+          if (kept != i) lines[kept] = std::move(lines[i]);
+          ++kept;
+        } else if (invalid_lines++ == 0) {
+          first_invalid = i + 1;
+        }
       }
+      lines.resize(kept);
       if (invalid_lines > 0) {
-        spdlog::warn("text data: {}: {} of {} lines are not UTF-8 and were left out (the first: "
-                     "line {}); convert the file, e.g. iconv -f LATIN1 -t UTF-8",
-                     file.string(), invalid_lines, lines.size(), first_invalid);
+        bad_lines += invalid_lines;
+        if (files_with_bad_lines++ < kFilesNamed) {
+          spdlog::warn("text data: {}: {} of {} lines are not UTF-8 and were left out (the "
+                       "first: line {}); convert the file, e.g. iconv -f LATIN1 -t UTF-8",
+                       file.string(), invalid_lines, total_lines, first_invalid);
+        }
       }
       std::vector<std::string> current;
       int64_t number = 0;
@@ -140,7 +181,12 @@ std::vector<TextDocument> read_text_documents(const std::vector<std::string>& pa
       flush();
     }
   }
-  if (files_skipped > 0) spdlog::warn("text data: {} files skipped (not text)", files_skipped);
+  if (files_skipped > kFilesNamed)
+    spdlog::warn("text data: {} files skipped in all (not text)", files_skipped);
+  if (files_with_bad_lines > kFilesNamed) {
+    spdlog::warn("text data: {} lines that are not UTF-8 left out of {} files in all", bad_lines,
+                 files_with_bad_lines);
+  }
   return documents;
 }
 

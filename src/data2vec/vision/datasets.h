@@ -47,10 +47,14 @@ class IdxImageDataset : public data2vec::Dataset {
   int64_t num_classes_ = 0;
 };
 
+// The image files the folder readers (image-folder, embed) take, matched in any case.
+inline const std::vector<std::string> kImageFileExtensions = {".png", ".jpg", ".jpeg", ".bmp"};
+
 class ImageFolderDataset : public data2vec::Dataset {
  public:
-  // Lists root/<class>/<file> for image extensions (.png .jpg .jpeg .bmp, any case) without
-  // decoding anything; classes are the sorted sub-folder names (hidden ones, such as
+  // Lists the image files under each root/<class>/ (sub-folders and links to folders included,
+  // dot-names skipped: io::list_files) without decoding anything; classes are the sorted
+  // sub-folder names (hidden ones, such as
   // .ipynb_checkpoints, left out), files sorted within a class. `classes` given (a held-out
   // split's: the training split's classes()), labels are positions in it, and a sub-folder not
   // in it is an error: each split's own folder list would number the classes differently.
