@@ -72,6 +72,9 @@ TEST(CtcFinetune, TranscriptsSayWhatTheAlphabetDrops) {
   // A Latin-1 byte is named as a byte, not printed raw into the log.
   EXPECT_EQ(words_outside_alphabet("caf\xe9 \u2010 \u2212 \u200b"),
             (std::vector<std::string>{"\\xE9"}));
+  // A character cut short at the end, an overlong form: byte by byte too.
+  EXPECT_EQ(words_outside_alphabet("ab\xE2\x82"), (std::vector<std::string>{"\\xE2", "\\x82"}));
+  EXPECT_EQ(words_outside_alphabet("\xC0\xAF"), (std::vector<std::string>{"\\xC0", "\\xAF"}));
   EXPECT_EQ(words_outside_alphabet("At 9 o'clock, caf\u00e9 \u201cna\u00efve\u201d \u2014 "
                                    "19 \u00e9"),
             (std::vector<std::string>{"9", "\u00e9", "\u00ef", "1"}));

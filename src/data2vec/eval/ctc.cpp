@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "data2vec/io/files.h"
+#include "data2vec/text/data.h"
 
 namespace data2vec::eval {
 
@@ -65,10 +66,8 @@ std::vector<std::string> utf8_characters(const std::string& text) {
   for (size_t i = 0; i < text.size();) {
     const auto c = static_cast<unsigned char>(text[i]);
     size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
-    n = std::min(n, text.size() - i);
-    for (size_t k = 1; k < n; ++k) {  // a lead byte without its continuation bytes stands alone
-      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) n = 1;
-    }
+    // A lead byte without its continuation bytes, or an ill-formed sequence, is bytes one by one.
+    if (i + n > text.size() || !text::valid_utf8(std::string_view(text).substr(i, n))) n = 1;
     out.push_back(text.substr(i, n));
     i += n;
   }

@@ -40,7 +40,7 @@ class CtcVocabulary {
   std::string delimiter_;
 };
 
-// UTF-8 characters of `text` (a malformed byte counts as one character).
+// UTF-8 characters of `text` (each byte of an ill-formed sequence counts as one character).
 std::vector<std::string> utf8_characters(const std::string& text);
 
 // Edit distance between two sequences (substitutions, insertions, deletions all cost 1).

@@ -49,7 +49,8 @@ std::vector<std::string> words_outside_alphabet(const std::string& text) {
     const bool dropped_word = first < 0x80 ? std::isdigit(first) != 0
                                            : !is_typographic_punctuation(ch);
     if (!dropped_word) continue;
-    // A byte that is no UTF-8 character (a Latin-1 transcript) is shown as \xNN, not as itself.
+    // A byte of no UTF-8 character (utf8_characters gives ill-formed bytes one by one, as from a
+    // Latin-1 transcript) is shown as \xNN, not as itself.
     const bool stray_byte = ch.size() == 1 && first >= 0x80;
     const auto shown = stray_byte ? fmt::format("\\x{:02X}", first) : ch;
     if (std::find(found.begin(), found.end(), shown) == found.end()) found.push_back(shown);

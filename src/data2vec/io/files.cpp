@@ -164,43 +164,49 @@ std::vector<std::filesystem::path> list_files(const std::string& root,
   // Real sub-folders are read before links are followed, so a file's name does not depend on
   // the order the directory lists a folder and a link to it in: the real path wins.
   std::deque<fs::path> links;
-  const std::function<void(const fs::path&)> read_folder = [&](const fs::path& folder) {
-    std::error_code error;
-    const auto real = fs::canonical(folder, error);
-    if (error) {
-      spdlog::warn("skipping the folder '{}': {}", folder.string(), error.message());
-      return;
-    }
-    if (!folders_read.insert(real).second) return;
-    std::vector<fs::directory_entry> entries;
-    fs::directory_iterator it(folder, error);
-    for (; !error && it != fs::directory_iterator(); it.increment(error)) entries.push_back(*it);
-    if (error) spdlog::warn("skipping the folder '{}': {}", folder.string(), error.message());
-    std::sort(entries.begin(), entries.end());
-    for (const auto& entry : entries) {
-      const fs::path& path = entry.path();
-      if (path.filename().string().rfind('.', 0) == 0) continue;
-      std::error_code kind;
-      const bool link = entry.is_symlink(kind);
-      if (entry.is_directory(kind)) {  // through a link too, as `find -L` does
-        if (link) {
-          links.push_back(path);
-        } else {
-          read_folder(path);
+  // `real` is the folder's canonical path: resolved once for the root and each link, extended by
+  // a name for a real sub-folder (resolving every folder anew costs the cube of the depth).
+  const std::function<void(const fs::path&, const fs::path&)> read_folder =
+      [&](const fs::path& folder, const fs::path& real) {
+        if (!folders_read.insert(real).second) return;
+        std::error_code error;
+        std::vector<fs::directory_entry> entries;
+        fs::directory_iterator it(folder, error);
+        for (; !error && it != fs::directory_iterator(); it.increment(error)) entries.push_back(*it);
+        if (error) spdlog::warn("skipping the folder '{}': {}", folder.string(), error.message());
+        std::sort(entries.begin(), entries.end());
+        for (const auto& entry : entries) {
+          const fs::path& path = entry.path();
+          if (path.filename().string().rfind('.', 0) == 0) continue;
+          std::error_code kind;
+          const bool link = entry.is_symlink(kind);
+          if (entry.is_directory(kind)) {  // through a link too, as `find -L` does
+            if (link) {
+              links.push_back(path);
+            } else {
+              read_folder(path, real / path.filename());
+            }
+          } else if (entry.is_regular_file(kind)) {
+            if (has_extension(path, extensions)) files.push_back(path);
+          } else if (link) {  // to nothing, into a loop of links, to a pipe or a device
+            std::error_code target;
+            spdlog::warn("skipping the link '{}' (to '{}'): {}", path.string(),
+                         fs::read_symlink(path, target).string(),
+                         kind ? kind.message() : "neither a file nor a folder");
+          }
         }
-      } else if (entry.is_regular_file(kind)) {
-        if (has_extension(path, extensions)) files.push_back(path);
-      } else if (link && !entry.exists(kind)) {
-        spdlog::warn("skipping '{}': a link to nothing (to '{}')", path.string(),
-                     fs::read_symlink(path, kind).string());
-      }
-    }
+      };
+  const auto resolved = [](const fs::path& folder) {
+    std::error_code error;
+    auto real = fs::canonical(folder, error);
+    if (error) spdlog::warn("skipping the folder '{}': {}", folder.string(), error.message());
+    return error ? fs::path() : real;
   };
-  read_folder(fs::path(root));
+  if (const auto real = resolved(root); !real.empty()) read_folder(root, real);
   while (!links.empty()) {
     const auto link = links.front();
     links.pop_front();
-    read_folder(link);
+    if (const auto real = resolved(link); !real.empty()) read_folder(link, real);
   }
   std::sort(files.begin(), files.end());
   return files;

@@ -25,8 +25,8 @@ std::string read_file(const std::string& path);
 // folder is read once (a link loop ends), under its real path when one leads to it without a
 // link. Names starting with '.' (editor swap files, macOS "._" forks, .git) are skipped, files
 // and folders alike. Non-empty `extensions` (lower case, with the dot) keep only names ending in
-// one of them, in any case. A sub-folder that cannot be read and a link to nothing are skipped
-// with a warning naming them. Throws naming `root` when it does not exist.
+// one of them, in any case. A sub-folder that cannot be read and a link to nothing (or into a
+// loop) are skipped with a warning naming them. Throws naming `root` when it does not exist.
 std::vector<std::filesystem::path> list_files(const std::string& root,
                                               const std::vector<std::string>& extensions = {});
 

@@ -33,9 +33,31 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
-// Well-formed UTF-8 as Unicode defines it (Table 3-7): no overlong forms (C0, C1, E0 80-9F,
-// F0 80-8F), no surrogates (ED A0-BF), nothing past U+10FFFF (F4 90-BF, F5-FF). The tokenizers'
-// regular expressions and SentencePiece read anything else differently from one cut to the next.
+// Why the bytes of a file are not text to read, or "" when they are (UTF-8 or ASCII, perhaps
+// with invalid lines: those are counted line by line).
+std::string why_not_text(const std::string& bytes) {
+  const auto starts_with = [&](std::string_view prefix) {
+    return bytes.compare(0, prefix.size(), prefix) == 0;
+  };
+  if (starts_with("\xFF\xFE") || starts_with("\xFE\xFF"))
+    return "UTF-16 or UTF-32 text (convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8)";
+  const auto nul = bytes.find('\0');
+  if (nul != std::string::npos)
+    return "binary, not text (a NUL byte at offset " + std::to_string(nul) + ")";
+  return "";
+}
+
+std::string join_lines(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& line : lines) out += (out.empty() ? "" : "\n") + line;
+  return out;
+}
+
+}  // namespace
+
+// Overlong forms (C0, C1, E0 80-9F, F0 80-8F), surrogates (ED A0-BF) and code points past
+// U+10FFFF (F4 90-BF, F5-FF) are refused: the tokenizers' regular expressions and SentencePiece
+// read such bytes differently from one cut to the next.
 bool valid_utf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
@@ -69,28 +91,6 @@ bool valid_utf8(std::string_view s) {
   }
   return true;
 }
-
-// Why the bytes of a file are not text to read, or "" when they are (UTF-8 or ASCII, perhaps
-// with invalid lines: those are counted line by line).
-std::string why_not_text(const std::string& bytes) {
-  const auto starts_with = [&](std::string_view prefix) {
-    return bytes.compare(0, prefix.size(), prefix) == 0;
-  };
-  if (starts_with("\xFF\xFE") || starts_with("\xFE\xFF"))
-    return "UTF-16 or UTF-32 text (convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8)";
-  const auto nul = bytes.find('\0');
-  if (nul != std::string::npos)
-    return "binary, not text (a NUL byte at offset " + std::to_string(nul) + ")";
-  return "";
-}
-
-std::string join_lines(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& line : lines) out += (out.empty() ? "" : "\n") + line;
-  return out;
-}
-
-}  // namespace
 
 std::vector<std::string_view> split_long_line(std::string_view line, size_t max_bytes) {
   TORCH_CHECK(max_bytes >= 4, "split_long_line: max_bytes must be at least 4, got ", max_bytes);

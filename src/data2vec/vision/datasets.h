@@ -52,12 +52,12 @@ inline const std::vector<std::string> kImageFileExtensions = {".png", ".jpg", ".
 
 class ImageFolderDataset : public data2vec::Dataset {
  public:
-  // Lists the image files under each root/<class>/ (sub-folders and links to folders included,
-  // dot-names skipped: io::list_files) without decoding anything; classes are the sorted
-  // sub-folder names (hidden ones, such as
-  // .ipynb_checkpoints, left out), files sorted within a class. `classes` given (a held-out
-  // split's: the training split's classes()), labels are positions in it, and a sub-folder not
-  // in it is an error: each split's own folder list would number the classes differently.
+  // Lists the image files under each root/<class>/, sorted by path (sub-folders and links to
+  // folders included, dot-names skipped: io::list_files) without decoding anything; classes are
+  // the sorted sub-folder names (hidden ones, such as .ipynb_checkpoints, left out; one class
+  // alone is warned of). `classes` given (a held-out split's: the training split's classes()),
+  // labels are positions in it, and a sub-folder not in it is an error: each split's own folder
+  // list would number the classes differently.
   ImageFolderDataset(const std::string& root, const ImageTransformOptions& options,
                      const std::vector<std::string>& classes = {});
 
