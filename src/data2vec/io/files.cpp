@@ -172,7 +172,9 @@ std::vector<std::filesystem::path> list_files(const std::string& root,
         std::error_code error;
         std::vector<fs::directory_entry> entries;
         fs::directory_iterator it(folder, error);
-        for (; !error && it != fs::directory_iterator(); it.increment(error)) entries.push_back(*it);
+        for (; !error && it != fs::directory_iterator(); it.increment(error)) {
+          entries.push_back(*it);
+        }
         if (error) spdlog::warn("skipping the folder '{}': {}", folder.string(), error.message());
         std::sort(entries.begin(), entries.end());
         for (const auto& entry : entries) {

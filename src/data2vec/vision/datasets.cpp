@@ -97,10 +97,10 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root,
   if (classes_.empty()) {
     classes_ = folders;
     // train/animals/{cat,dog}/ is one class, 'animals', now that class folders are read with
-    // their sub-folders: said, as no classifier can learn from one class.
+    // their sub-folders: fine for pretraining, not for a classifier, so said.
     if (classes_.size() == 1) {
-      spdlog::warn("image folder {}: one class folder only ('{}'); the layout is "
-                   "root/<class>/<images>, one folder per class",
+      spdlog::warn("image folder {}: one class folder only ('{}'): fine to pretrain on, not to "
+                   "evaluate a classifier (the layout is root/<class>/<images>)",
                    root, classes_.front());
     }
   }
