@@ -27,27 +27,14 @@ void fail(const char* what) {
   std::abort();
 }
 
-// A vocabulary of the 256 byte symbols (GPT-2's bytes_to_unicode: printable Latin-1 bytes stand
-// for themselves, the rest map to U+0100 on) and a few merges, so every text has an encoding.
+// A vocabulary of the 256 byte symbols and a few merges, so every text has an encoding.
 const data2vec::text::ByteLevelBpeTokenizer& tokenizer() {
   static const auto* bpe = [] {
     const auto dir = data2vec::fuzz::scratch_dir() + "/bpe";
     std::filesystem::create_directories(dir);
     nlohmann::json vocab = {{"<s>", 0}, {"<pad>", 1}, {"</s>", 2}, {"<unk>", 3}};
-    int shifted = 0;
-    for (int byte = 0; byte < 256; ++byte) {
-      const bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xA1 && byte <= 0xAC) ||
-                             byte >= 0xAE;
-      const int code = printable ? byte : 256 + shifted++;
-      std::string symbol;
-      if (code < 0x80) {
-        symbol += char(code);
-      } else {
-        symbol += char(0xC0 | (code >> 6));
-        symbol += char(0x80 | (code & 0x3F));
-      }
-      vocab[symbol] = 4 + byte;
-    }
+    for (int byte = 0; byte < 256; ++byte)
+      vocab[data2vec::text::ByteLevelBpeTokenizer::byte_symbol(uint8_t(byte))] = 4 + byte;
     std::ofstream(dir + "/merges.txt") << "#version: 0.2\n\xC4\xA0 t\nh e\n\xC4\xA0t he\n";
     vocab["\xC4\xA0t"] = 260;
     vocab["he"] = 261;

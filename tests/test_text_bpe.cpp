@@ -75,6 +75,12 @@ int64_t byte_id(unsigned char b) {
 
 }  // namespace
 
+TEST(ByteLevelBpe, ByteSymbolsAreGpt2sBytesToUnicode) {
+  const auto symbols = byte_symbols();
+  for (int b = 0; b < 256; ++b)
+    EXPECT_EQ(ByteLevelBpeTokenizer::byte_symbol(uint8_t(b)), symbols[size_t(b)]) << b;
+}
+
 TEST(ByteLevelBpe, PreTokenisesAsGpt2sPattern) {
   const ByteLevelBpeTokenizer bpe(write_vocabulary());
   using V = std::vector<std::string>;

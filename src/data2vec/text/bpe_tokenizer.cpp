@@ -3,6 +3,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -64,13 +65,24 @@ bool ByteLevelBpeTokenizer::present(const std::string& dir) {
 
 ByteLevelBpeTokenizer::~ByteLevelBpeTokenizer() = default;
 
+const std::string& ByteLevelBpeTokenizer::byte_symbol(uint8_t byte) {
+  // Printable Latin-1 bytes map to themselves, the other 68 to U+0100 + n in byte order.
+  static const auto symbols = [] {
+    std::array<std::string, 256> table;
+    uint32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+      table[size_t(b)] = utf8(printable ? uint32_t(b) : next++);
+    }
+    return table;
+  }();
+  return symbols[byte];
+}
+
 ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(const std::string& dir)
     : pattern_(std::make_unique<Pattern>()) {
-  // bytes_to_unicode (GPT-2): printable Latin-1 bytes map to themselves, the rest to 256 + n.
-  uint32_t next = 256;
   for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-    byte_to_symbol_[b] = utf8(printable ? uint32_t(b) : next++);
+    byte_to_symbol_[b] = byte_symbol(uint8_t(b));
     symbol_to_byte_[byte_to_symbol_[b]] = uint8_t(b);
   }
 

@@ -42,6 +42,9 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   int64_t unk_id() const override { return unk_; }
   int64_t mask_id() const override { return mask_; }
 
+  // GPT-2's bytes_to_unicode (step 2): the vocabulary symbol of `byte`, UTF-8 encoded.
+  static const std::string& byte_symbol(uint8_t byte);
+
   // The pre-tokenised pieces of `text` (step 1), for tests.
   std::vector<std::string> pieces(const std::string& text) const;
   // The BPE symbols of one piece (steps 2-3), for tests.

@@ -323,6 +323,11 @@ std::vector<std::vector<int64_t>> tokenize_documents(const std::vector<TextDocum
     for (int64_t i = begin; i < end; ++i) {
       for (const auto& line : split_lines(documents[i].text)) {
         if (is_blank(line)) continue;
+        if (line.size() <= kLongestEncodedText) {
+          const auto ids = tokenizer.encode(line);
+          out[i].insert(out[i].end(), ids.begin(), ids.end());
+          continue;
+        }
         for (const auto piece : split_long_line(line, kLongestEncodedText)) {
           const auto ids = tokenizer.encode(std::string(piece));
           out[i].insert(out[i].end(), ids.begin(), ids.end());
